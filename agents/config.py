@@ -1,0 +1,51 @@
+"""Top-level config of the ARPO job: the five roles, the agent, the job, Ray."""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field
+
+from actors.config import CaptionerConfig, ClipConfig, LLMConfig, T2IConfig, VLMConfig
+from core.config import StrictModel
+from core.ray_config import RayConfig
+
+
+class AgentConfig(StrictModel):
+    """The reverse-prompt optimisation loop (thesis Chapter 4, Algorithm 8)."""
+
+    framework: Literal["vanilla", "enhanced"] = Field("enhanced", description="vanilla: the VLM compares both images directly; enhanced: the VLM describes content and style of each image and the LLM lists their differences.")
+    max_steps: int = Field(10, ge=1, description="Most optimisation iterations per image.")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="Generation seeds, the same in every iteration so comparisons are fair.")
+    patience: Optional[int] = Field(None, ge=1, description="Stop when CLIP-I has not improved for this many iterations (None: off).")
+    init_prompt: Optional[str] = Field(None, description="Start from this prompt instead of the captioner's caption.")
+    max_candidates: int = Field(10, ge=1, description="Most candidate fragments kept from one proposal.")
+    max_reasks: int = Field(2, ge=0, description="Re-asks of the LLM when its answer cannot be parsed into a list.")
+
+
+class CheckpointConfig(StrictModel):
+    """Durable graph state (LangGraph checkpointer)."""
+
+    kind: Literal["sqlite", "postgres"] = Field("sqlite", description="sqlite: a file in the output folder; postgres: a shared database for several drivers.")
+    sqlite_file: str = Field("checkpoints.sqlite", description="SQLite file name, relative to the output folder.")
+    postgres_url_env: str = Field("ARPO_POSTGRES_URL", description="Environment variable holding the Postgres connection URL (never the URL itself).")
+
+
+class JobConfig(StrictModel):
+    """The batch job."""
+
+    concurrency: int = Field(256, ge=1, description="Optimisations running at once, all sharing the actors.")
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Where graph state is persisted.")
+    max_image_pixels: int = Field(89_478_485, ge=1, description="Images with more pixels are refused as decompression bombs (Pillow's default limit).")
+
+
+class ArpoConfig(StrictModel):
+    """Everything `python -m agents.batch_reverse` needs."""
+
+    t2i: T2IConfig = Field(default_factory=T2IConfig, description="Text-to-image pipeline role.")
+    llm: LLMConfig = Field(default_factory=LLMConfig, description="Language model role.")
+    vlm: VLMConfig = Field(default_factory=VLMConfig, description="Vision-language model role.")
+    captioner: CaptionerConfig = Field(default_factory=CaptionerConfig, description="Captioner role (initial prompt).")
+    clip: ClipConfig = Field(default_factory=ClipConfig, description="CLIP scorer role.")
+    agent: AgentConfig = Field(default_factory=AgentConfig, description="Optimisation loop.")
+    job: JobConfig = Field(default_factory=JobConfig, description="Batch job.")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Ray connection.")

@@ -1,0 +1,1 @@
+"""Small pieces shared by agents/, actors/ and training/: config loading, local Ray start-up."""

@@ -1,0 +1,43 @@
+"""Ray connection settings and a loopback-only local start."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from pydantic import Field
+
+from core.config import StrictModel
+
+
+class RayConfig(StrictModel):
+    """How the driver reaches Ray."""
+
+    address: Optional[str] = Field(None, description="Cluster address ('auto', 'ray://host:10001', ...). None: join the cluster when run under `ray job submit` (RAY_ADDRESS set), else start a local Ray.")
+    num_cpus: Optional[int] = Field(None, ge=1, description="Local Ray only: CPUs to offer (None: all).")
+    num_gpus: Optional[int] = Field(None, ge=0, description="Local Ray only: GPUs to offer (None: detected).")
+    temp_dir: Optional[str] = Field(None, description="Local Ray only: session folder (default /tmp/ray).")
+    include_dashboard: bool = Field(False, description="Local Ray only: start the dashboard (on 127.0.0.1).")
+
+
+def init_ray(cfg: RayConfig, **runtime_env) -> bool:
+    """Connect to a cluster or start a loopback-only local Ray. Returns True if it started one.
+
+    Local Ray binds to 127.0.0.1: a single-machine default should not listen on the
+    network, and RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 is what makes Ray's processes talk
+    over loopback rather than the interface address.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env=runtime_env or None, log_to_driver=True)
+        return False
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    kwargs = dict(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, include_dashboard=cfg.include_dashboard,
+                  _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1")
+    if cfg.temp_dir:
+        kwargs["_temp_dir"] = cfg.temp_dir
+    ray.init(**{k: v for k, v in kwargs.items() if v is not None}, runtime_env=runtime_env or None)
+    return True
