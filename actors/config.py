@@ -21,6 +21,7 @@ class ResourceConfig(StrictModel):
     max_restarts: int = Field(3, ge=-1, description="Ray restarts of a dead actor (-1: unlimited).")
     max_task_retries: int = Field(3, ge=-1, description="Ray retries of an in-flight call after the actor died (-1: unlimited).")
     max_concurrency: int = Field(1024, ge=1, description="Concurrent calls an async actor accepts; requests above the batch size queue inside the actor.")
+    custom_resources: dict[str, float] = Field(default_factory=dict, description="Ray custom resources the actor requests, e.g. {gpu_large: 1} to pin it to a node type of cluster.yaml.")
 
 
 class BatchingConfig(StrictModel):
@@ -105,6 +106,7 @@ class LLMConfig(StrictModel):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Default sampling parameters.")
     vllm: VLLMOptions = Field(default_factory=VLLMOptions, description="vLLM engine options.")
     openai: OpenAIOptions = Field(default_factory=OpenAIOptions, description="OpenAI-compatible client options.")
+    batching: BatchingConfig = Field(default_factory=lambda: BatchingConfig(max_batch_size=8, max_wait_ms=10.0), description="transformers backend only: concurrent chats that share one generate() call (vLLM batches by itself; 'openai' sends requests concurrently).")
     resources: ResourceConfig = Field(default_factory=lambda: ResourceConfig(num_gpus=1.0), description="Ray placement.")
 
     _v_model = field_validator("model")(lambda cls, v: _path_or_id(v))

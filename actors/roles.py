@@ -10,6 +10,7 @@ Message format for ``chat`` (LLM and VLM) follows the OpenAI chat schema:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -46,3 +47,14 @@ class ClipRole(Protocol):
 
     async def image_image_scores(self, images: Sequence[Image], reference: Image, reference_key: Optional[str] = None) -> list[float]:
         """Cosine similarity of each image with the reference image."""
+
+
+@dataclass
+class Roles:
+    """The five role clients a graph run needs (Ray actor clients in production, doubles in tests)."""
+
+    t2i: T2IRole
+    llm: ChatRole
+    vlm: ChatRole
+    captioner: CaptionerRole
+    clip: ClipRole

@@ -26,15 +26,21 @@ def init_ray(cfg: RayConfig, **runtime_env) -> bool:
     network, and RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 is what makes Ray's processes talk
     over loopback rather than the interface address.
     """
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        # Must be in the environment before Ray starts its processes (they inherit it);
+        # Ray also reads it into a constant when first imported, so set both.
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray
 
     if ray.is_initialized():
         return False
-    address = cfg.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, runtime_env=runtime_env or None, log_to_driver=True)
         return False
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
     kwargs = dict(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, include_dashboard=cfg.include_dashboard,
                   _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1")
     if cfg.temp_dir:

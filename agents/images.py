@@ -1,0 +1,147 @@
+"""Finding reference images in a folder and loading any of them as clean RGB pixels.
+
+Discovery is recursive and sorted (so runs are reproducible), matches extensions in
+any case, and skips hidden files and folders, non-image files and an excluded subtree
+(the job's own output folder when it lies inside the image folder).
+
+Loading accepts JPEG (incl. MPO), PNG, WebP, BMP, GIF (first frame) and TIFF (first
+page) whatever the file's extension says, honours EXIF orientation, converts every
+pixel mode to 8-bit RGB (alpha is composited on white; 16-bit and float data are
+scaled, not clipped) and refuses images above a pixel limit before decoding them. Any
+failure is an :class:`ImageLoadError` naming the file and the cause.
+"""
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: File extensions (lower case) that are treated as images; anything else is ignored.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+
+#: Pillow decoders allowed to open a file. Restricting them keeps a renamed file from
+#: reaching decoders that shell out or parse far more than a photo needs (EPS, PDF, ...).
+ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+
+_WHITE = (255, 255, 255)
+
+
+class ImageLoadError(Exception):
+    """A file could not be used as a reference image; ``path`` and ``cause`` say which and why."""
+
+    def __init__(self, path: str | os.PathLike, cause: str):
+        self.path, self.cause = str(path), cause
+        super().__init__(f"{path}: {cause}")
+
+
+@dataclass(frozen=True)
+class FoundImage:
+    """One image file found under the image folder."""
+
+    path: Path  # absolute path of the file
+    rel: str  # path relative to the image folder, with '/' separators (stable across machines)
+
+
+def is_image_name(name: str) -> bool:
+    """True when ``name`` has one of the image extensions, in any case."""
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def discover_images(root: str | os.PathLike, exclude: Optional[str | os.PathLike] = None) -> list[FoundImage]:
+    """Every image file under ``root``, recursively, sorted by relative path.
+
+    Hidden files and folders (leading '.') are skipped, as is the ``exclude`` subtree.
+    Folder symlinks are not followed (no cycles); file symlinks are.
+    """
+    root_path = Path(root).resolve()
+    if not root_path.is_dir():
+        raise NotADirectoryError(f"{root}: not a folder")
+    excluded = Path(exclude).resolve() if exclude is not None else None
+    found: list[FoundImage] = []
+    for dirpath, dirnames, filenames in os.walk(root_path, followlinks=False):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (excluded is None or (here / d).resolve() != excluded))
+        for name in filenames:
+            if name.startswith(".") or not is_image_name(name):
+                continue
+            full = here / name
+            if not full.is_file():  # broken symlink, socket, ...
+                continue
+            found.append(FoundImage(path=full, rel=full.relative_to(root_path).as_posix()))
+    found.sort(key=lambda f: f.rel)
+    return found
+
+
+def load_rgb(path: str | os.PathLike, max_pixels: int) -> np.ndarray:
+    """Decode ``path`` into a uint8 (H, W, 3) RGB array, upright per its EXIF orientation.
+
+    Raises :class:`ImageLoadError` when the file is missing, not an allowed image format,
+    truncated or corrupt, or has more than ``max_pixels`` pixels (checked from the header,
+    before the pixels are decoded).
+    """
+    try:
+        with Image.open(path, formats=ALLOWED_FORMATS) as img:
+            width, height = img.size
+            if width * height > max_pixels:
+                raise ImageLoadError(path, f"refused as a possible decompression bomb: {width}x{height} = {width * height} pixels, limit {max_pixels}")
+            img.seek(0)  # first frame of an animation / first page of a multi-page TIFF
+            img.load()
+            upright = ImageOps.exif_transpose(img)
+            return to_rgb_array(upright)
+    except ImageLoadError:
+        raise
+    except FileNotFoundError:
+        raise ImageLoadError(path, "no such file") from None
+    except UnidentifiedImageError:
+        raise ImageLoadError(path, f"not a readable image (allowed formats: {', '.join(ALLOWED_FORMATS)})") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(path, f"refused as a possible decompression bomb: {exc}") from None
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
+        # Pillow reports truncated/corrupt data as OSError ("image file is truncated"),
+        # SyntaxError (broken headers) or ValueError.
+        raise ImageLoadError(path, f"cannot decode image: {type(exc).__name__}: {exc}") from None
+
+
+def to_rgb_array(img: Image.Image) -> np.ndarray:
+    """Any Pillow mode -> uint8 (H, W, 3) RGB. Transparency is composited on white."""
+    mode = img.mode
+    if mode == "RGB":
+        return np.asarray(img, dtype=np.uint8).copy()
+    if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        return _gray_to_rgb(_scale_wide_gray(img))
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _WHITE + (255,))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"), dtype=np.uint8).copy()
+    if mode in ("L", "1"):
+        return _gray_to_rgb(np.asarray(img.convert("L"), dtype=np.uint8))
+    # P (opaque), CMYK, YCbCr, LAB, HSV, RGBX: Pillow's own conversions.
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+def _scale_wide_gray(img: Image.Image) -> np.ndarray:
+    """16-bit / 32-bit integer or float grey -> uint8, scaled to the data's nominal range."""
+    data = np.asarray(img).astype(np.float64)
+    if img.mode == "F":
+        # Float images are conventionally in [0, 1]; anything larger is taken as 0..255.
+        scale = 255.0 if data.size and np.nanmax(data) <= 1.0 else 1.0
+        data = data * scale
+    elif img.mode.startswith("I;16") or (data.size and data.max() > 255):
+        data = data / 257.0  # 0..65535 -> 0..255
+    return np.clip(np.nan_to_num(np.rint(data)), 0, 255).astype(np.uint8)
+
+
+def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def save_png(array: np.ndarray) -> bytes:
+    """Encode a uint8 (H, W, 3) array as PNG bytes (for atomic writing by the caller)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()

