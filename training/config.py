@@ -22,6 +22,10 @@ from training.samplers import SamplerConfig
 from training.strategies import StrategyConfig
 
 
+# Strategies whose Strategy.uses_xi is True (the model gets ξ channels); tests check this against build_strategy.
+XI_STRATEGIES = ("sdss", "mdss", "sdss_ddim", "mdss_ddim")
+
+
 class ModelConfig(StrictModel):
     """The network: exactly one of ``unet_config`` (from scratch), ``pretrained`` (an unconditional
     diffusers UNet) or ``pipeline`` (a Stable-Diffusion-style folder, trained in latent space)."""
@@ -42,9 +46,6 @@ class ModelConfig(StrictModel):
     dropout: Optional[float] = Field(
         None, ge=0.0, lt=1.0, description="Override the UNet's dropout when loading `pretrained` "
                                           "(Table A.1: 0.3 for CIFAR-10). None: keep the checkpoint's.")
-    widen_xi: bool = Field(
-        True, description="When the strategy uses the xi head: widen the UNet's last conv to emit the xi "
-                          "channels (Fig. A.1). Passed to XiUNet.from_unet(widen=...).")
     gradient_checkpointing: bool = Field(
         False, description="Recompute UNet activations in the backward pass (less memory, ~30% slower).")
 
@@ -193,6 +194,9 @@ class TrainConfig(StrictModel):
         text_data = self.data.kind == "captioned_images"
         if text_data != self.model.text_conditional:
             raise ValueError("captioned_images data goes with model.pipeline (text-conditional), and only with it")
+        if self.sample.every and self.sample.sampler.xi_denoise and self.strategy.name not in XI_STRATEGIES:
+            raise ValueError(f"sample.sampler.xi_denoise needs a ξ head, which strategy {self.strategy.name!r} does "
+                             f"not train: set sample.sampler.xi_denoise=false")
         if self.sample.prompts and not self.model.text_conditional:
             raise ValueError("sample.prompts only apply to a text-conditional model (model.pipeline)")
         return self

@@ -42,7 +42,7 @@ class ItemKey(NamedTuple):
 def to_unit_range(pixels_uint8: np.ndarray) -> torch.Tensor:
     """uint8 HxW or HxWxC -> float CxHxW in [-1, 1]."""
     arr = pixels_uint8 if pixels_uint8.ndim == 3 else pixels_uint8[:, :, None]
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).float().div(127.5).sub(1.0)
+    return torch.from_numpy(np.array(arr.transpose(2, 0, 1), dtype=np.float32)).div_(127.5).sub_(1.0)
 
 
 # ---------------------------------------------------------------- Fashion-MNIST (idx files)

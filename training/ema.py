@@ -45,19 +45,13 @@ class EMA:
         finally:
             model.load_state_dict(backup, strict=False)
 
-    def state_dict(self) -> dict:
-        return {"decay": self.decay, "warmup": self.warmup, "updates": self.updates, "shadow": self.shadow}
-
-    def load_state_dict(self, state: dict) -> None:
-        missing = set(self.shadow) ^ set(state["shadow"])
-        if missing:
-            raise ValueError(f"EMA state does not match the model: differing keys {sorted(missing)[:5]}")
-        self.updates = int(state["updates"])
-        for k, v in state["shadow"].items():
-            self.shadow[k].copy_(v)
-
-    def load_shadow_from(self, model: nn.Module) -> None:
-        """Take the shadow weights from a model holding saved EMA weights (used when resuming)."""
+    @torch.no_grad()
+    def load_shadow_from(self, model: nn.Module, updates: int) -> None:
+        """Resume: take the averaged weights from a model loaded from saved EMA weights."""
         state = model.state_dict()
+        missing = sorted(set(self.shadow) - set(state))
+        if missing:
+            raise ValueError(f"saved EMA weights do not match the model: missing {missing[:5]}")
         for k in self.shadow:
             self.shadow[k].copy_(state[k])
+        self.updates = int(updates)

@@ -20,22 +20,30 @@ PATCH_SIZE = 8
 # Small grids keep an image at ~50 tokens, so two images fit MAX_MODEL_LEN with room to answer.
 GRID_PINPOINTS = [[32, 32], [32, 64], [64, 32]]
 
-# transformers 5 in-memory name prefix -> real llava-hf checkpoint prefix (first match wins).
+# Saved (or in-memory) name prefix -> real llava-hf checkpoint prefix; first match wins.
+# transformers 5.19's save_pretrained already writes the real language-model and projector
+# names but drops the CLIP ``vision_model.`` level; the in-memory ``model.*`` names are
+# listed too so a transformers that saves those still yields the real layout.
 _REAL_CHECKPOINT_PREFIXES = [
+    ("vision_tower.vision_model.", "vision_tower.vision_model."),
+    ("vision_tower.", "vision_tower.vision_model."),
+    ("language_model.", "language_model."),
+    ("multi_modal_projector.", "multi_modal_projector."),
+    ("image_newline", "image_newline"),
+    ("model.vision_tower.", "vision_tower.vision_model."),
     ("model.language_model.", "language_model.model."),
     ("lm_head.", "language_model.lm_head."),
-    ("model.vision_tower.", "vision_tower.vision_model."),
     ("model.multi_modal_projector.", "multi_modal_projector."),
     ("model.image_newline", "image_newline"),
 ]
 
 
 def real_checkpoint_name(name: str) -> str:
-    """Map a transformers-5 LlavaNext parameter name to the llava-hf checkpoint name."""
+    """Map a saved or in-memory LlavaNext weight name to the llava-hf checkpoint name."""
     for old, new in _REAL_CHECKPOINT_PREFIXES:
         if name.startswith(old):
             return new + name[len(old):]
-    raise ValueError(f"unexpected LlavaNext parameter name {name!r}: no llava-hf checkpoint name for it")
+    raise ValueError(f"unexpected LlavaNext weight name {name!r}: no llava-hf checkpoint name for it")
 
 
 def _rewrite_weight_names(out_dir: Path) -> None:
@@ -91,6 +99,6 @@ def build(out_dir: Path, seed: int = 0, backend: str = "transformers") -> dict:
     model.save_pretrained(out_dir)
     _rewrite_weight_names(out_dir)
     processor.save_pretrained(out_dir)
-    section = chat_section(out_dir, backend, max_new_tokens=16)
+    section = chat_section(out_dir, backend, max_new_tokens=16, seed=seed)
     section["vllm"]["limit_images_per_prompt"] = 2
     return section

@@ -1,0 +1,80 @@
+"""Captioner role: BLIP2 or any transformers image-to-text model (AutoProcessor +
+AutoModelForImageTextToText), greedy decoding, batched across callers by ``CaptionerServer``.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from actors.batching import MicroBatcher
+from actors.config import CaptionerConfig
+from actors.image_checks import check_rgb_uint8, to_pil
+from actors.model_source import check_local_folder, load_error
+from actors.torch_device import resolve_device, resolve_dtype
+
+
+class CaptionerModel:
+    """An image-to-text model and its processor on the configured device and dtype, loaded once."""
+
+    def __init__(self, cfg: CaptionerConfig):
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.dtype = resolve_dtype(cfg.dtype, self.device)
+        check_local_folder(cfg.model, "captioner", marker="config.json")
+        try:
+            self.processor = AutoProcessor.from_pretrained(cfg.model)
+            model = AutoModelForImageTextToText.from_pretrained(cfg.model, dtype=self.dtype)
+        except Exception as exc:  # noqa: BLE001 - re-raised naming the model
+            raise load_error("captioner", cfg.model, "AutoProcessor + AutoModelForImageTextToText", exc) from exc
+        self.model = model.to(self.device).eval()
+
+    def caption_batch(self, images: Sequence[np.ndarray]) -> list[str]:
+        """One greedy caption per image (the prompt, when configured, is not part of the caption)."""
+        import torch
+
+        pil = [to_pil(im, f"images[{i}]") for i, im in enumerate(images)]
+        if not pil:
+            return []
+        prompt = self.cfg.prompt
+        # One shared prompt: every row has the same length, so no padding side to get wrong.
+        inputs = self.processor(images=pil, text=[prompt] * len(pil) if prompt else None, return_tensors="pt").to(self.device)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, max_new_tokens=self.cfg.max_new_tokens, do_sample=False)
+        prompt_ids = inputs.get("input_ids")
+        # Decoder-only language models (BLIP2-OPT) return the prompt ids before the new tokens.
+        if prompt_ids is not None and out.shape[1] >= prompt_ids.shape[1] and torch.equal(out[:, : prompt_ids.shape[1]], prompt_ids):
+            out = out[:, prompt_ids.shape[1]:]
+        texts = self.processor.batch_decode(out, skip_special_tokens=True)
+        return [strip_prompt(t, prompt) for t in texts]
+
+
+def strip_prompt(text: str, prompt: Optional[str]) -> str:
+    """Remove a prompt the model echoed (encoder-decoder captioners start with it) and outer whitespace."""
+    text = text.strip()
+    if prompt and text.lower().startswith(prompt.strip().lower()):
+        text = text[len(prompt.strip()):].strip()
+    return text
+
+
+class CaptionerServer:
+    """Async captioning service: concurrent ``caption`` calls share one ``generate`` (the Ray actor wraps it)."""
+
+    def __init__(self, cfg: CaptionerConfig, model: Optional[CaptionerModel] = None):
+        self.cfg = cfg
+        self.model = model if model is not None else CaptionerModel(cfg)
+        self._batcher = MicroBatcher(self.model.caption_batch, cfg.batching.max_batch_size, cfg.batching.max_wait_ms)
+
+    async def caption(self, image: np.ndarray) -> str:
+        check_rgb_uint8(image, "image")  # validate here so a bad image fails only its own caller
+        return await self._batcher.submit(image)
+
+    async def stats(self) -> dict:
+        return {"batches": self._batcher.stats.as_dict()}
+
+    async def ping(self) -> dict:
+        return {"ok": True, "role": "captioner", "model": self.cfg.model, "device": self.model.device}

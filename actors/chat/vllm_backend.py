@@ -1,0 +1,116 @@
+"""vLLM backend: one ``AsyncLLM`` engine; concurrent chats share its continuous batching.
+
+Each chat is one engine request with its own seed, so an answer does not depend on what
+else is running. Prompts are rendered and tokenized by actors.chat.prompt (the same code
+the transformers backend uses) and sent as token ids; for the VLM the images go along as
+``multi_modal_data`` and vLLM's LLaVA processor expands the ``<image>`` placeholders.
+
+Process layout: ``AsyncLLM`` always runs its engine core in a child process (the
+in-process mode that ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` selects applies to the
+synchronous ``LLM`` class only). Inside a Ray actor vLLM switches to the ``spawn`` start
+method by itself; Ray's worker entry point is import-safe, so that works. A plain script
+that builds this backend needs an ``if __name__ == "__main__":`` guard for the same reason.
+
+vLLM 0.32 logs once that raw prompts are deprecated in favour of its Renderer API; token-id
+prompts with ``multi_modal_data`` are the form every vLLM since 0.8 accepts, so they stay.
+``VLLM_CPU_KVCACHE_SPACE`` is process-wide; under Ray each role has its own process.
+Seeds make answers reproducible within a backend; vLLM and the transformers backend draw
+differently from the same seed (greedy answers agree token for token).
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Sequence
+
+from actors.chat.base import ChatBackend, ChatBackendError, ChatResult
+from actors.chat.messages import ChatMessage, all_images
+from actors.chat.prompt import ChatPrompter
+from actors.config import LLMConfig, SamplingConfig
+
+
+def engine_args(cfg: LLMConfig, vision: bool) -> dict:
+    """Keyword arguments for ``vllm.AsyncEngineArgs`` from the role config."""
+    v = cfg.vllm
+    args = dict(
+        model=cfg.model,
+        tokenizer=cfg.tokenizer or cfg.model,
+        dtype=cfg.dtype,
+        max_model_len=v.max_model_len,
+        gpu_memory_utilization=v.gpu_memory_utilization,
+        tensor_parallel_size=v.tensor_parallel_size,
+        max_num_seqs=v.max_num_seqs,
+        enforce_eager=v.enforce_eager,
+        enable_chunked_prefill=v.enable_chunked_prefill,
+        max_num_batched_tokens=v.max_num_batched_tokens,
+        disable_log_stats=True,
+    )
+    if vision:
+        args["limit_mm_per_prompt"] = {"image": v.limit_images_per_prompt}
+    return {k: val for k, val in args.items() if val is not None}
+
+
+def sampling_params(s: SamplingConfig, stop_token_ids: Sequence[int]):
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        n=1,
+        temperature=s.temperature,
+        top_p=s.top_p if s.temperature > 0 else 1.0,
+        max_tokens=s.max_new_tokens,
+        seed=s.seed,
+        stop_token_ids=list(stop_token_ids),
+        detokenize=False,  # decoded by the backend from the final ids, exactly as the transformers backend does
+    )
+
+
+class VLLMChatBackend(ChatBackend):
+    name = "vllm"
+
+    def __init__(self, cfg: LLMConfig, vision: bool):
+        if cfg.gguf_file:
+            raise ValueError("gguf_file is a transformers-backend option; for vLLM convert the GGUF file to a "
+                             "Hugging Face folder first (actors/offline_kit/smollm2.py shows how)")
+        if cfg.vllm.cpu_kvcache_space_gib is not None:
+            # Read by vllm-cpu when the engine core process starts; it inherits this process's environment.
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(cfg.vllm.cpu_kvcache_space_gib)
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self.vision = vision
+        self.max_images = cfg.vllm.limit_images_per_prompt
+        self.model_name = cfg.model
+        self.prompter = ChatPrompter(cfg.model, vision=vision, tokenizer=cfg.tokenizer, chat_template=cfg.chat_template)
+        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_args(cfg, vision)))
+
+    def _engine_prompt(self, messages: Sequence[ChatMessage]) -> dict:
+        prompt = {"prompt_token_ids": self.prompter.token_ids(self.prompter.render(messages))}
+        images = all_images(messages)
+        if images:
+            if len(images) > self.max_images:
+                raise ValueError(f"{len(images)} images in one chat, but vllm.limit_images_per_prompt is {self.max_images}")
+            from PIL import Image
+
+            prompt["multi_modal_data"] = {"image": [Image.fromarray(img) for img in images]}
+        return prompt
+
+    async def chat(self, messages: Sequence[ChatMessage], sampling: SamplingConfig) -> ChatResult:
+        prompt = self._engine_prompt(messages)
+        final = None
+        async for out in self.engine.generate(prompt, sampling_params(sampling, self.prompter.stop_token_ids), request_id=uuid.uuid4().hex):
+            final = out
+        if final is None or not final.outputs:
+            raise ChatBackendError(f"vLLM returned no output for model {self.model_name!r}")
+        tokens = list(final.outputs[0].token_ids)
+        if tokens and tokens[-1] in self.prompter.stop_token_ids:
+            tokens.pop()  # like the transformers backend: the stop token is not part of the answer
+        # One decode of the final ids (vLLM's incremental detokenizer holds back a trailing
+        # partial UTF-8 sequence, which would make the two backends' texts differ).
+        text = self.prompter.tokenizer.decode(tokens, skip_special_tokens=True)
+        return ChatResult(text=text, prompt_tokens=len(final.prompt_token_ids or []),
+                          completion_tokens=len(tokens), token_ids=tuple(tokens))
+
+    async def aclose(self) -> None:
+        engine, self.engine = getattr(self, "engine", None), None
+        if engine is not None:
+            engine.shutdown()

@@ -1,0 +1,157 @@
+"""Text-to-image role: any diffusers text-to-image pipeline (SD1.5, SDXL, PixArt-α), loaded once.
+
+``T2IModel`` is the plain class (usable without Ray, e.g. in benchmarks); ``T2IServer`` adds
+cross-caller batching: every (prompt, seed) is one item of a MicroBatcher, so concurrent
+callers share one pipeline call.
+
+Reproducibility: each item gets its own ``torch.Generator`` seeded with its seed, created on
+the CPU, so an item's starting noise depends only on its seed — not on the batch it shares,
+nor on the device (CPU noise is the same on every machine; diffusers moves it to the GPU).
+The rest of the computation is the same maths for every batch row, but BLAS/conv kernels
+may sum in a different order for another batch size or another row position: measured on
+CPU float32, that changes the float image by ~1e-6, i.e. at most one uint8 level in about
+0.01% of pixels (the tests assert <= 1 level in < 0.5% of pixels). On CPU the same batch
+repeated gives bit-for-bit the same images (GPU kernels need not be deterministic).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from actors.batching import MicroBatcher
+from actors.config import T2IConfig
+from actors.model_source import ModelLoadError, check_local_folder, load_error
+from actors.torch_device import resolve_device, resolve_dtype
+
+# torch.Generator.manual_seed accepts at most 64 bits; keep seeds non-negative and in int64.
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise ValueError(f"seed must be in [0, 2**63 - 1], got {seed}")
+    return int(seed)
+
+
+def check_prompt(prompt: Any) -> str:
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+    return prompt
+
+
+def float_images_to_uint8(images: np.ndarray) -> list[np.ndarray]:
+    """Pipeline output (N, H, W, 3) floats in [0, 1] -> uint8 arrays, rounded as diffusers' numpy_to_pil does."""
+    return [np.ascontiguousarray(np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)) for img in images]
+
+
+def _dtype_kwarg(dtype) -> dict:
+    """diffusers renamed ``torch_dtype`` to ``dtype`` (0.36+ warns on the old name); pass whichever it expects."""
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401  (present where `dtype` is accepted)
+    except ImportError:
+        return {"torch_dtype": dtype}
+    return {"dtype": dtype}
+
+
+def load_pipeline(cfg: T2IConfig, device: str, dtype):
+    import diffusers
+
+    pipeline_cls = getattr(diffusers, cfg.pipeline_class, None)
+    if pipeline_cls is None or not hasattr(pipeline_cls, "from_pretrained"):
+        raise ModelLoadError(f"text-to-image pipeline_class {cfg.pipeline_class!r} is not a diffusers pipeline class")
+    check_local_folder(cfg.model, "text-to-image", marker="model_index.json")
+    try:
+        pipe = pipeline_cls.from_pretrained(cfg.model, **_dtype_kwarg(dtype))
+    except Exception as exc:  # noqa: BLE001 - re-raised with the model reference named
+        raise load_error("text-to-image", cfg.model, f"diffusers.{cfg.pipeline_class}", exc) from exc
+    return pipe
+
+
+class T2IModel:
+    """A diffusers text-to-image pipeline on the configured device and dtype.
+
+    ``pipeline`` lets a caller wrap a pipeline it built in memory (benchmarks); otherwise
+    ``cfg.model`` is loaded with ``cfg.pipeline_class``.
+    """
+
+    def __init__(self, cfg: T2IConfig, pipeline: Optional[Any] = None):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.dtype = resolve_dtype(cfg.dtype, self.device)
+        if pipeline is None:
+            # Only the device here: from_pretrained already applied the dtype, and may keep
+            # some modules in float32 on purpose (e.g. parts of PixArt's T5).
+            self.pipe = load_pipeline(cfg, self.device, self.dtype).to(self.device)
+        else:
+            self.pipe = pipeline.to(self.device, self.dtype)
+        self.pipe.set_progress_bar_config(disable=True)
+        tokenizer = getattr(self.pipe, "tokenizer", None)
+        if tokenizer is None:
+            raise ModelLoadError(f"text-to-image model {cfg.model!r}: pipeline {type(self.pipe).__name__} has no tokenizer")
+        # A private copy for token counting: fast tokenizers are not safe to use from two
+        # threads at once, and the pipeline uses its own tokenizer in the batch worker thread.
+        self._count_tokenizer = copy.deepcopy(tokenizer)
+
+    def generate_batch(self, items: Sequence[tuple[str, int]]) -> list[np.ndarray]:
+        """One pipeline call for all (prompt, seed) items; one uint8 (H, W, 3) image per item."""
+        import torch
+
+        if not items:
+            return []
+        prompts = [check_prompt(p) for p, _ in items]
+        generators = [torch.Generator(device="cpu").manual_seed(check_seed(s)) for _, s in items]
+        kwargs: dict[str, Any] = dict(
+            prompt=prompts,
+            num_inference_steps=self.cfg.num_inference_steps,
+            guidance_scale=self.cfg.guidance_scale,
+            generator=generators,
+            output_type="np",
+        )
+        if self.cfg.height is not None:
+            kwargs["height"] = self.cfg.height
+        if self.cfg.width is not None:
+            kwargs["width"] = self.cfg.width
+        if self.cfg.negative_prompt is not None:
+            kwargs["negative_prompt"] = [self.cfg.negative_prompt] * len(prompts)
+        with torch.inference_mode():
+            images = self.pipe(**kwargs).images
+        return float_images_to_uint8(np.asarray(images))
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text under the pipeline's (first) tokenizer, special tokens excluded, no truncation."""
+        if isinstance(texts, str):
+            raise TypeError("texts must be a sequence of str, not a single str")
+        texts = [check_prompt(t) for t in texts]
+        if not texts:
+            return []
+        ids = self._count_tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+        return [len(x) for x in ids]
+
+
+class T2IServer:
+    """Async, cross-caller batched text-to-image service (the Ray actor is a thin shell around it)."""
+
+    def __init__(self, cfg: T2IConfig, model: Optional[T2IModel] = None):
+        self.cfg = cfg
+        self.model = model if model is not None else T2IModel(cfg)
+        self._batcher = MicroBatcher(self.model.generate_batch, cfg.batching.max_batch_size, cfg.batching.max_wait_ms)
+
+    async def generate(self, prompt: str, seeds: Sequence[int]) -> list[np.ndarray]:
+        """One image per seed; each (prompt, seed) joins the shared batch queue."""
+        check_prompt(prompt)
+        items = [(prompt, check_seed(s)) for s in seeds]
+        return await self._batcher.submit_many(items)
+
+    async def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        # Tokenizing is fast (microseconds per prompt): done inline on the event loop.
+        return self.model.count_tokens(texts)
+
+    async def stats(self) -> dict:
+        return {"batches": self._batcher.stats.as_dict()}
+
+    async def ping(self) -> dict:
+        return {"ok": True, "role": "t2i", "model": self.cfg.model, "device": self.model.device}

@@ -1,0 +1,143 @@
+"""Reverse one image: ``optimise`` (async, for the batch job) and ``reverse_prompt`` (sync, for people).
+
+``optimise`` runs one image's thread on a compiled graph: a new thread starts at
+``init``; an unfinished one resumes from its last completed node; a finished one
+returns its stored result without calling any model. A failing node does not raise:
+the result has status "error" and says which node failed, and the thread stays
+resumable — running the same image again continues from where it stopped.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from PIL import Image as PILImage
+
+from actors.image_checks import check_rgb_uint8
+from actors.roles import Roles
+from agents.config import AgentConfig, ArpoConfig
+from agents.graph import build_graph, compile_graph, thread_config
+from agents.image_id import ID_HEX_DIGITS, content_id
+from agents.images import load_rgb, save_png, to_rgb_array
+from agents.result import ReverseResult, result_from_state
+from agents.results import atomic_write_bytes
+from agents.state import initial_state
+
+
+async def optimise(
+    image_id: str,
+    reference_path: Path,
+    work_dir: Path,
+    roles: Roles,
+    cfg: AgentConfig,
+    token_limit: int,
+    graph: Any = None,
+    init_prompt: Optional[str] = None,
+) -> ReverseResult:
+    """Run or resume thread ``image_id`` and return its result.
+
+    ``work_dir`` is this image's own folder (generated images go there). ``graph`` is a
+    compiled graph with a checkpointer, shared across images; without one an in-memory
+    graph is built (nothing survives the process). ``init_prompt`` (else
+    ``cfg.init_prompt``) replaces the captioner's caption as P^0.
+    """
+    if graph is None:
+        from langgraph.checkpoint.memory import InMemorySaver
+
+        graph = compile_graph(build_graph(roles, cfg, token_limit), InMemorySaver())
+    if graph.checkpointer is None:
+        raise ValueError("optimise needs a graph compiled with a checkpointer (see agents.graph.compile_graph)")
+    config = thread_config(image_id, cfg)
+    source = str(reference_path)
+    snapshot = await graph.aget_state(config)
+    if snapshot.values and not snapshot.next:
+        return result_from_state(snapshot.values, source)
+    run_input = None if snapshot.next else initial_state(image_id, str(reference_path), str(work_dir),
+                                                          init_prompt or cfg.init_prompt)
+    try:
+        await graph.ainvoke(run_input, config, durability="sync")
+    except Exception as exc:  # noqa: BLE001 - one image's failure is its result, not the batch's
+        snapshot = await graph.aget_state(config)
+        where = ", ".join(snapshot.next) or "?"
+        return result_from_state(snapshot.values or {"image_id": image_id}, source,
+                                 error=f"node {where}: {type(exc).__name__}: {exc}")
+    snapshot = await graph.aget_state(config)
+    if snapshot.next:  # paused by an interrupt: not finished, resumable
+        return result_from_state(snapshot.values, source, error=f"paused before node {', '.join(snapshot.next)}; run again to resume")
+    return result_from_state(snapshot.values, source)
+
+
+def reverse_prompt(image: Any, config: ArpoConfig | str | os.PathLike, work_dir: Optional[str | os.PathLike] = None,
+                   *, roles: Optional[Roles] = None) -> ReverseResult:
+    """Reverse one image, synchronously.
+
+    ``image``: a path, a uint8 (H, W, 3) RGB array or a PIL image. ``config``: an
+    ``ArpoConfig`` or a YAML file of one. ``work_dir``: where the generated images and the
+    checkpoint go (``<work_dir>/<image id>/``, checkpoint per ``config.job.checkpoint``);
+    calling again with the same folder resumes or returns the finished result. Without it
+    a new temporary folder is made (and kept, since the result points into it).
+    ``roles``: running role clients to use; without them Ray is started (per
+    ``config.ray``), one actor per role is started, and Ray is shut down afterwards if
+    this call started it.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError("reverse_prompt is synchronous and cannot run inside an event loop; await agents.api.optimise instead")
+    if isinstance(config, ArpoConfig):
+        cfg = config
+    else:
+        from core.config import load_config
+
+        cfg = load_config(ArpoConfig, config)
+    work = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="arpo_"))
+    work.mkdir(parents=True, exist_ok=True)
+    reference_path = _reference_file(image, work, cfg.job.max_image_pixels)
+    image_id = content_id(reference_path)
+
+    started_ray = False
+    if roles is None:
+        from actors.ray_actors import start_roles
+        from core.ray_config import init_ray
+
+        started_ray = init_ray(cfg.ray)
+        roles = start_roles(cfg)
+    try:
+        return asyncio.run(_optimise_once(image_id, reference_path, work, roles, cfg))
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+
+
+async def _optimise_once(image_id: str, reference_path: Path, work: Path, roles: Roles, cfg: ArpoConfig) -> ReverseResult:
+    from agents.checkpointing import open_checkpointer
+
+    async with open_checkpointer(cfg.job.checkpoint, work) as saver:
+        graph = compile_graph(build_graph(roles, cfg.agent, cfg.t2i.max_prompt_tokens, max_image_pixels=cfg.job.max_image_pixels), saver)
+        return await optimise(image_id, reference_path, work / image_id, roles, cfg.agent, cfg.t2i.max_prompt_tokens, graph=graph)
+
+
+def _reference_file(image: Any, work: Path, max_pixels: int) -> Path:
+    """A readable image file for ``image``: the path itself, or a PNG written into ``work``."""
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        load_rgb(path, max_pixels)  # a clear error now rather than inside the graph
+        return path
+    if isinstance(image, PILImage.Image):
+        image = to_rgb_array(image)
+    elif not isinstance(image, np.ndarray):
+        raise TypeError(f"image must be a path, a uint8 (H, W, 3) array or a PIL image, got {type(image).__name__}")
+    data = save_png(check_rgb_uint8(image, "image"))
+    path = work / f"reference_{hashlib.sha256(data).hexdigest()[:ID_HEX_DIGITS]}.png"
+    if not path.exists():
+        atomic_write_bytes(path, data)
+    return path

@@ -1,0 +1,250 @@
+"""Novel images from an edited reverse prompt (thesis §4.2.3, Figures 4.4, B.13, B.14).
+
+API: :func:`generate_edit` takes a finished result (``result.json`` of the batch job),
+one :class:`agents.prompt_edit.PromptEdit` and a T2I role, renders the edited prompt
+with the same seeds the optimisation used, and writes next to the result::
+
+    images/<name>/edits/<edit>/seed<k>.png, prompt.txt
+    images/<name>/edits.json     every edit made so far (spec, prompt, images)
+    images/<name>/edits.html     reference | reverse prompt's image | each edit, side by side
+
+CLI (one edit per call; calls accumulate in edits.json / edits.html)::
+
+    python -m agents.edit --result OUT/images/<name>/result.json --edit "-dog +cat"
+                          [--content "..."] [--style "..."] [--config FILE] [--set k=v]
+                          [--seeds 0,1] [--ray]
+
+Use the config the batch ran with (--config): the edit must be rendered by the same T2I
+model and settings. The T2I pipeline is loaded in this process unless --ray (then one
+T2I actor on Ray, per the config's resources).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from agents.config import ArpoConfig
+from agents.images import save_png
+from agents.prompt_edit import EditSpecError, PromptEdit, apply_edit, parse_substitutions, parts_of_record
+from agents.prompt_parts import PromptParts
+from agents.report import esc, href
+from agents.results import RESULT_JSON, atomic_write_bytes, atomic_write_json, atomic_write_text, slugify
+
+log = logging.getLogger("agents.edit")
+
+EDITS_DIR, EDITS_JSON, EDITS_HTML = "edits", "edits.json", "edits.html"
+
+
+@dataclass
+class EditOutcome:
+    edit: PromptEdit
+    parts: PromptParts
+    prompt: str
+    folder: Path
+    images: list[Path]
+
+    def to_dict(self, base: Path) -> dict:
+        return {"edit": self.edit.describe(), "content": list(self.parts.content), "style": list(self.parts.style),
+                "prompt": self.prompt, "folder": _rel(self.folder, base), "images": [_rel(p, base) for p in self.images]}
+
+
+def _rel(path: Path, base: Path) -> str:
+    return Path(os.path.relpath(path, base)).as_posix()
+
+
+def load_result(path: str | os.PathLike) -> dict:
+    p = Path(path)
+    if p.is_dir():
+        p = p / RESULT_JSON
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such result file (expected OUT/images/<name>/result.json)")
+    try:
+        record = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{p}: not valid JSON: {exc}") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{p}: not a result record")
+    return record
+
+
+def edit_prompt_text(prompt: str, edit: PromptEdit) -> str:
+    """Apply an edit to a plain prompt of any method (Figure B.14); its fragments are sorted into
+    content and style by agents.prompt_parts.PromptParts.from_text."""
+    return apply_edit(PromptParts.from_text(prompt), edit).render()
+
+
+def edit_folder_name(edit: PromptEdit, prompt: str) -> str:
+    from agents.eval.records import fingerprint
+
+    return f"{slugify(edit.describe(), max_len=40)}-{fingerprint(edit.describe(), prompt)[:8]}"
+
+
+async def generate_edit(record: dict, result_dir: str | os.PathLike, edit: PromptEdit, t2i: Any, seeds: Sequence[int]) -> EditOutcome:
+    """Render ``edit`` of the result's best prompt at ``seeds`` and record it next to the result."""
+    if not seeds:
+        raise ValueError("no seeds to render the edit with")
+    result_dir = Path(result_dir)
+    parts = apply_edit(parts_of_record(record), edit)
+    prompt = parts.render()
+    if not prompt:
+        raise ValueError("the edited prompt is empty")
+    images = await t2i.generate(prompt, list(seeds))
+    folder = result_dir / EDITS_DIR / edit_folder_name(edit, prompt)
+    paths = []
+    for seed, image in zip(seeds, images):
+        path = folder / f"seed{seed}.png"
+        atomic_write_bytes(path, save_png(image))
+        paths.append(path)
+    atomic_write_text(folder / "prompt.txt", f"{prompt}\n\n# edit\n{edit.describe()}\n\n{parts.labelled()}\n")
+    outcome = EditOutcome(edit=edit, parts=parts, prompt=prompt, folder=folder, images=paths)
+    index = _read_index(result_dir)
+    entry = outcome.to_dict(result_dir)
+    index = [e for e in index if e.get("folder") != entry["folder"]] + [entry]
+    atomic_write_json(result_dir / EDITS_JSON, index)
+    atomic_write_text(result_dir / EDITS_HTML, render_edits_page(record, result_dir, index))
+    return outcome
+
+
+def _read_index(result_dir: Path) -> list[dict]:
+    path = result_dir / EDITS_JSON
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        log.warning("%s is not valid JSON; starting a new edit index", path)
+        return []
+    return data if isinstance(data, list) else []
+
+
+def _best_images(record: dict) -> list[str]:
+    best = record.get("best_iteration")
+    for it in record.get("iterations") or []:
+        if it.get("iteration", it.get("index")) == best:
+            return list(it.get("images") or it.get("image_paths") or [])
+    return []
+
+
+def render_edits_strip(record: dict, index: list[dict], link_prefix: str = "", out_prefix: str = "") -> str:
+    """Figure 4.4 as an HTML fragment: reference, the reverse prompt's image, then each edit.
+
+    ``link_prefix`` is prepended to the edit paths (relative to the image folder) and
+    ``out_prefix`` to the record's reference/iteration paths (relative to the batch
+    output folder), so the strip can sit in edits.html or in the batch report.
+    """
+    figs = []
+    if record.get("reference"):
+        figs.append(_figure(out_prefix + record["reference"], "reference", ""))
+    best = _best_images(record)
+    prompt = (record.get("prompt") or {}).get("rendered", "")
+    if best:
+        figs.append(_figure(out_prefix + best[0], "reverse prompt", prompt))
+    for entry in index:
+        if entry.get("images"):
+            figs.append(_figure(link_prefix + entry["images"][0], entry.get("edit", ""), entry.get("prompt", "")))
+    return '<div class="edits">' + "".join(figs) + "</div>"
+
+
+def edits_strip_for_report(out_dir: str | os.PathLike, record: dict) -> str:
+    """The Figure 4.4 strip of one batch record for ``<out>/report.html`` ("" when it has no edits)."""
+    folder = record.get("output_dir")
+    if not folder:
+        return ""
+    index = _read_index(Path(out_dir) / folder)
+    if not index:
+        return ""
+    return "<h3>Edits</h3>" + render_edits_strip(record, index, link_prefix=folder.rstrip("/") + "/", out_prefix="")
+
+
+def _figure(path: str, title: str, prompt: str) -> str:
+    return (f'<figure><img src="{href(path)}" alt="{esc(title)}" loading="lazy"><figcaption><strong>{esc(title)}</strong>'
+            f'<div class="prompt">{esc(prompt)}</div></figcaption></figure>')
+
+
+def render_edits_page(record: dict, result_dir: Path, index: list[dict]) -> str:
+    # result.json paths are relative to the batch output folder, two levels up (OUT/images/<name>/).
+    out_prefix = _rel(result_dir.parent.parent, result_dir) + "/"
+    css = ("body{font-family:system-ui,sans-serif;margin:1.5em}.edits{display:flex;flex-wrap:wrap;gap:.8em}"
+           "figure{margin:0;width:200px}figure img{max-width:192px;max-height:192px;display:block}"
+           ".prompt{font-size:.8em;white-space:pre-wrap;background:#f6f6f6;padding:.3em}")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Prompt edits</title>"
+            f"<style>{css}</style></head><body><h1>Prompt edits: {esc(record.get('source'))}</h1>"
+            f"{render_edits_strip(record, index, '', out_prefix)}</body></html>\n")
+
+
+# --------------------------------------------------------------------------- CLI
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m agents.edit", description="Generate novel images by editing a reverse prompt.")
+    p.add_argument("--result", required=True, help="A result.json of the batch job (or its folder).")
+    p.add_argument("--edit", help='Word substitutions, e.g. "-dog +cat" or \'-"golden retriever" +"tabby cat"\'.')
+    p.add_argument("--content", help="New content part (comma-separated fragments), replacing the reverse prompt's.")
+    p.add_argument("--style", help="New style part (comma-separated fragments), replacing the reverse prompt's.")
+    p.add_argument("--config", help="The config the batch ran with (ArpoConfig YAML): same T2I model and settings.")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Override a config key (repeatable).")
+    p.add_argument("--seeds", help="Comma-separated seeds (default: agent.seeds of the config, as in the optimisation).")
+    p.add_argument("--ray", action="store_true", help="Run the T2I model as a Ray actor instead of in this process.")
+    return p
+
+
+def edit_from_args(args: argparse.Namespace) -> PromptEdit:
+    subs = parse_substitutions(args.edit) if args.edit is not None else ()
+    return PromptEdit(content=args.content, style=args.style, substitutions=subs)
+
+
+async def _run(cfg: ArpoConfig, record: dict, result_dir: Path, edit: PromptEdit, seeds: list[int], use_ray: bool) -> EditOutcome:
+    if use_ray:
+        from actors.ray_actors import ROLE_SERVERS, start_role, wait_ready
+
+        t2i = start_role("t2i", ROLE_SERVERS["t2i"], cfg.t2i, cfg.t2i.resources)
+        await wait_ready(t2i)
+    else:
+        from actors.t2i import T2IServer
+
+        t2i = T2IServer(cfg.t2i)
+    return await generate_edit(record, result_dir, edit, t2i, seeds)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    from core.config import ConfigError, load_config
+
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        edit = edit_from_args(args)
+        cfg = load_config(ArpoConfig, args.config, args.set)
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else list(cfg.agent.seeds)
+        record = load_result(args.result)
+        result_dir = Path(args.result) if Path(args.result).is_dir() else Path(args.result).parent
+        parts_of_record(record)  # fail before loading any model when the result has no prompt
+    except (EditSpecError, ConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    started = False
+    try:
+        if args.ray:
+            from core.ray_config import init_ray
+
+            started = init_ray(cfg.ray)
+        outcome = asyncio.run(_run(cfg, record, result_dir, edit, seeds, args.ray))
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    print(f"{outcome.prompt}\n-> {', '.join(str(p) for p in outcome.images)}\nside by side: {result_dir / EDITS_HTML}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Wire the ARPO nodes into a LangGraph ``StateGraph``::
+
+    START → init → generate ─┬─ enhanced → describe → diff → propose → select ─┬→ generate
+                             ├─ vanilla  ─────────────→ diff                   └→ END (ΔP = ∅)
+                             └→ END (max_steps / patience)
+
+One compiled graph serves every image; each image is its own checkpoint thread, keyed
+by its content id. The roles reach the nodes through ``functools.partial`` (no globals).
+"""
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, Awaitable, Callable, Optional
+
+from langgraph.graph import END, START, StateGraph
+
+from actors.roles import Roles
+from agents import nodes
+from agents.config import AgentConfig
+from agents.state import ArpoState
+
+NODE_NAMES = ("init", "generate", "describe", "diff", "propose", "select")
+
+
+def _timed(name: str, fn: Callable[[ArpoState], Awaitable[dict]]) -> Callable[[ArpoState], Awaitable[dict]]:
+    """Add the node's run time to ``elapsed_s`` (so it sums over runs and resumes)."""
+
+    async def node(state: ArpoState) -> dict:
+        start = time.perf_counter()
+        update = await fn(state)
+        return {**update, "elapsed_s": float(state.get("elapsed_s") or 0.0) + time.perf_counter() - start}
+
+    node.__name__ = name
+    return node
+
+
+def build_graph(roles: Roles, cfg: AgentConfig, token_limit: int, *,
+                max_image_pixels: int = nodes.DEFAULT_MAX_IMAGE_PIXELS) -> StateGraph:
+    """The uncompiled ARPO graph for these roles and settings.
+
+    ``token_limit`` is the T2I text encoder's limit (``T2IConfig.max_prompt_tokens``);
+    fragments are added only while the prompt's token count stays within
+    ``token_limit - cfg.reserved_tokens``.
+    """
+    budget = token_limit - cfg.reserved_tokens
+    if budget < 1:
+        raise ValueError(f"token_limit {token_limit} leaves no room after reserved_tokens {cfg.reserved_tokens}")
+    deps = nodes.NodeDeps(roles=roles, cfg=cfg, token_budget=budget, max_image_pixels=max_image_pixels)
+    graph = StateGraph(ArpoState)
+    for name in NODE_NAMES:
+        graph.add_node(name, _timed(name, functools.partial(getattr(nodes, name), deps=deps)))
+    graph.add_edge(START, "init")
+    graph.add_edge("init", "generate")
+    graph.add_conditional_edges("generate", functools.partial(nodes.after_generate, framework=cfg.framework),
+                                {"describe": "describe", "diff": "diff", END: END})
+    graph.add_edge("describe", "diff")
+    graph.add_edge("diff", "propose")
+    graph.add_edge("propose", "select")
+    graph.add_conditional_edges("select", nodes.after_select, {"generate": "generate", END: END})
+    return graph
+
+
+def compile_graph(graph: StateGraph, checkpointer: Any, **kwargs: Any):
+    """Compile with a checkpointer (required: resuming is the point); ``kwargs`` go to ``StateGraph.compile``."""
+    if checkpointer is None:
+        raise ValueError("compile_graph needs a checkpointer (agents.checkpointing.open_checkpointer, or InMemorySaver)")
+    return graph.compile(checkpointer=checkpointer, **kwargs)
+
+
+def thread_config(image_id: str, cfg: AgentConfig, recursion_limit: Optional[int] = None) -> dict:
+    """The run config of one image's thread. The step limit covers ``max_steps`` full iterations."""
+    steps = recursion_limit or (len(NODE_NAMES) * (cfg.max_steps + 2))
+    return {"configurable": {"thread_id": image_id}, "recursion_limit": steps}

@@ -1,0 +1,213 @@
+"""The graph's nodes and routers (wired together in agents.graph).
+
+A node is ``async (state, deps) -> partial state``: it reads what it needs from the
+state, awaits the roles in ``deps``, and returns only the keys it changes (new lists,
+never mutated ones: the state it got may be shared with the checkpointer). Images are
+read from the paths in the state and written as PNG files; file work runs in a thread
+so one image's disk I/O does not stall the other optimisations on the event loop.
+Routers are plain functions of the state returning the next node's name.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from langgraph.graph import END
+
+from actors.image_checks import check_rgb_uint8
+from actors.roles import Roles
+from agents import chat_steps
+from agents.config import AgentConfig, JobConfig
+from agents.images import load_rgb, save_png
+from agents.prompt_parts import Fragment, PromptParts
+from agents.results import atomic_write_bytes
+from agents.selection import greedy_select, token_budget
+from agents.state import (STOP_MAX_STEPS, STOP_NO_CANDIDATES, STOP_NO_IMPROVEMENT, STOP_PATIENCE,
+                          STOP_TOKEN_LIMIT, ArpoState)
+
+#: Pixel limit for images the nodes read (the job's default decompression-bomb limit).
+DEFAULT_MAX_IMAGE_PIXELS: int = JobConfig.model_fields["max_image_pixels"].default
+
+
+@dataclass(frozen=True)
+class NodeDeps:
+    """What every node may use besides the state: the roles and the settings."""
+
+    roles: Roles
+    cfg: AgentConfig
+    token_budget: int  # most tokens (without special tokens) a rendered prompt may have
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+
+
+# --------------------------------------------------------------------------- helpers
+
+async def _load(path: str, deps: NodeDeps) -> np.ndarray:
+    return await asyncio.to_thread(load_rgb, path, deps.max_image_pixels)
+
+
+def _write_png(image: np.ndarray, path: Path) -> None:
+    atomic_write_bytes(path, save_png(image))
+
+
+def _parts(state: ArpoState) -> PromptParts:
+    return PromptParts.from_lists(state["content"], state["style"])
+
+
+def _scores(values: Sequence[float], expected: int, what: str) -> list[float]:
+    out = [float(v) for v in values]
+    if len(out) != expected:
+        raise ValueError(f"{what}: expected {expected} scores, got {len(out)}")
+    if not all(math.isfinite(v) for v in out):
+        raise ValueError(f"{what}: non-finite score in {out}")
+    return out
+
+
+def _with_last(history: list, **changes) -> list:
+    """A copy of ``history`` whose last record has ``changes`` applied."""
+    return [*history[:-1], {**history[-1], **changes}]
+
+
+def _generated_path(state: ArpoState) -> str:
+    """The image the VLM looks at: the first seed's image of the current iteration."""
+    return state["history"][-1]["image_paths"][0]
+
+
+# --------------------------------------------------------------------------- nodes
+
+async def init(state: ArpoState, deps: NodeDeps) -> dict:
+    """P^0: the user's prompt if given, else the captioner's caption of the reference (eq. 4.1)."""
+    reference = await _load(state["reference_path"], deps)  # also refuses an unreadable image early
+    Path(state["work_dir"]).mkdir(parents=True, exist_ok=True)
+    if state.get("user_prompt"):
+        parts = PromptParts.from_text(state["user_prompt"])
+    else:
+        caption = await deps.roles.captioner.caption(reference)
+        if not isinstance(caption, str) or not caption.strip():
+            raise ValueError(f"the captioner returned no caption for {state['reference_path']} (got {caption!r})")
+        parts = PromptParts.from_caption(caption)
+    return {
+        "initial_prompt": parts.render(), "content": list(parts.content), "style": list(parts.style),
+        "added": [], "iteration": 0, "history": [], "candidates": [],
+        "reference_description": None, "generated_description": None, "differences": None,
+        "best_iteration": None, "best_clip_i": None, "stop_reason": None,
+    }
+
+
+async def generate(state: ArpoState, deps: NodeDeps) -> dict:
+    """Generate P^t's images (same seeds every iteration), save them, score CLIP-I and CLIP-T; apply the score stop rules."""
+    t, image_id = state["iteration"], state["image_id"]
+    rendered = _parts(state).render()
+    seeds = list(deps.cfg.seeds)
+    images = list(await deps.roles.t2i.generate(rendered, seeds))
+    if len(images) != len(seeds):
+        raise ValueError(f"the T2I role returned {len(images)} images for {len(seeds)} seeds")
+    for seed, image in zip(seeds, images):
+        check_rgb_uint8(image, f"T2I image for seed {seed}")
+    folder = Path(state["work_dir"]) / f"iter_{t:02d}"
+    paths = [folder / f"{i:02d}_seed{seed}.png" for i, seed in enumerate(seeds)]
+    reference = await _load(state["reference_path"], deps)
+    clip = deps.roles.clip
+    per_seed, text_score, *_ = await asyncio.gather(
+        clip.image_image_scores(images, reference, reference_key=image_id),
+        clip.text_image_scores([rendered], reference, image_key=image_id),
+        *(asyncio.to_thread(_write_png, image, path) for image, path in zip(images, paths)),
+    )
+    per_seed = _scores(per_seed, len(images), "CLIP image-image scores")
+    clip_t = _scores(text_score, 1, "CLIP text-image score")[0]
+    clip_i = sum(per_seed) / len(per_seed)
+    record = {
+        "iteration": t, "content": list(state["content"]), "style": list(state["style"]), "rendered": rendered,
+        "added": list(state.get("added") or []), "candidates": [], "too_long": [],
+        "clip_t": clip_t, "clip_i": clip_i, "clip_i_per_seed": per_seed, "image_paths": [str(p) for p in paths],
+    }
+    best_it, best_i = state.get("best_iteration"), state.get("best_clip_i")
+    if best_i is None or clip_i > best_i:  # ties keep the earlier, shorter prompt
+        best_it, best_i = t, clip_i
+    stop = None
+    if t >= deps.cfg.max_steps:
+        stop = STOP_MAX_STEPS
+    elif deps.cfg.patience is not None and t - best_it >= deps.cfg.patience:
+        stop = STOP_PATIENCE
+    return {"history": [*state["history"], record], "best_iteration": best_it, "best_clip_i": best_i, "stop_reason": stop}
+
+
+async def describe(state: ArpoState, deps: NodeDeps) -> dict:
+    """Enhanced framework: content and style descriptions of the generated image, and of the reference once per image."""
+    vlm = deps.roles.vlm
+    generated = await _load(_generated_path(state), deps)
+    ref_desc = state.get("reference_description")
+    if ref_desc is None:
+        reference = await _load(state["reference_path"], deps)
+        ref_desc, gen_desc = await asyncio.gather(chat_steps.describe_image(vlm, reference),
+                                                  chat_steps.describe_image(vlm, generated))
+    else:
+        gen_desc = await chat_steps.describe_image(vlm, generated)
+    return {"reference_description": ref_desc, "generated_description": gen_desc}
+
+
+async def diff(state: ArpoState, deps: NodeDeps) -> dict:
+    """The differences between reference and generated image.
+
+    Enhanced: the LLM compares the content descriptions and the style descriptions (B.8).
+    Vanilla: the VLM compares the two images directly (B.1).
+    """
+    if deps.cfg.framework == "enhanced":
+        diffs = await chat_steps.list_differences(deps.roles.llm, state["reference_description"], state["generated_description"])
+    else:
+        reference, generated = await asyncio.gather(_load(state["reference_path"], deps), _load(_generated_path(state), deps))
+        diffs = await chat_steps.compare_images(deps.roles.vlm, reference, generated)
+    return {"differences": diffs}
+
+
+async def propose(state: ArpoState, deps: NodeDeps) -> dict:
+    """The LLM turns the differences into candidate fragments (B.3), recorded in this iteration's record."""
+    cands = await chat_steps.propose_fragments(deps.roles.llm, state["differences"], _parts(state),
+                                               max_reasks=deps.cfg.max_reasks, max_candidates=deps.cfg.max_candidates)
+    as_dicts = [c.to_dict() for c in cands]
+    return {"candidates": as_dicts, "history": _with_last(state["history"], candidates=as_dicts)}
+
+
+async def select(state: ArpoState, deps: NodeDeps) -> dict:
+    """Algorithm 8 picks ΔP; P^{t+1} = P^t + ΔP, or stop when ΔP is empty."""
+    parts = _parts(state)
+    cands = [Fragment.from_dict(d) for d in state.get("candidates") or []]
+    record = state["history"][-1]
+    reference = await _load(state["reference_path"], deps)
+    image_id = state["image_id"]
+
+    async def score(texts: Sequence[str]) -> Sequence[float]:
+        return await deps.roles.clip.text_image_scores(list(texts), reference, image_key=image_id)
+
+    fits = token_budget(deps.roles.t2i.count_tokens, deps.token_budget)
+    sel = await greedy_select(parts, cands, score, base_score=record["clip_t"], fits=fits)
+    history = _with_last(state["history"], too_long=[c.text for c in sel.too_long])
+    if not sel.added:
+        if not cands:
+            reason = STOP_NO_CANDIDATES
+        elif len(sel.too_long) == len(cands):
+            reason = STOP_TOKEN_LIMIT
+        else:
+            reason = STOP_NO_IMPROVEMENT
+        return {"history": history, "stop_reason": reason}
+    nxt = parts.plus(sel.added)
+    return {
+        "history": history, "content": list(nxt.content), "style": list(nxt.style),
+        "added": [f.to_dict() for f in sel.added], "iteration": state["iteration"] + 1,
+        "candidates": [], "generated_description": None, "differences": None,
+    }
+
+
+# --------------------------------------------------------------------------- routers
+
+def after_generate(state: ArpoState, framework: str) -> str:
+    if state.get("stop_reason"):
+        return END
+    return "describe" if framework == "enhanced" else "diff"
+
+
+def after_select(state: ArpoState) -> str:
+    return END if state.get("stop_reason") else "generate"

@@ -1,0 +1,75 @@
+"""The outcome of reversing one image: the best prompt, its scores and every iteration."""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, Field
+
+from agents.prompt_parts import PromptParts
+
+
+class FragmentOut(BaseModel):
+    text: str = Field(description="The fragment as added to the prompt.")
+    part: Literal["content", "style"] = Field(description="Which part of the prompt it belongs to.")
+
+
+class PromptOut(BaseModel):
+    content: list[str] = Field(description="Content fragments (objects, characters, background, actions).")
+    style: list[str] = Field(description="Style fragments (medium, art style, lighting, colours).")
+    rendered: str = Field(description="The text given to the T2I model: content then style, comma-joined.")
+
+    @classmethod
+    def of(cls, parts: PromptParts) -> "PromptOut":
+        return cls(content=list(parts.content), style=list(parts.style), rendered=parts.render())
+
+
+class IterationOut(BaseModel):
+    iteration: int = Field(description="0 is the initial prompt.")
+    content: list[str] = Field(description="Content fragments of this iteration's prompt.")
+    style: list[str] = Field(description="Style fragments of this iteration's prompt.")
+    rendered: str = Field(description="This iteration's prompt as the T2I model saw it.")
+    added: list[FragmentOut] = Field(default_factory=list, description="Fragments added to the previous prompt to make this one.")
+    candidates: list[FragmentOut] = Field(default_factory=list, description="Fragments proposed at this iteration for the next prompt.")
+    too_long: list[str] = Field(default_factory=list, description="Candidates not added because the prompt would exceed the token limit.")
+    clip_t: float = Field(description="CLIP similarity of the prompt and the reference image.")
+    clip_i: float = Field(description="Mean over seeds of the CLIP similarity of the generated image and the reference.")
+    clip_i_per_seed: list[float] = Field(default_factory=list, description="CLIP-I of each seed's image.")
+    image_paths: list[str] = Field(default_factory=list, description="The generated images, one PNG per seed.")
+
+
+class ReverseResult(BaseModel):
+    """JSON-serialisable (``model_dump_json``)."""
+
+    image_id: str = Field(description="Content hash of the reference image (the checkpoint thread id).")
+    source: str = Field(description="Where the reference image came from (its path).")
+    status: Literal["done", "error"] = Field(description="done: the loop stopped by a stop rule; error: a node failed (rerun to resume).")
+    error: Optional[str] = Field(None, description="What failed, when status is error.")
+    initial_prompt: Optional[str] = Field(None, description="The captioner's caption or the user's prompt.")
+    prompt: Optional[PromptOut] = Field(None, description="The result: the prompt whose generated image scored best on CLIP-I.")
+    best_iteration: Optional[int] = Field(None, description="The iteration that produced `prompt`.")
+    best_clip_i: Optional[float] = Field(None, description="CLIP-I of the best iteration.")
+    best_clip_t: Optional[float] = Field(None, description="CLIP-T of the best iteration.")
+    iterations: list[IterationOut] = Field(default_factory=list, description="Every evaluated iteration, in order.")
+    stop_reason: Optional[str] = Field(None, description="no_candidates, no_improvement, token_limit, max_steps or patience.")
+    elapsed_s: float = Field(0.0, description="Seconds spent in graph nodes, over all runs of this image.")
+
+
+def result_from_state(values: dict, source: str, error: Optional[str] = None) -> ReverseResult:
+    """Build the result from a thread's state values (finished, or partial when ``error`` is set)."""
+    history = values.get("history") or []
+    best = values.get("best_iteration")
+    best_rec = history[best] if best is not None and best < len(history) else None
+    return ReverseResult(
+        image_id=values["image_id"],
+        source=source,
+        status="error" if error else "done",
+        error=error,
+        initial_prompt=values.get("initial_prompt"),
+        prompt=PromptOut.of(PromptParts.from_lists(best_rec["content"], best_rec["style"])) if best_rec else None,
+        best_iteration=best,
+        best_clip_i=best_rec["clip_i"] if best_rec else None,
+        best_clip_t=best_rec["clip_t"] if best_rec else None,
+        iterations=[IterationOut.model_validate(rec) for rec in history],
+        stop_reason=values.get("stop_reason"),
+        elapsed_s=float(values.get("elapsed_s") or 0.0),
+    )

@@ -1,0 +1,28 @@
+"""Offline model kit fixtures: each tiny model is built once per test session into a temp folder."""
+import pytest
+
+
+@pytest.fixture(scope="session")
+def kit_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("offline_kit")
+
+
+@pytest.fixture(scope="session")
+def t2i_section(kit_dir) -> dict:
+    from actors.offline_kit import t2i
+
+    return t2i.build(kit_dir, seed=0)
+
+
+@pytest.fixture(scope="session")
+def clip_section(kit_dir) -> dict:
+    from actors.offline_kit import clip
+
+    return clip.build(kit_dir, seed=0)
+
+
+@pytest.fixture(scope="session")
+def captioner_section(kit_dir) -> dict:
+    from actors.offline_kit import captioner
+
+    return captioner.build(kit_dir, seed=0)

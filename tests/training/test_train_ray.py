@@ -1,0 +1,62 @@
+"""Data-parallel training on a local Ray: 2 CPU workers, a worker crash, resumption, and a rerun.
+
+Each Ray Train fit costs tens of seconds here, so this file holds one test that runs the CLI twice:
+a 6-step run whose rank-0 worker hard-exits once before step 5 (fault injection, see
+TrainConfig.inject_crash_at_step) and must come back from its latest checkpoint, then the same
+command with ``total_steps=8``, which must resume at step 6 from the run folder.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.checkpoint import read_history, read_training_state
+from training.loop import CRASH_MARKER
+from training.train import main
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "mdss" / "tiny_fashion_mnist.yaml"
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    from core.ray_config import RayConfig, init_ray
+
+    init_ray(RayConfig(num_cpus=2))
+    yield
+    ray.shutdown()
+
+
+def latest_checkpoint(run_folder: Path) -> tuple[Path, dict]:
+    found = sorted(p for p in run_folder.glob("checkpoint_*") if p.is_dir())
+    assert found, f"no checkpoints under {run_folder}"
+    states = [(p, read_training_state(p, torch.device("cpu"))) for p in found]
+    return max(states, key=lambda ps: ps[1]["step"])
+
+
+def test_two_workers_crash_resume_and_rerun(local_ray, tmp_path):
+    run_dir, run_folder = tmp_path / "runs", tmp_path / "runs" / "tiny_fashion_mnist"
+    command = ["--config", str(CONFIG), "--set", f"run_dir={run_dir}", "--set", "inject_crash_at_step=5"]
+
+    assert main(command) == 0
+    assert (run_folder / CRASH_MARKER).is_file()  # the crash did happen
+    folder, state = latest_checkpoint(run_folder)
+    assert folder.name == "checkpoint_00000006" and state["step"] == 6
+    first, resumed_at = state["attempt_starts"]
+    # the restarted worker group came back from a checkpoint (2 or 4, whichever Ray had registered
+    # when rank 0 died), not from step 0
+    assert first == 0 and resumed_at in (2, 4)
+    assert [row["step"] for row in read_history(folder)] == [1, 2, 3, 4, 5, 6]
+    assert (folder / "samples.png").is_file() and (folder / "ema" / "config.json").is_file()
+
+    # the same command again, asked for 2 more steps: resumes from the run folder at step 6
+    assert main(command + ["--set", "total_steps=8"]) == 0
+    folder, state = latest_checkpoint(run_folder)
+    assert state["step"] == 8 and state["attempt_starts"] == [0, resumed_at, 6]
+    assert [row["step"] for row in read_history(folder)] == list(range(1, 9))
+    assert len([p for p in run_folder.glob("checkpoint_*") if p.is_dir()]) == 2  # keep_checkpoints: 2

@@ -1,0 +1,110 @@
+"""CLI: data-parallel MDSS (or baseline) training on Ray Train.
+
+    python -m training.train --config configs/mdss/fashion_mnist_scratch.yaml [--set key.path=value ...]
+    ray job submit --working-dir . -- python -m training.train --config configs/mdss/...yaml \
+        --set run_dir=/shared/runs      # absolute: a submitted job runs in a temporary copy of the dir
+
+The config is validated before Ray starts. The driver joins the cluster named by ``ray.address``
+or ``RAY_ADDRESS`` (set by ``ray job submit``), else starts a loopback-only local Ray, and runs a
+``TorchTrainer`` whose run folder is ``<run_dir>/<name>``:
+
+* a worker crash restarts the worker group (``FailureConfig(max_failures)``), which resumes from
+  the latest checkpoint;
+* launching the same command again with the same ``run_dir`` and ``name`` resumes from the latest
+  checkpoint too: Ray Train (v2) reads the run's checkpoint-manager snapshot from the run folder and
+  hands the newest checkpoint to ``ray.train.get_checkpoint()``. Raise ``total_steps`` with
+  ``--set`` to train an existing run further.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from core.config import ConfigError, expand_path, load_config
+from core.ray_config import init_ray
+from training.config import TrainConfig
+
+
+# Set by Ray's job supervisor for the entrypoint of a `ray job submit`.
+JOB_ENV_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def resolve_run_dir(run_dir: str, submitted_job: bool = False) -> str:
+    """A URI (``s3://…``) as is; a local path made absolute (Ray Train needs an absolute storage path).
+
+    Under ``ray job submit`` the driver's cwd is a temporary copy of the working dir that Ray deletes
+    with the session, so a relative run_dir there would lose every checkpoint: that is an error.
+    """
+    if "://" in run_dir:
+        return run_dir
+    expanded = expand_path(run_dir)
+    if submitted_job and not Path(expanded).is_absolute():
+        raise ConfigError("run_dir", run_dir, "under `ray job submit` give an absolute path (or a URI) that all "
+                                              "nodes share, e.g. --set run_dir=/shared/runs: the job's working "
+                                              "directory is a temporary copy")
+    return str(Path(expanded).resolve())
+
+
+def build_trainer(cfg: TrainConfig):
+    """The TorchTrainer for ``cfg`` (``cfg.run_dir`` must already be resolved)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from training.loop import train_loop_per_worker
+
+    scaling = ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                            resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})})
+    run = RunConfig(name=cfg.name, storage_path=cfg.run_dir,
+                    failure_config=FailureConfig(max_failures=cfg.max_failures),
+                    checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints))
+    return TorchTrainer(train_loop_per_worker, train_loop_config=cfg.model_dump(mode="json"),
+                        scaling_config=scaling, run_config=run)
+
+
+def run(cfg: TrainConfig):
+    """Connect to (or start) Ray, fit, and return the Ray Train ``Result``."""
+    import ray
+
+    cfg = cfg.model_copy(update={"run_dir": resolve_run_dir(cfg.run_dir, JOB_ENV_VAR in os.environ)})
+    started = init_ray(cfg.ray)
+    try:
+        return build_trainer(cfg).fit()
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="YAML file validated as training.config.TrainConfig")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set total_steps=2000 --set strategy.k=10")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = load_config(TrainConfig, args.config, args.overrides)
+        resolve_run_dir(cfg.run_dir, JOB_ENV_VAR in os.environ)  # fail before Ray starts
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    from ray.train import TrainingFailedError
+
+    try:
+        result = run(cfg)
+    except TrainingFailedError as exc:
+        print(f"training failed: {exc}", file=sys.stderr)
+        return 1
+    summary = result.return_value or {}
+    print(f"finished {cfg.name}: step {summary.get('step')}, latest checkpoint "
+          f"{result.checkpoint.path if result.checkpoint else None}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
