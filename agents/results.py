@@ -116,6 +116,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     _fsync_dir(target.parent)
 
 
+def append_line_durably(path: str | os.PathLike, record: dict) -> None:
+    """Append ``record`` as one JSON line and fsync it: a crash after return never loses it,
+    and a crash during it leaves at most a truncated last line (which readers skip)."""
+    line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as fh:
+        fh.write(line.encode("utf-8"))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
@@ -207,12 +219,7 @@ class ResultsLog:
         """Append one record as a line and make it durable before returning."""
         if not isinstance(record.get("image_id"), str) or not record["image_id"]:
             raise ValueError("a result record needs a non-empty string image_id")
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "ab") as fh:
-            fh.write(line.encode("utf-8"))
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_line_durably(self.path, record)
         self._records[record["image_id"]] = record
 
     def records(self) -> list[dict]:

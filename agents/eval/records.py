@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from agents.results import atomic_write_bytes
+from agents.results import append_line_durably, atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +82,7 @@ class EvalRecords:
             self._by_fp[rec["fp"]] = rec
 
     def append(self, rec: dict) -> dict:
-        line = json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "ab") as fh:
-            fh.write(line.encode("utf-8"))
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_line_durably(self.path, rec)
         self._index(rec)
         return rec
 

@@ -99,11 +99,14 @@ def test_paths_expand_user(monkeypatch):
 
 
 def test_repo_profiles_validate():
-    """Every YAML profile in configs/ (top level) validates as an ArpoConfig."""
+    """Every YAML profile in configs/ (top level) validates: batch profiles as ArpoConfig,
+    evaluation profiles (*eval*.yaml) as EvalConfig."""
     from pathlib import Path
+
+    from agents.eval.config import EvalConfig
 
     root = Path(__file__).resolve().parents[2] / "configs"
     profiles = sorted(root.glob("*.yaml"))
-    assert profiles, "no profiles found"
+    assert len(profiles) >= 4, profiles
     for p in profiles:
-        load_config(ArpoConfig, p)
+        load_config(EvalConfig if "eval" in p.name else ArpoConfig, p)

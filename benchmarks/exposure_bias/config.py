@@ -1,0 +1,212 @@
+"""The protocol's typed config and its two presets, ``quick`` (CI smoke run) and ``full`` (the recorded run).
+
+Every stage fingerprints the part of this config it depends on (plus its inputs' fingerprints), so a
+rerun skips a stage whose artefacts exist for the same settings and redoes it when they changed.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import Field, model_validator
+
+from core.config import StrictModel
+from training.diffusion import ScheduleConfig
+from training.metrics.feature_net import FeatureNetTrainConfig
+from training.samplers import SamplerName
+from training.strategies import StrategyConfig
+
+
+class TrainSpec(StrictModel):
+    """One single-process training run (pretraining or one fine-tuning variant)."""
+
+    steps: int = Field(ge=1, description="Optimiser steps.")
+    batch_size: int = Field(ge=1, description="Images per step.")
+    lr: float = Field(gt=0, description="AdamW learning rate (constant after warm-up).")
+    warmup_steps: int = Field(0, ge=0, description="Linear learning-rate warm-up.")
+    ema_decay: float = Field(ge=0, lt=1, description="EMA rate; the EMA weights are what gets sampled.")
+    ema_warmup: bool = Field(description="Ramp the EMA rate (from scratch) or not (fine-tuning).")
+    grad_clip: float = Field(1.0, gt=0, description="Global gradient-norm clip.")
+    checkpoint_every: int = Field(ge=1, description="Write a resumable checkpoint every N steps.")
+    snapshot_every: int = Field(0, ge=0, description="Keep the EMA weights every N steps (metric-vs-iterations); 0: none.")
+    seed: int = Field(0, description="Seeds batches, timesteps and noise (the same for every variant: common random numbers).")
+
+
+class Variant(StrictModel):
+    """One fine-tuning method: a label and the strategy it trains with."""
+
+    label: str = Field(pattern=r"^[a-z0-9_]+$", description="Name used in tables and folders, e.g. mdss_k4.")
+    strategy: StrategyConfig = Field(description="The training strategy.")
+
+
+class Cell(StrictModel):
+    """A sampler at a number of steps."""
+
+    sampler: SamplerName = Field(description="ddpm, ddim, dpm1, dpm2 or dpm3.")
+    steps: int = Field(ge=1, description="Sampling steps.")
+
+    @property
+    def key(self) -> str:
+        return f"{self.sampler}_{self.steps}"
+
+
+class EvalSpec(StrictModel):
+    """How the method × sampler × steps grid is scored."""
+
+    cells: list[Cell] = Field(description="Sampler/steps cells of the main tables.")
+    num_samples: int = Field(ge=2, description="Generated images per (cell, seed).")
+    seeds: list[int] = Field(min_length=1, description="Sampling seeds; cells report mean ± std over them.")
+    lambda_grid: list[float] = Field(description="ε-scaling candidates λ (1.0 = off) searched on the held-out split.")
+    lambda_samples: int = Field(ge=2, description="Images per λ candidate in the held-out search.")
+    lambda_seed: int = Field(10_000, description="Sampling seed of the λ search (never one of `seeds`).")
+    batch_size: int = Field(256, ge=1, description="Images per sampling batch.")
+    xi_ablation_label: str = Field("sdss", description="Variant sampled also without ξ-denoising (Table 3.5).")
+
+    @model_validator(mode="after")
+    def _check(self) -> "EvalSpec":
+        if 1.0 not in self.lambda_grid:
+            raise ValueError("lambda_grid must contain 1.0 (no scaling) so the search can decline to scale")
+        if self.lambda_seed in self.seeds:
+            raise ValueError("lambda_seed must differ from the evaluation seeds")
+        return self
+
+
+class NoiseFloorSpec(StrictModel):
+    """The metric's spread over seeds before any comparison: real-vs-real and the pretrained model."""
+
+    cell: Cell = Field(description="Sampler cell for the pretrained model's spread.")
+    sizes: list[int] = Field(description="Set sizes whose spread is measured.")
+    seeds: list[int] = Field(min_length=2, description="Seeds per size.")
+
+
+class CurveSpec(StrictModel):
+    """Metric vs fine-tuning iterations (Figure 3.3), from the EMA snapshots."""
+
+    labels: list[str] = Field(description="Variants to follow.")
+    cell: Cell = Field(description="Sampler cell (the thesis used DDPM with its largest step count).")
+    num_samples: int = Field(ge=2, description="Images per (snapshot, seed).")
+    seeds: list[int] = Field(min_length=1, description="Sampling seeds.")
+
+
+class DiagnosticsSpec(StrictModel):
+    """ε-error per step (Figure 3.2) and the variance error along the trajectory."""
+
+    samplers: list[Cell] = Field(description="Sampler grids on which per-step errors are measured (ddpm/ddim only).")
+    num_images: int = Field(ge=2, description="Test images (clean / one-step / fully-sampled inputs).")
+    num_trajectories: int = Field(ge=2, description="Samples drawn from noise for the variance error.")
+    seed: int = Field(0, description="Seed of images, noise and sampling.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "DiagnosticsSpec":
+        bad = [c.sampler for c in self.samplers if c.sampler not in ("ddpm", "ddim")]
+        if bad:
+            raise ValueError(f"diagnostics support ddpm/ddim grids only, got {bad}")
+        return self
+
+
+class ProtocolConfig(StrictModel):
+    """The whole exposure-bias benchmark."""
+
+    preset: str = Field(description="quick or full (recorded in every output).")
+    data_root: str = Field("/usr/share/datasets/fashion-mnist", description="Fashion-MNIST idx files.")
+    train_limit: Optional[int] = Field(None, ge=1, description="Use only the first N training images.")
+    val_size: int = Field(ge=2, description="Held-out reference images (λ search): the first N of the test split.")
+    test_size: int = Field(ge=2, description="Reference images of the reported metric: the next N of the test split.")
+    feature_net: FeatureNetTrainConfig = Field(description="Training of the FID feature network.")
+    inception_weights: Optional[str] = Field(None, description="torch-fidelity Inception-v3 weights file: use standard "
+                                                              "FID instead of the feature network.")
+    schedule: ScheduleConfig = Field(description="Diffusion noise schedule.")
+    unet_config: dict[str, Any] = Field(description="diffusers UNet2DModel arguments (1×32×32).")
+    pretrain: TrainSpec = Field(description="DDPM pretraining from scratch (the 'well-trained model').")
+    finetune: TrainSpec = Field(description="Fine-tuning budget, identical for every variant.")
+    variants: list[Variant] = Field(min_length=1, description="Fine-tuning methods.")
+    evaluation: EvalSpec = Field(description="Main grid.")
+    noise_floor: NoiseFloorSpec = Field(description="Metric spread.")
+    curve: CurveSpec = Field(description="Metric vs iterations.")
+    diagnostics: DiagnosticsSpec = Field(description="Per-step ε error and variance error.")
+    device: str = Field("cpu", description="torch device for training and sampling.")
+    threads: Optional[int] = Field(None, ge=1, description="torch.set_num_threads (None: torch's default).")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ProtocolConfig":
+        labels = [v.label for v in self.variants]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"variant labels must be unique, got {labels}")
+        for name, wanted in (("curve.labels", self.curve.labels), ("evaluation.xi_ablation_label",
+                                                                   [self.evaluation.xi_ablation_label])):
+            missing = sorted(set(wanted) - set(labels))
+            if missing:
+                raise ValueError(f"{name} names unknown variants {missing}")
+        if self.val_size + self.test_size > 10_000:
+            raise ValueError("val_size + test_size must fit in the 10,000 test images")
+        return self
+
+
+def _variants(ks: list[int], ddim_k: int) -> list[Variant]:
+    s = StrategyConfig
+    out = [Variant(label="ddpm", strategy=s(name="ddpm")),
+           # IP as published (Ning et al. 2023): every batch perturbed, γ = 0.1
+           Variant(label="ip", strategy=s(name="ip", ip_gamma=0.1, prob_start=1.0, prob_max=1.0)),
+           Variant(label="ss", strategy=s(name="ss")),
+           Variant(label="sdss", strategy=s(name="sdss"))]
+    out += [Variant(label=f"mdss_k{k}", strategy=s(name="mdss", k=k)) for k in ks]
+    out += [Variant(label="sdss_ddim", strategy=s(name="sdss_ddim")),
+            Variant(label=f"mdss_ddim_k{ddim_k}", strategy=s(name="mdss_ddim", k=ddim_k))]
+    return out
+
+
+def _cells(spec: dict[str, list[int]]) -> list[Cell]:
+    return [Cell(sampler=name, steps=n) for name, steps in spec.items() for n in steps]
+
+
+def quick() -> ProtocolConfig:
+    """Small enough for CI (~2-3 min on 2 shared cores); its numbers mean nothing."""
+    unet = dict(sample_size=32, in_channels=1, out_channels=1, block_out_channels=[16, 32], layers_per_block=1,
+                down_block_types=["DownBlock2D", "DownBlock2D"], up_block_types=["UpBlock2D", "UpBlock2D"],
+                norm_num_groups=8)
+    return ProtocolConfig(
+        preset="quick", train_limit=2000, val_size=64, test_size=64,
+        feature_net=FeatureNetTrainConfig(epochs=1, batch_size=64, train_limit=1024, test_limit=500),
+        schedule=ScheduleConfig(kind="linear", num_train_timesteps=100),
+        unet_config=unet,
+        pretrain=TrainSpec(steps=60, batch_size=16, lr=1e-3, ema_decay=0.9, ema_warmup=True, checkpoint_every=30),
+        finetune=TrainSpec(steps=10, batch_size=16, lr=1e-4, ema_decay=0.5, ema_warmup=False, checkpoint_every=10,
+                           snapshot_every=5),
+        variants=_variants([4, 2], 4),
+        evaluation=EvalSpec(cells=_cells({"ddpm": [5, 10], "ddim": [5, 10], "dpm1": [5], "dpm2": [5], "dpm3": [5]}),
+                            num_samples=32, seeds=[0, 1], lambda_grid=[1.0, 1.01], lambda_samples=32),
+        noise_floor=NoiseFloorSpec(cell=Cell(sampler="ddim", steps=5), sizes=[16, 32], seeds=[0, 1]),
+        curve=CurveSpec(labels=["ddpm", "mdss_k4"], cell=Cell(sampler="ddim", steps=5), num_samples=32, seeds=[0]),
+        diagnostics=DiagnosticsSpec(samplers=_cells({"ddpm": [10], "ddim": [10]}), num_images=16,
+                                    num_trajectories=16),
+        threads=1,
+    )
+
+
+def full() -> ProtocolConfig:
+    """The recorded run, sized to ~6 CPU-hours on an idle 2-core machine (docs/exposure_bias.md: budget)."""
+    unet = dict(sample_size=32, in_channels=1, out_channels=1, block_out_channels=[16, 32, 32], layers_per_block=1,
+                down_block_types=["DownBlock2D", "AttnDownBlock2D", "DownBlock2D"],
+                up_block_types=["UpBlock2D", "AttnUpBlock2D", "UpBlock2D"], norm_num_groups=8, attention_head_dim=8,
+                dropout=0.1)
+    return ProtocolConfig(
+        preset="full", val_size=5000, test_size=5000,
+        feature_net=FeatureNetTrainConfig(epochs=3),
+        schedule=ScheduleConfig(kind="linear", num_train_timesteps=1000),
+        unet_config=unet,
+        pretrain=TrainSpec(steps=12_000, batch_size=64, lr=2e-4, warmup_steps=500, ema_decay=0.999, ema_warmup=True,
+                           checkpoint_every=1000),
+        finetune=TrainSpec(steps=1500, batch_size=64, lr=1e-4, ema_decay=0.995, ema_warmup=False,
+                           checkpoint_every=500, snapshot_every=300),
+        variants=_variants([4, 10, 20], 4),
+        evaluation=EvalSpec(cells=_cells({"ddpm": [10, 20, 50], "ddim": [10, 20, 50], "dpm1": [10, 20],
+                                          "dpm2": [10, 20], "dpm3": [10, 20]}),
+                            num_samples=500, seeds=[0, 1, 2], lambda_grid=[1.0, 1.003, 1.008], lambda_samples=250),
+        noise_floor=NoiseFloorSpec(cell=Cell(sampler="ddim", steps=20), sizes=[250, 500, 1000], seeds=[0, 1, 2, 3, 4]),
+        curve=CurveSpec(labels=["ddpm", "mdss_k4"], cell=Cell(sampler="ddpm", steps=50), num_samples=500, seeds=[0]),
+        diagnostics=DiagnosticsSpec(samplers=_cells({"ddpm": [50], "ddim": [50]}), num_images=256,
+                                    num_trajectories=256),
+        threads=None,
+    )
+
+
+PRESETS = {"quick": quick, "full": full}

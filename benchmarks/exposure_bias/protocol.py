@@ -1,0 +1,254 @@
+"""The protocol's stages. Each stage (and each variant within one) is a resumable unit under ``work_dir``
+(see :mod:`benchmarks.exposure_bias.units`); ``report`` turns the units' records into ``out_dir``.
+
+    feature_net → pretrain → finetune (one unit per variant) → noise_floor → lambda → evaluate
+                → curve → diagnostics → report
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from benchmarks.exposure_bias import units
+from benchmarks.exposure_bias.config import ProtocolConfig, Variant
+from benchmarks.exposure_bias.diagnostics import step_errors, variance_error
+from benchmarks.exposure_bias.sampling import Scorer, generate, sampler_config
+from benchmarks.exposure_bias.trainer import FINAL, load_model, snapshot_folders, train
+from training.diffusion import GaussianDiffusion
+from training.metrics.feature_net import INFO_FILE, load_fashion_split, train_feature_net
+from training.strategies import StrategyConfig, build_strategy
+
+STAGES = ("feature_net", "pretrain", "finetune", "noise_floor", "lambda", "evaluate", "curve", "diagnostics", "report")
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+class Protocol:
+    def __init__(self, cfg: ProtocolConfig, work_dir: Path, out_dir: Path, log: Callable[[str], None] = print):
+        self.cfg, self.work, self.out, self.log = cfg, Path(work_dir), Path(out_dir), log
+        self.diffusion = GaussianDiffusion.from_config(cfg.schedule)
+        self._scorer: Optional[Scorer] = None
+        self._train_images: Optional[torch.Tensor] = None
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ fingerprints
+    def fp(self, stage: str, variant: Optional[Variant] = None) -> str:
+        c = self.cfg
+        if stage == "feature_net":
+            return units.fingerprint("feature_net", c.feature_net, c.data_root)
+        if stage == "metric":  # what every score depends on
+            return units.fingerprint(self.fp("feature_net"), c.inception_weights, c.val_size, c.test_size)
+        if stage == "pretrain":
+            return units.fingerprint("pretrain", c.schedule, c.unet_config, c.pretrain, c.train_limit, c.data_root)
+        if stage == "finetune":
+            return units.fingerprint("finetune", self.fp("pretrain"), c.finetune, variant)
+        if stage == "noise_floor":
+            return units.fingerprint("noise_floor", self.fp("metric"), self.fp("pretrain"), c.noise_floor)
+        if stage == "lambda":
+            e = c.evaluation
+            return units.fingerprint("lambda", self.fp("metric"), self.fp("finetune", variant), e.cells,
+                                     e.lambda_grid, e.lambda_samples, e.lambda_seed)
+        if stage == "evaluate":
+            return units.fingerprint("evaluate", self.fp("lambda", variant), c.evaluation)
+        if stage == "curve":
+            return units.fingerprint("curve", self.fp("metric"), self.fp("finetune", variant), c.curve)
+        if stage == "diagnostics":
+            return units.fingerprint("diagnostics", self.fp("finetune", variant), c.diagnostics)
+        raise ValueError(f"unknown stage {stage!r}")
+
+    # ------------------------------------------------------------------ shared inputs
+    @property
+    def scorer(self) -> Scorer:
+        if self._scorer is None:
+            self._scorer = Scorer(self.cfg, self.work / "feature_net")
+        return self._scorer
+
+    @property
+    def train_images(self) -> torch.Tensor:
+        if self._train_images is None:
+            self._train_images, _ = load_fashion_split(self.cfg.data_root, "train", self.cfg.train_limit)
+        return self._train_images
+
+    def _require(self, folder: Path, fp: str, stage: str) -> None:
+        if not units.is_done(folder, fp):
+            raise RuntimeError(f"{folder}: stage {stage!r} has not been run for this config (run --stage {stage} "
+                               "first, or run all stages)")
+
+    def model(self, variant: Optional[Variant]):
+        if variant is None:
+            folder, fp, stage = self.work / "models" / "pretrained", self.fp("pretrain"), "pretrain"
+        else:
+            folder, fp, stage = self.work / "models" / variant.label, self.fp("finetune", variant), "finetune"
+        self._require(folder, fp, stage)
+        return load_model(folder / FINAL, self.cfg.device)
+
+    def _unit(self, folder: Path, fp: str, what: str, body: Callable[[Path], dict]) -> None:
+        if units.is_done(folder, fp):
+            self.log(f"  {what}: done already, skipped")
+            return
+        started = time.perf_counter()
+        units.fresh(folder, fp)
+        info = body(folder) or {}
+        wall = time.perf_counter() - started
+        units.mark_done(folder, fp, wall_s=round(wall, 1), **info)
+        self.log(f"  {what}: {wall:.1f}s")
+
+    # ------------------------------------------------------------------ stages
+    def run(self, stages: tuple[str, ...] = STAGES) -> None:
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
+        for stage in stages:
+            started = time.perf_counter()
+            self.log(f"[{stage}]")
+            getattr(self, f"stage_{stage}")()
+            self.timings[stage] = time.perf_counter() - started
+
+    def stage_feature_net(self) -> None:
+        def body(folder: Path) -> dict:
+            info = train_feature_net(self.cfg.feature_net, self.cfg.data_root, folder)
+            self.log(f"  feature net test accuracy {info['test_accuracy']:.4f}")
+            return {}
+        self._unit(self.work / "feature_net", self.fp("feature_net"), "feature net", body)
+
+    def stage_pretrain(self) -> None:
+        def body(folder: Path) -> dict:
+            from diffusers import UNet2DModel
+
+            from training.xi_head import XiUNet
+
+            torch.manual_seed(self.cfg.pretrain.seed)
+            model = XiUNet.plain(UNet2DModel(**self.cfg.unet_config))
+            strategy = build_strategy(StrategyConfig(name="ddpm"), self.diffusion)
+            out = train(model, strategy, self.train_images, self.cfg.pretrain, folder, self.cfg.device,
+                        log_every=self.cfg.pretrain.checkpoint_every)
+            return {"parameters": sum(p.numel() for p in model.parameters()), "final_loss": out["history"][-1]["loss"]}
+        self._unit(self.work / "models" / "pretrained", self.fp("pretrain"), "pretrain", body)
+
+    def stage_finetune(self) -> None:
+        self._require(self.work / "models" / "pretrained", self.fp("pretrain"), "pretrain")
+        for v in self.cfg.variants:
+            def body(folder: Path, v: Variant = v) -> dict:
+                strategy = build_strategy(v.strategy, self.diffusion)
+                model = load_model(self.work / "models" / "pretrained" / FINAL, self.cfg.device, widen_xi=strategy.uses_xi)
+                out = train(model, strategy, self.train_images, self.cfg.finetune, folder, self.cfg.device)
+                _write_jsonl(folder / "history.jsonl", out["history"])
+                return {"final_loss": out["history"][-1]["loss"]}
+            self._unit(self.work / "models" / v.label, self.fp("finetune", v), f"finetune {v.label}", body)
+
+    def stage_noise_floor(self) -> None:
+        nf, ev = self.cfg.noise_floor, self.cfg.evaluation
+
+        def body(folder: Path) -> dict:
+            rows = []
+            for n in nf.sizes:
+                for s in nf.seeds:
+                    idx = torch.randperm(len(self.train_images), generator=torch.Generator().manual_seed(s))[:n]
+                    rows.append({"source": "real_train_subset", "size": n, "seed": s,
+                                 "score": self.scorer(self.train_images[idx])})
+            model = self.model(None)
+            for n in nf.sizes:
+                for s in nf.seeds:
+                    x = generate(model, self.diffusion, sampler_config(nf.cell, xi_denoise=False), n, s,
+                                 ev.batch_size, self.cfg.device)
+                    rows.append({"source": f"pretrained_{nf.cell.key}", "size": n, "seed": s, "score": self.scorer(x)})
+            _write_jsonl(folder / "rows.jsonl", rows)
+            return {}
+        self._unit(self.work / "noise_floor", self.fp("noise_floor"), "noise floor", body)
+
+    def stage_lambda(self) -> None:
+        ev = self.cfg.evaluation
+        for v in self.cfg.variants:
+            def body(folder: Path, v: Variant = v) -> dict:
+                model = self.model(v)
+                choice = {}
+                for cell in ev.cells:
+                    scores = {}
+                    for lam in ev.lambda_grid:
+                        x = generate(model, self.diffusion, sampler_config(cell, xi_denoise=model.has_xi, lam=lam),
+                                     ev.lambda_samples, ev.lambda_seed, ev.batch_size, self.cfg.device)
+                        scores[str(lam)] = self.scorer(x, "val")
+                    best = min(scores, key=scores.get)
+                    choice[cell.key] = {"lambda": float(best), "val_scores": scores}
+                (folder / "lambda.json").write_text(json.dumps(choice, indent=2))
+                return {}
+            self._unit(self.work / "lambda" / v.label, self.fp("lambda", v), f"lambda {v.label}", body)
+
+    def stage_evaluate(self) -> None:
+        ev = self.cfg.evaluation
+        for v in self.cfg.variants:
+            def body(folder: Path, v: Variant = v) -> dict:
+                self._require(self.work / "lambda" / v.label, self.fp("lambda", v), "lambda")
+                choice = json.loads((self.work / "lambda" / v.label / "lambda.json").read_text())
+                model = self.model(v)
+                rows = []
+                for cell in ev.cells:
+                    settings = [("off", 1.0, model.has_xi)]
+                    lam = choice[cell.key]["lambda"]
+                    if lam != 1.0:
+                        settings.append(("eps_scaled", lam, model.has_xi))
+                    if v.label == ev.xi_ablation_label and model.has_xi and cell.sampler in ("ddpm", "ddim"):
+                        settings.append(("no_xi_denoise", 1.0, False))
+                    for setting, lam_s, xi in settings:
+                        for s in ev.seeds:
+                            x = generate(model, self.diffusion, sampler_config(cell, xi_denoise=xi, lam=lam_s),
+                                         ev.num_samples, s, ev.batch_size, self.cfg.device)
+                            rows.append({"variant": v.label, "sampler": cell.sampler, "steps": cell.steps,
+                                         "setting": setting, "lambda": lam_s, "xi_denoise": xi, "seed": s,
+                                         "score": self.scorer(x, "test")})
+                    if lam == 1.0:  # the search kept λ = 1: the scaled cell is the unscaled one
+                        rows += [dict(r, setting="eps_scaled") for r in rows if r["sampler"] == cell.sampler
+                                 and r["steps"] == cell.steps and r["setting"] == "off"]
+                _write_jsonl(folder / "rows.jsonl", rows)
+                return {}
+            self._unit(self.work / "eval" / v.label, self.fp("evaluate", v), f"evaluate {v.label}", body)
+
+    def stage_curve(self) -> None:
+        cv, ev = self.cfg.curve, self.cfg.evaluation
+        for v in (v for v in self.cfg.variants if v.label in cv.labels):
+            def body(folder: Path, v: Variant = v) -> dict:
+                self._require(self.work / "models" / v.label, self.fp("finetune", v), "finetune")
+                points = [(0, self.work / "models" / "pretrained" / FINAL)]
+                points += snapshot_folders(self.work / "models" / v.label)
+                rows = []
+                for step, path in points:
+                    model = load_model(path, self.cfg.device)
+                    for s in cv.seeds:
+                        x = generate(model, self.diffusion, sampler_config(cv.cell, xi_denoise=model.has_xi),
+                                     cv.num_samples, s, ev.batch_size, self.cfg.device)
+                        rows.append({"variant": v.label, "step": step, "seed": s, "score": self.scorer(x, "test")})
+                _write_jsonl(folder / "rows.jsonl", rows)
+                return {}
+            self._unit(self.work / "curve" / v.label, self.fp("curve", v), f"curve {v.label}", body)
+
+    def stage_diagnostics(self) -> None:
+        dg = self.cfg.diagnostics
+        test_images = self.scorer.refs["test"]
+        x0 = test_images[:dg.num_images]
+        for v in self.cfg.variants:
+            def body(folder: Path, v: Variant = v) -> dict:
+                model = self.model(v)
+                errors, variances = [], []
+                for cell in dg.samplers:
+                    errors += [dict(r, variant=v.label, sampler=cell.key) for r in
+                               step_errors(model, self.diffusion, cell, x0, dg.seed)]
+                    variances += [dict(r, variant=v.label, sampler=cell.key) for r in
+                                  variance_error(model, self.diffusion, cell, test_images, dg.num_trajectories, dg.seed)]
+                _write_jsonl(folder / "step_errors.jsonl", errors)
+                _write_jsonl(folder / "variance_error.jsonl", variances)
+                return {}
+            self._unit(self.work / "diagnostics" / v.label, self.fp("diagnostics", v), f"diagnostics {v.label}", body)
+
+    def stage_report(self) -> None:
+        from benchmarks.exposure_bias.report import write_report
+
+        write_report(self)

@@ -1,0 +1,49 @@
+"""Generating image sets with the project's samplers, and scoring them against the reference splits."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from benchmarks.exposure_bias.config import Cell, ProtocolConfig
+from training.diffusion import GaussianDiffusion
+from training.metrics.feature_net import load_fashion_split
+from training.metrics.fid import FIDMetric, default_metric
+from training.samplers import SamplerConfig, sample
+
+
+def sampler_config(cell: Cell, *, xi_denoise: bool, lam: float = 1.0) -> SamplerConfig:
+    return SamplerConfig(name=cell.sampler, num_steps=cell.steps, xi_denoise=xi_denoise, eps_scale=lam)
+
+
+@torch.no_grad()
+def generate(model, diffusion: GaussianDiffusion, cfg: SamplerConfig, n: int, seed: int, batch_size: int,
+             device: str = "cpu") -> torch.Tensor:
+    """``n`` images (n, 1, 32, 32) in [-1, 1]; batch b is seeded with ``seed·100003 + b`` so sets of the same
+    seed share their initial noise across methods (common random numbers)."""
+    model.eval()
+    shape = tuple(model.config.sample_size if isinstance(model.config.sample_size, tuple)
+                  else (model.config.sample_size,) * 2)
+    chunks = []
+    for b, start in enumerate(range(0, n, batch_size)):
+        m = min(batch_size, n - start)
+        chunks.append(sample(model, diffusion, cfg, (m, model.config.in_channels, *shape), seed=seed * 100_003 + b,
+                             device=device).cpu())
+    return torch.cat(chunks)
+
+
+class Scorer:
+    """The distance of a generated set to the held-out ('val', for the λ search) or the test reference."""
+
+    def __init__(self, cfg: ProtocolConfig, feature_dir: Optional[Path]):
+        images, _ = load_fashion_split(cfg.data_root, "test", cfg.val_size + cfg.test_size)
+        self.refs = {"val": images[:cfg.val_size], "test": images[cfg.val_size:]}
+        self.metrics = {}
+        for split, ref in self.refs.items():
+            metric = default_metric(None if cfg.inception_weights else feature_dir, cfg.inception_weights)
+            self.metrics[split] = metric.set_reference(ref)
+        self.name = self.metrics["test"].name
+
+    def __call__(self, images: torch.Tensor, split: str = "test") -> float:
+        return self.metrics[split].score(images)
