@@ -487,6 +487,13 @@ def _start_ray_and_roles(cfg: ArpoConfig):
         from core.ray_config import init_ray
 
         started = init_ray(cfg.ray)
+        if started:
+            log.info("started a local Ray on 127.0.0.1 (no cluster address given)")
+        else:
+            import ray
+
+            log.info("joined the Ray cluster (%d CPUs, %d GPUs)", ray.cluster_resources().get("CPU", 0),
+                     ray.cluster_resources().get("GPU", 0))
     except Exception as exc:
         raise SetupError(f"cannot connect to or start Ray: {type(exc).__name__}: {exc}") from exc
     try:

@@ -242,8 +242,22 @@ def main(argv: Optional[list[str]] = None) -> int:
             import ray
 
             ray.shutdown()
-    print(f"{outcome.prompt}\n-> {', '.join(str(p) for p in outcome.images)}\nside by side: {result_dir / EDITS_HTML}")
+    report = refresh_batch_report(result_dir.resolve().parent.parent, cfg, args.config or "<defaults>")
+    print(f"{outcome.prompt}\n-> {', '.join(str(p) for p in outcome.images)}\nside by side: {result_dir / EDITS_HTML}"
+          + (f"; batch report updated: {report}" if report else ""))
     return 0
+
+
+def refresh_batch_report(out_dir: Path, cfg: ArpoConfig, profile: str) -> Optional[Path]:
+    """Rewrite the batch job's report.html so it shows the new edits (None when ``out_dir`` is no batch output)."""
+    from agents.report import ReportHeader, random_weight_roles, write_report
+    from agents.results import RESULTS_JSONL, ResultsLog
+
+    if not (out_dir / RESULTS_JSONL).is_file():
+        return None
+    records = ResultsLog(out_dir / RESULTS_JSONL, repair=False).records()
+    header = ReportHeader(profile=profile, random_weight_roles=random_weight_roles(cfg), total=len(records))
+    return write_report(out_dir, records, header)
 
 
 if __name__ == "__main__":

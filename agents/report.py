@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 from urllib.parse import quote
 
 from actors.offline_kit import is_random_weight_model
@@ -80,8 +80,11 @@ def _score(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "–"
 
 
-def render_report(records: Iterable[dict], header: ReportHeader) -> str:
-    """The whole report as an HTML string. Image paths in records are relative to the output folder."""
+def render_report(records: Iterable[dict], header: ReportHeader, extra: Optional[Callable[[dict], str]] = None) -> str:
+    """The whole report as an HTML string. Image paths in records are relative to the output folder.
+
+    ``extra(record)`` returns trusted HTML appended to that image's section (the prompt
+    edits strip); it must escape whatever text it shows."""
     records = list(records)
     done = sum(r.get("status") == "done" for r in records)
     failed = sum(r.get("status") == "error" for r in records)
@@ -108,12 +111,12 @@ def render_report(records: Iterable[dict], header: ReportHeader) -> str:
     if header.interrupted:
         summary.append("<span><strong>run interrupted</strong></span>")
     parts.append(f'<p class="summary">{"".join(summary)}</p>')
-    parts.extend(_render_image(r) for r in records)
+    parts.extend(_render_image(r, extra(r) if extra else "") for r in records)
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
 
-def _render_image(record: dict) -> str:
+def _render_image(record: dict, extra_html: str = "") -> str:
     image_id = record.get("image_id", "")
     status = record.get("status")
     cls = "image error" if status != "done" else "image"
@@ -151,11 +154,15 @@ def _render_image(record: dict) -> str:
         out.append(f"<p>Best: iteration {esc(best)} · CLIP-I {_score(record.get('best_clip_i'))} · CLIP-T {_score(record.get('best_clip_t'))}</p>")
     if record.get("initial_prompt"):
         out.append(f'<details><summary>Initial prompt</summary><div class="prompt">{esc(record["initial_prompt"])}</div></details>')
+    out.append(extra_html)
     out.append("</section>")
     return "".join(out)
 
 
 def write_report(out_dir: str | os.PathLike, records: Iterable[dict], header: ReportHeader) -> Path:
+    """Write ``report.html``; images with prompt edits (``python -m agents.edit``) show them side by side."""
+    from agents.edit import edits_strip_for_report  # agents.edit renders with this module's helpers
+
     path = Path(out_dir) / REPORT_HTML
-    atomic_write_text(path, render_report(records, header))
+    atomic_write_text(path, render_report(records, header, extra=lambda r: edits_strip_for_report(out_dir, r)))
     return path

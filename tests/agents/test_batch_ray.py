@@ -72,3 +72,50 @@ def test_batch_job_end_to_end_on_ray_with_offline_kit(kit_config, tmp_path):
 
     flagged = random_weight_roles(load_config(ArpoConfig, kit_config))
     assert ("random-weight models" in (out / "report.html").read_text()) == bool(flagged)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ray_job_submit_to_a_local_head(kit_config, tmp_path):
+    """`ray job submit -- python -m agents.batch_reverse ...` against a head started here on
+    127.0.0.1: the job joins that cluster (RAY_ADDRESS) instead of starting its own Ray."""
+    import shutil
+
+    ray_bin = Path(sys.executable).with_name("ray")
+    images = tmp_path / "imgs"
+    images.mkdir()
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (32, 40, 3), dtype=np.uint8)).save(images / "c.png")
+    out = tmp_path / "out"
+    # Short temp dir: Ray puts unix sockets there and their paths have a length limit.
+    temp = Path(f"/tmp/rj{os.getpid()}")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
+    env.pop("RAY_ADDRESS", None)
+    gcs, dash = _free_port(), _free_port()
+    start = subprocess.run([str(ray_bin), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+                            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2",
+                            "--include-dashboard=true", f"--temp-dir={temp}", "--disable-usage-stats"],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert start.returncode == 0, start.stdout + start.stderr
+    try:
+        submit = subprocess.run(
+            [str(ray_bin), "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--",
+             sys.executable, "-m", "agents.batch_reverse", "--dir", str(images), "--out", str(out),
+             "--config", str(kit_config), "--set", "agent.max_steps=1"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        logs = submit.stdout + submit.stderr
+        assert submit.returncode == 0, logs[-4000:]
+        assert "succeeded" in logs.lower()
+        records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+        assert [r["status"] for r in records] == ["done"]
+        # it joined the test's cluster: no second local Ray was started by the job
+        assert "joined the Ray cluster" in logs and "started a local Ray" not in logs
+    finally:
+        subprocess.run([str(ray_bin), "stop"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)

@@ -174,6 +174,24 @@ def test_cli_with_the_offline_t2i(tmp_path):
     assert load_result(folder)["image_id"] == "abc"
 
 
+def test_cli_shows_edits_in_the_batch_report(tmp_path):
+    """After an edit, OUT/report.html shows the edited images beside the reverse prompt's (Figure 4.4)."""
+    from actors.offline_kit import t2i
+    from agents.results import RESULTS_JSONL
+    import yaml
+
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump({"t2i": t2i.build(tmp_path / "kit", seed=0), "agent": {"seeds": [3]}}))
+    folder, record = _result_folder(tmp_path)
+    out = folder.parent.parent
+    (out / RESULTS_JSONL).write_text(json.dumps(dict(record, output_dir="images/dog-abc")) + "\n")
+    assert main(["--result", str(folder / "result.json"), "--edit", "-dog +cat", "--config", str(config)]) == 0
+    report = (out / "report.html").read_text()
+    assert "<h3>Edits</h3>" in report
+    assert "a cat &lt;b&gt;, oil painting" in report and "a cat <b>" not in report
+    assert 'src="images/dog-abc/edits/' in report
+
+
 def test_cli_errors_before_loading_models(tmp_path, capsys):
     folder, _ = _result_folder(tmp_path)
     assert main(["--result", str(folder / "result.json"), "--edit", "dog +cat"]) == 2
