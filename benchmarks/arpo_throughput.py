@@ -11,9 +11,9 @@ on them at each concurrency into a fresh output folder, and prints per concurren
 - the mean batch size the CLIP scorer (texts, images) and the T2I actor actually saw in
   that run (difference of the actors' batcher counters before and after);
 - orchestration: the driver process's CPU time per iteration (graph, checkpointer,
-  serialisation, results writing: everything the driver does that is not a model) and the
-  share of wall time the driver was busy; and, from the driver side, the mean time an
-  iteration spent outside awaited model calls.
+  serialisation, results writing: everything the driver does that is not a model), the
+  share of wall time the driver was busy (near 100% would make it the bottleneck), and
+  that CPU time as a share of one iteration's latency (``orchestration share``).
 
 Concurrency 1 runs on ``--baseline-images`` images (fewer: it is slow), the others on
 all N; throughput is compared per minute. With the offline profile the models are tiny
@@ -65,26 +65,6 @@ def make_images(n: int, folder: Path) -> None:
         Image.fromarray(a).save(folder / f"img_{i:04d}.png")
 
 
-class TimedRole:
-    """Forwards calls to a role client and adds up the driver-side time spent awaiting them."""
-
-    def __init__(self, inner, clock: dict):
-        self._inner, self._clock = inner, clock
-
-    def __getattr__(self, name):
-        target = getattr(self._inner, name)
-
-        async def call(*args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return await target(*args, **kwargs)
-            finally:
-                self._clock["model_s"] += time.perf_counter() - t0
-                self._clock["calls"] += 1
-
-        return call
-
-
 async def actor_stats(roles: Roles) -> dict:
     clip = (await roles.clip.broadcast("stats"))[0]
     t2i = (await roles.t2i.broadcast("stats"))[0]
@@ -99,11 +79,9 @@ def mean_batch(before: dict, after: dict) -> float:
 async def run_once(cfg: ArpoConfig, roles: Roles, image_dir: Path, out_dir: Path, concurrency: int) -> dict:
     from agents.batch_reverse import run_batch
 
-    clock = {"model_s": 0.0, "calls": 0}
-    timed = Roles(**{f.name: TimedRole(getattr(roles, f.name), clock) for f in dataclasses.fields(roles)})
     before = await actor_stats(roles)
     cpu0, t0 = time.process_time(), time.perf_counter()
-    outcome = await run_batch(cfg, image_dir, out_dir, timed, concurrency, progress_stream=open(os.devnull, "w"))
+    outcome = await run_batch(cfg, image_dir, out_dir, roles, concurrency, progress_stream=open(os.devnull, "w"))
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     after = await actor_stats(roles)
     records = [json.loads(line) for line in (out_dir / "results.jsonl").read_text().splitlines() if line.strip()]
@@ -120,7 +98,6 @@ async def run_once(cfg: ArpoConfig, roles: Roles, image_dir: Path, out_dir: Path
         "driver_cpu_ms_per_iter": 1000 * cpu / max(iterations, 1),
         "driver_busy_share": cpu / wall,
         "iteration_latency_s": busy_per_image / max(iterations, 1),
-        "outside_model_share": max(0.0, 1 - clock["model_s"] / max(busy_per_image, 1e-9)),
     }
 
 
@@ -128,14 +105,14 @@ def print_table(rows: list[dict], header: str) -> str:
     base = rows[0]["images_per_min"] if rows and rows[0]["concurrency"] == 1 else None
     lines = [header, "",
              "| concurrency | images | wall s | images/min | vs c=1 | iterations/s | CLIP text batch | CLIP image batch | T2I batch "
-             "| driver CPU ms/iter | driver busy | iteration latency s | outside model calls |",
+             "| driver CPU ms/iter | driver busy | iteration latency s | orchestration share |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ratio = f"{r['images_per_min'] / base:.1f}×" if base else "–"
         lines.append(f"| {r['concurrency']} | {r['images']} ({r['failed']} failed) | {r['wall_s']:.0f} | {r['images_per_min']:.2f} | {ratio} "
                      f"| {r['iterations_per_s']:.3f} | {r['clip_text_batch']:.1f} | {r['clip_image_batch']:.1f} | {r['t2i_batch']:.1f} "
                      f"| {r['driver_cpu_ms_per_iter']:.1f} | {100 * r['driver_busy_share']:.1f}% | {r['iteration_latency_s']:.1f} "
-                     f"| {100 * r['outside_model_share']:.1f}% |")
+                     f"| {100 * r['driver_cpu_ms_per_iter'] / 1000 / max(r['iteration_latency_s'], 1e-9):.2f}% |")
     text = "\n".join(lines)
     print(text)
     return text
