@@ -104,12 +104,19 @@ def test_ray_job_submit_to_a_local_head(kit_config, tmp_path):
                            env=env, capture_output=True, text=True, timeout=120)
     assert start.returncode == 0, start.stdout + start.stderr
     try:
-        submit = subprocess.run(
-            [str(ray_bin), "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--",
-             sys.executable, "-m", "agents.batch_reverse", "--dir", str(images), "--out", str(out),
-             "--config", str(kit_config), "--set", "agent.max_steps=1"],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-        logs = submit.stdout + submit.stderr
+        import time
+
+        command = [str(ray_bin), "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--",
+                   sys.executable, "-m", "agents.batch_reverse", "--dir", str(images), "--out", str(out),
+                   "--config", str(kit_config), "--set", "agent.max_steps=1"]
+        deadline = time.monotonic() + 90
+        while True:
+            submit = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+            logs = submit.stdout + submit.stderr
+            # Right after `ray start` the head's job agent may not be up yet; the job was not submitted then.
+            if "No available agent to submit job" not in logs or time.monotonic() > deadline:
+                break
+            time.sleep(2)
         assert submit.returncode == 0, logs[-4000:]
         assert "succeeded" in logs.lower()
         records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
@@ -117,5 +124,36 @@ def test_ray_job_submit_to_a_local_head(kit_config, tmp_path):
         # it joined the test's cluster: no second local Ray was started by the job
         assert "joined the Ray cluster" in logs and "started a local Ray" not in logs
     finally:
-        subprocess.run([str(ray_bin), "stop"], env=env, capture_output=True, timeout=120)
+        # Not `ray stop`: it stops every Ray on the machine, a user's or another test run's too.
+        _stop_processes_using(temp)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _stop_processes_using(temp: Path, grace_s: float = 15.0) -> None:
+    """Stop the head started above: every process whose command line names its temp dir
+    (GCS, raylet, dashboard, log monitor...); its workers exit with the raylet."""
+    import signal
+    import time
+
+    def pids() -> list[int]:
+        found = []
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    if str(temp).encode() in (proc / "cmdline").read_bytes():
+                        found.append(int(proc.name))
+                except OSError:
+                    pass
+        return found
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace_s
+        while pids() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not pids():
+            return
