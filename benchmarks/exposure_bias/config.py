@@ -5,7 +5,7 @@ rerun skips a stage whose artefacts exist for the same settings and redoes it wh
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 from pydantic import Field, model_validator
 
@@ -159,31 +159,30 @@ def _cells(spec: dict[str, list[int]]) -> list[Cell]:
 
 
 def quick() -> ProtocolConfig:
-    """Small enough for CI (~2-3 min on 2 shared cores); its numbers mean nothing."""
-    unet = dict(sample_size=32, in_channels=1, out_channels=1, block_out_channels=[16, 32], layers_per_block=1,
+    """Small enough for CI (about 1-3 min on 2 shared cores); its numbers mean nothing."""
+    unet = dict(sample_size=32, in_channels=1, out_channels=1, block_out_channels=[8, 16], layers_per_block=1,
                 down_block_types=["DownBlock2D", "DownBlock2D"], up_block_types=["UpBlock2D", "UpBlock2D"],
-                norm_num_groups=8)
+                norm_num_groups=4)
     return ProtocolConfig(
-        preset="quick", train_limit=2000, val_size=64, test_size=64,
+        preset="quick", train_limit=2000, val_size=48, test_size=48,
         feature_net=FeatureNetTrainConfig(epochs=1, batch_size=64, train_limit=1024, test_limit=500),
         schedule=ScheduleConfig(kind="linear", num_train_timesteps=100),
         unet_config=unet,
-        pretrain=TrainSpec(steps=60, batch_size=16, lr=1e-3, ema_decay=0.9, ema_warmup=True, checkpoint_every=30),
-        finetune=TrainSpec(steps=10, batch_size=16, lr=1e-4, ema_decay=0.5, ema_warmup=False, checkpoint_every=10,
-                           snapshot_every=5),
+        pretrain=TrainSpec(steps=40, batch_size=16, lr=1e-3, ema_decay=0.9, ema_warmup=True, checkpoint_every=20),
+        finetune=TrainSpec(steps=6, batch_size=16, lr=1e-4, ema_decay=0.5, ema_warmup=False, checkpoint_every=6,
+                           snapshot_every=3),
         variants=_variants([4, 2], 4),
-        evaluation=EvalSpec(cells=_cells({"ddpm": [5, 10], "ddim": [5, 10], "dpm1": [5], "dpm2": [5], "dpm3": [5]}),
-                            num_samples=32, seeds=[0, 1], lambda_grid=[1.0, 1.01], lambda_samples=32),
-        noise_floor=NoiseFloorSpec(cell=Cell(sampler="ddim", steps=5), sizes=[16, 32], seeds=[0, 1]),
-        curve=CurveSpec(labels=["ddpm", "mdss_k4"], cell=Cell(sampler="ddim", steps=5), num_samples=32, seeds=[0]),
-        diagnostics=DiagnosticsSpec(samplers=_cells({"ddpm": [10], "ddim": [10]}), num_images=16,
-                                    num_trajectories=16),
+        evaluation=EvalSpec(cells=_cells({"ddpm": [4, 8], "ddim": [4, 8], "dpm1": [4], "dpm2": [4], "dpm3": [4]}),
+                            num_samples=16, seeds=[0, 1], lambda_grid=[1.0, 1.01], lambda_samples=16),
+        noise_floor=NoiseFloorSpec(cell=Cell(sampler="ddim", steps=4), sizes=[8, 16], seeds=[0, 1]),
+        curve=CurveSpec(labels=["ddpm", "mdss_k4"], cell=Cell(sampler="ddim", steps=4), num_samples=16, seeds=[0]),
+        diagnostics=DiagnosticsSpec(samplers=_cells({"ddpm": [8], "ddim": [8]}), num_images=8, num_trajectories=8),
         threads=1,
     )
 
 
 def full() -> ProtocolConfig:
-    """The recorded run, sized to ~6 CPU-hours on an idle 2-core machine (docs/exposure_bias.md: budget)."""
+    """The recorded run: ~7 h on an idle 2-core machine, minutes on a GPU (docs/exposure_bias.md: budget)."""
     unet = dict(sample_size=32, in_channels=1, out_channels=1, block_out_channels=[16, 32, 32], layers_per_block=1,
                 down_block_types=["DownBlock2D", "AttnDownBlock2D", "DownBlock2D"],
                 up_block_types=["UpBlock2D", "AttnUpBlock2D", "UpBlock2D"], norm_num_groups=8, attention_head_dim=8,
@@ -200,11 +199,11 @@ def full() -> ProtocolConfig:
         variants=_variants([4, 10, 20], 4),
         evaluation=EvalSpec(cells=_cells({"ddpm": [10, 20, 50], "ddim": [10, 20, 50], "dpm1": [10, 20],
                                           "dpm2": [10, 20], "dpm3": [10, 20]}),
-                            num_samples=500, seeds=[0, 1, 2], lambda_grid=[1.0, 1.003, 1.008], lambda_samples=250),
+                            num_samples=500, seeds=[0, 1, 2], lambda_grid=[1.0, 1.002, 1.005], lambda_samples=250),
         noise_floor=NoiseFloorSpec(cell=Cell(sampler="ddim", steps=20), sizes=[250, 500, 1000], seeds=[0, 1, 2, 3, 4]),
         curve=CurveSpec(labels=["ddpm", "mdss_k4"], cell=Cell(sampler="ddpm", steps=50), num_samples=500, seeds=[0]),
-        diagnostics=DiagnosticsSpec(samplers=_cells({"ddpm": [50], "ddim": [50]}), num_images=256,
-                                    num_trajectories=256),
+        diagnostics=DiagnosticsSpec(samplers=_cells({"ddpm": [50], "ddim": [50]}), num_images=128,
+                                    num_trajectories=128),
         threads=None,
     )
 

@@ -36,18 +36,20 @@ def _mse(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def step_errors(model, d: GaussianDiffusion, cell: Cell, x0: torch.Tensor, seed: int) -> list[dict]:
+def step_errors(model, d: GaussianDiffusion, cell: Cell, x0: torch.Tensor, seed: int, device: str = "cpu") -> list[dict]:
     """Rows {kind, index, t, mse} for the clean / one_step / sampled inputs on ``cell``'s grid."""
-    model.eval()
+    if isinstance(model, torch.nn.Module):
+        model.eval()
     xi_denoise = bool(getattr(model, "has_xi", False))
     scheduler = make_scheduler(SamplerConfig(name=cell.sampler, num_steps=cell.steps, xi_denoise=xi_denoise), d)
     scheduler.set_timesteps(cell.steps)
     ts = [int(t) for t in scheduler.timesteps]
     gen = torch.Generator().manual_seed(seed)
-    noise = torch.randn(x0.shape, generator=gen)
+    x0 = x0.to(device)
+    noise = torch.randn(x0.shape, generator=gen).to(device)
 
     def model_step(x: torch.Tensor, t: int) -> torch.Tensor:
-        eps, xi = model(x, torch.full((len(x),), t, dtype=torch.long))
+        eps, xi = model(x, torch.full((len(x),), t, dtype=torch.long, device=x.device))
         if xi_denoise and xi is not None:
             x = x - xi
         return scheduler.step(eps, t, x, generator=gen).prev_sample
@@ -68,19 +70,22 @@ def step_errors(model, d: GaussianDiffusion, cell: Cell, x0: torch.Tensor, seed:
 
 
 @torch.no_grad()
-def variance_error(model, d: GaussianDiffusion, cell: Cell, test_images: torch.Tensor, n: int, seed: int) -> list[dict]:
+def variance_error(model, d: GaussianDiffusion, cell: Cell, test_images: torch.Tensor, n: int, seed: int,
+                   device: str = "cpu") -> list[dict]:
     """Rows {index, t, var_sampled, var_forward, variance_error} along ``cell``'s grid (t = −1: the output x₀)."""
-    model.eval()
+    if isinstance(model, torch.nn.Module):
+        model.eval()
     xi_denoise = bool(getattr(model, "has_xi", False))
     cfg = SamplerConfig(name=cell.sampler, num_steps=cell.steps, xi_denoise=xi_denoise)
     scheduler = make_scheduler(cfg, d)
     scheduler.set_timesteps(cell.steps)
     ts = [int(t) for t in scheduler.timesteps] + [-1]
-    _, traj = sample(model, d, cfg, (n, *test_images.shape[1:]), seed=seed, return_trajectory=True)
+    _, traj = sample(model, d, cfg, (n, *test_images.shape[1:]), seed=seed, return_trajectory=True,
+                     device=device)
     gen = torch.Generator().manual_seed(seed + 1)
     rows = []
     for i, t in enumerate(ts):
-        x_s = traj[i].float()
+        x_s = traj[i].float().cpu()
         x_q = test_images if t < 0 else d.q_sample(test_images, t, torch.randn(test_images.shape, generator=gen))
         vs, vq = float(x_s.var(0).mean()), float(x_q.var(0).mean())
         rows.append({"index": i, "t": t, "var_sampled": vs, "var_forward": vq, "variance_error": vs / vq - 1.0})

@@ -19,7 +19,7 @@ from benchmarks.exposure_bias.diagnostics import step_errors, variance_error
 from benchmarks.exposure_bias.sampling import Scorer, generate, sampler_config
 from benchmarks.exposure_bias.trainer import FINAL, load_model, snapshot_folders, train
 from training.diffusion import GaussianDiffusion
-from training.metrics.feature_net import INFO_FILE, load_fashion_split, train_feature_net
+from training.metrics.feature_net import load_fashion_split, train_feature_net
 from training.strategies import StrategyConfig, build_strategy
 
 STAGES = ("feature_net", "pretrain", "finetune", "noise_floor", "lambda", "evaluate", "curve", "diagnostics", "report")
@@ -240,9 +240,10 @@ class Protocol:
                 errors, variances = [], []
                 for cell in dg.samplers:
                     errors += [dict(r, variant=v.label, sampler=cell.key) for r in
-                               step_errors(model, self.diffusion, cell, x0, dg.seed)]
+                               step_errors(model, self.diffusion, cell, x0, dg.seed, self.cfg.device)]
                     variances += [dict(r, variant=v.label, sampler=cell.key) for r in
-                                  variance_error(model, self.diffusion, cell, test_images, dg.num_trajectories, dg.seed)]
+                                  variance_error(model, self.diffusion, cell, test_images, dg.num_trajectories, dg.seed,
+                                                 self.cfg.device)]
                 _write_jsonl(folder / "step_errors.jsonl", errors)
                 _write_jsonl(folder / "variance_error.jsonl", variances)
                 return {}

@@ -91,6 +91,8 @@ def write_report(protocol) -> None:
         if f.is_file():
             eval_rows += read_jsonl(f)
     _write_csv(out / "results.csv", eval_rows)
+    if not eval_rows:
+        md += ["> **No results recorded yet**: the evaluate stage has not run for this config.", ""]
     groups = {}
     for r in eval_rows:
         groups.setdefault((r["variant"], r["sampler"], r["steps"], r["setting"]), []).append(r["score"])
@@ -173,7 +175,7 @@ def write_report(protocol) -> None:
                     table.append([sampler, lab, f"{statistics.fmean(abs(r['variance_error']) for r in sel):.4g}",
                                   f"{sel[-1]['variance_error']:+.4g}"])
         md.append(_table("Variance error (sampled x_t variance / forward-process variance − 1)",
-                         ["sampler", "variant", "mean |error| over the trajectory", "at the output x₀"], table))
+                         ["sampler", "variant", "mean abs. error over the trajectory", "at the output x₀"], table))
 
     # ---- timings
     timing_rows = []

@@ -9,7 +9,7 @@ import torch
 from benchmarks.exposure_bias.config import Cell, ProtocolConfig
 from training.diffusion import GaussianDiffusion
 from training.metrics.feature_net import load_fashion_split
-from training.metrics.fid import FIDMetric, default_metric
+from training.metrics.fid import default_metric
 from training.samplers import SamplerConfig, sample
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -57,7 +56,7 @@ def train(model: XiUNet, strategy: Strategy, images: torch.Tensor, spec: TrainSp
         opt.step()
         ema.update(model)
         step += 1
-        window.append([float(out["loss"]), float(out["eps_loss"]), float(out["xi_loss"]), float(out["strategy_frac"])])
+        window.append([float(out[k].detach()) for k in ("loss", "eps_loss", "xi_loss", "strategy_frac")])
         if spec.snapshot_every and step % spec.snapshot_every == 0:
             with ema.applied_to(model):
                 model.save_pretrained(out_dir / SNAPSHOTS / f"step_{step:07d}")
@@ -93,7 +92,3 @@ def snapshot_folders(out_dir: Path) -> list[tuple[int, Path]]:
     if not folder.is_dir():
         return []
     return sorted((int(p.name.split("_")[1]), p) for p in folder.iterdir() if p.name.startswith("step_"))
-
-
-def describe(model: Optional[torch.nn.Module]) -> int:
-    return sum(p.numel() for p in model.parameters()) if model is not None else 0

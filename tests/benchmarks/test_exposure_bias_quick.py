@@ -1,0 +1,84 @@
+"""The --quick protocol end to end (CPU, offline): every stage runs, writes well-formed tables, CSVs and PNGs,
+and a second run skips every unit."""
+import csv
+import json
+
+import pytest
+import torch
+
+from benchmarks.exposure_bias.__main__ import main
+from benchmarks.exposure_bias.config import quick
+
+pytestmark = pytest.mark.slow  # ~2 min on 2 shared cores
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("eb")
+    work, out = root / "work", root / "report"
+    assert main(["--quick", "--work", str(work), "--out", str(out)]) == 0
+    return work, out
+
+
+def _csv(path):
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_tables_and_csvs_are_well_formed(quick_run):
+    work, out = quick_run
+    cfg = quick()
+    md = (out / "tables.md").read_text()
+    for heading in ("DDPM sampler (Table 3.2)", "DDIM sampler (Table 3.3)", "DPM-Solver-1/2/3 (Table 3.4)",
+                    "ξ ablation (Table 3.5)", "k ablation (Tables 3.6–3.7)", "(Table 3.8)", "Figure 3.3",
+                    "Figure 3.2", "Variance error", "noise floor", "Smoke run"):
+        assert heading in md, heading
+    # every markdown table row has as many cells as its header
+    for block in md.split("### ")[1:]:
+        rows = [line for line in block.splitlines() if line.startswith("|")]
+        assert len({line.count("|") for line in rows}) == 1, block[:80]
+
+    results = _csv(out / "results.csv")
+    ev = cfg.evaluation
+    off = [r for r in results if r["setting"] == "off"]
+    assert len(off) == len(cfg.variants) * len(ev.cells) * len(ev.seeds)
+    assert {r["variant"] for r in results} == {v.label for v in cfg.variants}
+    assert all(float(r["score"]) >= 0 for r in results)
+    scaled = [r for r in results if r["setting"] == "eps_scaled"]
+    assert len(scaled) == len(off)  # one ε-scaled cell per unscaled cell (a copy when the search kept λ = 1)
+    no_xi = [r for r in results if r["setting"] == "no_xi_denoise"]
+    assert {r["variant"] for r in no_xi} == {ev.xi_ablation_label} and len(no_xi) == 4 * len(ev.seeds)
+
+    summary = _csv(out / "summary.csv")
+    assert all(r["seeds"] == str(len(ev.seeds)) for r in summary)
+    lam = json.loads((work / "lambda" / "mdss_k4" / "lambda.json").read_text())
+    assert set(lam) == {c.key for c in ev.cells} and all(v["lambda"] in ev.lambda_grid for v in lam.values())
+
+    mse = _csv(out / "step_mse.csv")
+    assert {r["kind"] for r in mse} == {"clean", "one_step", "sampled"}
+    assert all(float(r["mse"]) >= 0 for r in mse)
+    curve = _csv(out / "curve.csv")
+    assert sorted({int(r["step"]) for r in curve}) == [0, 3, 6]
+    var = _csv(out / "variance_error.csv")
+    assert {r["variant"] for r in var} == {v.label for v in cfg.variants}
+    info = json.loads((out / "feature_net.json").read_text())
+    assert 0 < info["test_accuracy"] <= 1
+    for png in ("fig_step_mse_ddpm_8.png", "fig_step_mse_ddim_8.png", "fig_metric_vs_iterations.png",
+                "fig_variance_error.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+
+
+def test_a_second_run_skips_every_unit(quick_run, capsys):
+    work, out = quick_run
+    capsys.readouterr()
+    assert main(["--quick", "--work", str(work), "--out", str(out)]) == 0
+    log = capsys.readouterr().out
+    ran = [line for line in log.splitlines() if line.startswith("  ") and "skipped" not in line]
+    assert ran == [], ran
+    assert log.count("skipped") >= 1 + 1 + len(quick().variants) * 4
+
+
+def test_a_stage_whose_input_is_missing_fails_clearly(tmp_path, capsys):
+    assert main(["--quick", "--work", str(tmp_path / "empty"), "--stage", "finetune"]) == 2
+    assert "pretrain" in capsys.readouterr().err

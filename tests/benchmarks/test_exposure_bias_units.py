@@ -1,0 +1,98 @@
+"""Resumable units, config checks and the per-step diagnostics (fast; no training)."""
+import pytest
+import torch
+from pydantic import ValidationError
+
+from benchmarks.exposure_bias import units
+from benchmarks.exposure_bias.config import Cell, EvalSpec, full, quick
+from benchmarks.exposure_bias.diagnostics import eps_effective, step_errors, variance_error
+from training.diffusion import GaussianDiffusion, ScheduleConfig
+
+
+def test_units_skip_only_for_the_same_fingerprint(tmp_path):
+    a, b = units.fingerprint({"x": 1}), units.fingerprint({"x": 2})
+    assert a != b and a == units.fingerprint({"x": 1})
+    folder = units.fresh(tmp_path / "u", a)
+    (folder / "partial.txt").write_text("left by a killed run")
+    assert not units.is_done(folder, a)
+    units.fresh(folder, a)  # same config: a partial run may resume from what is there
+    assert (folder / "partial.txt").exists()
+    units.mark_done(folder, a, wall_s=1.0)
+    assert units.is_done(folder, a) and not units.is_done(folder, b)
+    units.fresh(folder, b)  # another config: stale artefacts are wiped
+    assert not (folder / "partial.txt").exists() and not units.is_done(folder, a)
+
+
+def test_presets_validate_and_bad_configs_fail():
+    q, f = quick(), full()
+    assert q.preset == "quick" and f.preset == "full"
+    assert {v.label for v in f.variants} >= {"ddpm", "ip", "ss", "sdss", "mdss_k4", "sdss_ddim", "mdss_ddim_k4"}
+    with pytest.raises(ValidationError, match="1.0"):
+        EvalSpec(cells=[Cell(sampler="ddim", steps=5)], num_samples=4, seeds=[0], lambda_grid=[1.01],
+                 lambda_samples=4)
+    with pytest.raises(ValidationError, match="unknown variants"):
+        quick().model_validate({**quick().model_dump(), "curve": {**quick().curve.model_dump(), "labels": ["nope"]}})
+
+
+class _Oracle(torch.nn.Module):
+    """The exact ε-predictor for a data set holding one image x0: ε = (x − √ᾱ x0)/√(1−ᾱ)."""
+
+    has_xi = False
+
+    def __init__(self, d: GaussianDiffusion, x0: torch.Tensor):
+        super().__init__()
+        self.d, self.x0 = d, x0
+
+    def forward(self, x, t):
+        return self.d.predict_eps_from_x0(x, t, self.x0.expand_as(x)), None
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_an_exact_model_has_zero_error_on_every_input_kind(sampler):
+    torch.manual_seed(0)
+    d = GaussianDiffusion.from_config(ScheduleConfig(kind="linear", num_train_timesteps=100))
+    x0 = torch.rand(1, 1, 8, 8) * 1.6 - 0.8
+    oracle = _Oracle(d, x0)
+    rows = step_errors(oracle, d, Cell(sampler=sampler, steps=10), x0.expand(4, -1, -1, -1), seed=0)
+    assert {r["kind"] for r in rows} == {"clean", "one_step", "sampled"}
+    assert len([r for r in rows if r["kind"] == "clean"]) == 10
+    assert max(r["mse"] for r in rows) < 1e-6
+    # a biased model is caught on every input kind
+    biased = lambda x, t: (oracle(x, t)[0] + 0.1, None)  # noqa: E731
+    bad = step_errors(biased, d, Cell(sampler=sampler, steps=10), x0.expand(4, -1, -1, -1), seed=0)
+    assert min(r["mse"] for r in bad if r["kind"] == "clean") == pytest.approx(0.01, rel=1e-3)
+
+
+def test_xi_models_are_scored_through_the_denoised_input():
+    d = GaussianDiffusion.from_config(ScheduleConfig(kind="linear", num_train_timesteps=100))
+    x = torch.randn(2, 1, 4, 4)
+    eps, xi = torch.randn_like(x), 0.1 * torch.randn_like(x)
+    model = lambda x_, t_: (eps, xi)  # noqa: E731
+    t = 40
+    got = eps_effective(model, d, x, t, xi_denoise=True)
+    x0_hat = d.predict_x0_from_eps(x - xi, t, eps)
+    assert torch.allclose(got, d.predict_eps_from_x0(x, t, x0_hat), atol=1e-6)
+    assert torch.allclose(eps_effective(model, d, x, t, xi_denoise=False), eps, atol=1e-5)
+
+
+def test_variance_error_is_small_for_an_exact_model_of_a_gaussian():
+    """Data N(0, s²) per pixel: the exact ε-predictor is linear, and with fine DDIM steps the sampled x_t keep
+    q(x_t)'s spread (coarse steps shrink it: DDIM's own discretisation error, so the grid here is the full one)."""
+    d = GaussianDiffusion.from_config(ScheduleConfig(kind="linear", num_train_timesteps=500, beta_end=0.04))
+    s2 = 0.04  # std 0.2: the x̂₀ clipping of the DDIM scheduler never acts
+    ab = torch.tensor(d.alphas_cumprod, dtype=torch.float32)
+
+    def model(x, t):  # E[ε | x_t] for x0 ~ N(0, s²): √(1−ᾱ) x / (ᾱ s² + 1 − ᾱ)
+        a = ab[t].reshape(-1, 1, 1, 1)
+        return (1 - a).sqrt() * x / (a * s2 + 1 - a), None
+
+    data = torch.randn(2000, 1, 2, 2, generator=torch.Generator().manual_seed(123)) * s2 ** 0.5
+    cell = Cell(sampler="ddim", steps=500)
+    rows = variance_error(model, d, cell, data, n=2000, seed=0)
+    assert len(rows) == 501 and rows[-1]["t"] == -1
+    exact = max(abs(r["variance_error"]) for r in rows)
+    assert exact < 0.1
+    # ε under-estimated by 10 %: the sampled spread ends far from the data's
+    scaled = lambda x, t: (0.9 * model(x, t)[0], None)  # noqa: E731
+    worse = variance_error(scaled, d, cell, data, n=2000, seed=0)
+    assert abs(worse[-1]["variance_error"]) > 2 * exact
