@@ -10,7 +10,7 @@ import numpy as np
 from actors.batching import MicroBatcher
 from actors.config import CaptionerConfig
 from actors.image_checks import check_rgb_uint8, to_pil
-from actors.model_source import check_local_folder, load_error
+from actors.model_source import load_processor_and_model
 from actors.torch_device import resolve_device, resolve_dtype
 
 
@@ -23,13 +23,8 @@ class CaptionerModel:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.dtype = resolve_dtype(cfg.dtype, self.device)
-        check_local_folder(cfg.model, "captioner", marker="config.json")
-        try:
-            self.processor = AutoProcessor.from_pretrained(cfg.model)
-            model = AutoModelForImageTextToText.from_pretrained(cfg.model, dtype=self.dtype)
-        except Exception as exc:  # noqa: BLE001 - re-raised naming the model
-            raise load_error("captioner", cfg.model, "AutoProcessor + AutoModelForImageTextToText", exc) from exc
-        self.model = model.to(self.device).eval()
+        self.processor, self.model = load_processor_and_model(
+            cfg.model, "captioner", AutoProcessor, AutoModelForImageTextToText, self.dtype, self.device)
 
     def caption_batch(self, images: Sequence[np.ndarray]) -> list[str]:
         """One greedy caption per image (the prompt, when configured, is not part of the caption)."""

@@ -19,7 +19,7 @@ from pydantic import Field, field_validator
 from actors.batching import MicroBatcher
 from actors.config import BatchingConfig, Device, DType, ResourceConfig, _path_or_id
 from actors.image_checks import check_rgb_uint8, to_pil
-from actors.model_source import check_local_folder, load_error
+from actors.model_source import load_processor_and_model
 from actors.torch_device import resolve_device, resolve_dtype
 from core.config import StrictModel
 
@@ -48,13 +48,8 @@ class ImageEmbedderModel:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.dtype = resolve_dtype(cfg.dtype, self.device)
-        check_local_folder(cfg.model, "image embedder", marker="config.json")
-        try:
-            self.processor = AutoImageProcessor.from_pretrained(cfg.model)
-            model = AutoModel.from_pretrained(cfg.model, dtype=self.dtype)
-        except Exception as exc:  # noqa: BLE001 - re-raised naming the model
-            raise load_error("image embedder", cfg.model, "AutoImageProcessor + AutoModel", exc) from exc
-        self.model = model.to(self.device).eval()
+        self.processor, self.model = load_processor_and_model(
+            cfg.model, "image embedder", AutoImageProcessor, AutoModel, self.dtype, self.device)
         self.forward_passes = 0
         self.images_embedded = 0
 

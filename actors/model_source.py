@@ -59,3 +59,15 @@ def load_error(role: str, ref: str, how: str, exc: BaseException) -> ModelLoadEr
     """A ModelLoadError for a loader exception, saying whether ``ref`` was tried as a local folder or a hub id."""
     where = "local" if Path(ref).expanduser().exists() else "not a local path; tried as a hub id/tag"
     return ModelLoadError(f"{role} model {ref!r} ({where}) could not be loaded with {how}: {type(exc).__name__}: {exc}")
+
+
+def load_processor_and_model(ref: str, role: str, processor_cls, model_cls, dtype, device: str):
+    """``processor_cls.from_pretrained(ref)`` and ``model_cls.from_pretrained(ref, dtype=...)`` on
+    ``device`` in eval mode, with the folder checked first and any failure naming role and reference."""
+    check_local_folder(ref, role, marker="config.json")
+    try:
+        processor = processor_cls.from_pretrained(ref)
+        model = model_cls.from_pretrained(ref, dtype=dtype)
+    except Exception as exc:  # noqa: BLE001 - re-raised naming the model
+        raise load_error(role, ref, f"{processor_cls.__name__} + {model_cls.__name__}", exc) from exc
+    return processor, model.to(device).eval()
