@@ -13,7 +13,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 from PIL import Image as PILImage
@@ -38,8 +38,12 @@ async def optimise(
     token_limit: int,
     graph: Any = None,
     init_prompt: Optional[str] = None,
+    on_node: Optional[Callable[[str], None]] = None,
 ) -> ReverseResult:
     """Run or resume thread ``image_id`` and return its result.
+
+    ``on_node(name)`` is called after each node completes (live progress, e.g. one
+    ``generate`` per iteration); it must be cheap and must not raise.
 
     ``work_dir`` is this image's own folder (generated images go there). ``graph`` is a
     compiled graph with a checkpointer, shared across images; without one an in-memory
@@ -60,7 +64,10 @@ async def optimise(
     run_input = None if snapshot.next else initial_state(image_id, str(reference_path), str(work_dir),
                                                           init_prompt or cfg.init_prompt)
     try:
-        await graph.ainvoke(run_input, config, durability="sync")
+        async for update in graph.astream(run_input, config, durability="sync", stream_mode="updates"):
+            if on_node is not None:
+                for name in update:
+                    on_node(name)
     except Exception as exc:  # noqa: BLE001 - one image's failure is its result, not the batch's
         snapshot = await graph.aget_state(config)
         where = ", ".join(snapshot.next) or "?"

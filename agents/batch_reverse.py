@@ -333,7 +333,9 @@ async def _run_items(todo: list[WorkItem], cfg: ArpoConfig, out_dir: Path, roles
         else:
             outcome.failed += 1
             log.warning("failed: %s", record.get("error"))
-        progress.finished(ok, iterations=len(record.get("iterations") or []))
+        # Iterations are counted live (on_node), so the rate is this run's work only, not
+        # iterations a resumed image did in an earlier run.
+        progress.finished(ok)
         writer.header.running = progress.running
 
     async def one(item: WorkItem) -> None:
@@ -348,8 +350,12 @@ async def _run_items(todo: list[WorkItem], cfg: ArpoConfig, out_dir: Path, roles
             finish(item, error_record(item, f"{item.source.rel}: {exc.cause}", out_dir))
             return
         try:
+            def on_node(name: str) -> None:
+                if name == "generate":  # one generate per iteration
+                    progress.iteration()
+
             result = await optimise_fn(item.image_id, reference, item.folder, roles, cfg.agent,
-                                       cfg.t2i.max_prompt_tokens, graph=graph)
+                                       cfg.t2i.max_prompt_tokens, graph=graph, on_node=on_node)
         except Exception as exc:  # one image's failure is its record, never the batch's end
             log.debug("optimisation of %s failed:\n%s", item.source.rel, traceback.format_exc())
             finish(item, error_record(item, f"{item.source.rel}: optimisation failed: {type(exc).__name__}: {exc}", out_dir))

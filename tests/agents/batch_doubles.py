@@ -58,7 +58,8 @@ class ScriptedOptimise:
         self._running = 0
         self.gates: dict[str, asyncio.Event] = {}  # image id -> event that must be set before it finishes
 
-    async def __call__(self, image_id, reference_path, work_dir, roles, cfg, token_limit, graph=None, init_prompt=None):
+    async def __call__(self, image_id, reference_path, work_dir, roles, cfg, token_limit, graph=None, init_prompt=None,
+                       on_node=None):
         self.calls.append(image_id)
         self._running += 1
         self.max_running = max(self.max_running, self._running)
@@ -73,6 +74,8 @@ class ScriptedOptimise:
                 await asyncio.sleep(self.step_delay_s)
                 Image.fromarray(np.full((8, 8, 3), 40 * t % 256, np.uint8)).save(work_dir / f"iter_{t:03d}_seed0.png")
                 self.progress[image_id] = t + 1
+                if on_node is not None:
+                    on_node("generate")
             if image_id in self.gates:
                 await self.gates[image_id].wait()
             if image_id in self.error_status_ids:

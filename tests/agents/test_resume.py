@@ -134,3 +134,18 @@ async def test_many_images_share_one_graph_and_one_file(tmp_path):
         results = await asyncio.gather(*results)
     assert all(r.status == "done" for r in results)
     assert len({r.image_id for r in results}) == 4
+
+
+async def test_on_node_reports_each_completed_node_live(tmp_path):
+    """optimise(on_node=...) is told of every node as it completes: one 'generate' per
+    iteration (what the batch job's live iterations/s counts)."""
+    w = world()
+    ref = write_reference(w, tmp_path)
+    roles = make_roles(w, script())
+    seen = []
+    async with open_checkpointer(CKPT, tmp_path) as saver:
+        graph = compile_graph(build_graph(roles, CFG, 77), saver)
+        result = await optimise(content_id(ref), ref, tmp_path / "work", roles, CFG, 77, graph=graph, on_node=seen.append)
+    assert result.status == "done"
+    assert seen[0] == "init" and seen.count("generate") == len(result.iterations) == 3
+    assert set(seen) <= set(NODE_NAMES)
