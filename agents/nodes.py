@@ -10,7 +10,6 @@ Routers are plain functions of the state returning the next node's name.
 from __future__ import annotations
 
 import asyncio
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -25,7 +24,7 @@ from agents.config import AgentConfig, JobConfig
 from agents.images import load_rgb, save_png
 from agents.prompt_parts import Fragment, PromptParts
 from agents.results import atomic_write_bytes
-from agents.selection import greedy_select, token_budget
+from agents.selection import checked_scores, greedy_select, token_budget
 from agents.state import (STOP_MAX_STEPS, STOP_NO_CANDIDATES, STOP_NO_IMPROVEMENT, STOP_PATIENCE,
                           STOP_TOKEN_LIMIT, ArpoState)
 
@@ -55,15 +54,6 @@ def _write_png(image: np.ndarray, path: Path) -> None:
 
 def _parts(state: ArpoState) -> PromptParts:
     return PromptParts.from_lists(state["content"], state["style"])
-
-
-def _scores(values: Sequence[float], expected: int, what: str) -> list[float]:
-    out = [float(v) for v in values]
-    if len(out) != expected:
-        raise ValueError(f"{what}: expected {expected} scores, got {len(out)}")
-    if not all(math.isfinite(v) for v in out):
-        raise ValueError(f"{what}: non-finite score in {out}")
-    return out
 
 
 def _with_last(history: list, **changes) -> list:
@@ -116,8 +106,8 @@ async def generate(state: ArpoState, deps: NodeDeps) -> dict:
         clip.text_image_scores([rendered], reference, image_key=image_id),
         *(asyncio.to_thread(_write_png, image, path) for image, path in zip(images, paths)),
     )
-    per_seed = _scores(per_seed, len(images), "CLIP image-image scores")
-    clip_t = _scores(text_score, 1, "CLIP text-image score")[0]
+    per_seed = checked_scores(per_seed, len(images), "CLIP image-image scores")
+    clip_t = checked_scores(text_score, 1, "CLIP text-image score")[0]
     clip_i = sum(per_seed) / len(per_seed)
     record = {
         "iteration": t, "content": list(state["content"]), "style": list(state["style"]), "rendered": rendered,

@@ -71,7 +71,7 @@ async def greedy_select(
             seen.add(cand.text)
             pool.append(cand)
     if base_score is None:
-        base_score = _checked(await score([base.render()]), 1)[0]
+        base_score = checked_scores(await score([base.render()]), 1, "CLIP scorer (current prompt)")[0]
     s_max = float(base_score)
     delta: list[Fragment] = []
     too_long: list[Fragment] = []
@@ -88,7 +88,7 @@ async def greedy_select(
             texts = [t for t, k in zip(texts, ok) if k]
             if not pool:
                 break
-        scores = _checked(await score(texts), len(texts))
+        scores = checked_scores(await score(texts), len(texts), "CLIP scorer (candidate prompts)")
         best = max(range(len(pool)), key=lambda i: (scores[i], -i))  # first of equal maxima
         p_opt, s = pool[best], scores[best]
         accepted = s >= s_max
@@ -100,13 +100,14 @@ async def greedy_select(
     return Selection(added=delta, base_score=float(base_score), best_score=s_max, rounds=rounds, too_long=too_long)
 
 
-def _checked(scores: Sequence[float], expected: int) -> list[float]:
-    values = [float(s) for s in scores]
-    if len(values) != expected:
-        raise ValueError(f"CLIP scorer returned {len(values)} scores for {expected} prompts")
-    if not all(math.isfinite(v) for v in values):
-        raise ValueError(f"CLIP scorer returned a non-finite score: {values}")
-    return values
+def checked_scores(values: Sequence[float], expected: int, what: str) -> list[float]:
+    """``values`` as floats, after checking the scorer returned ``expected`` finite scores."""
+    out = [float(v) for v in values]
+    if len(out) != expected:
+        raise ValueError(f"{what}: expected {expected} scores, got {len(out)}")
+    if not all(math.isfinite(v) for v in out):
+        raise ValueError(f"{what}: non-finite score in {out}")
+    return out
 
 
 def token_budget(count_tokens: Callable[[Sequence[str]], Awaitable[Sequence[int]]], budget: int) -> FitsFn:
