@@ -44,20 +44,12 @@ Score: 0.85. Keep the style words. Remove words that do not appear in the image.
 
 def build_chat_tokenizer(vocab_size: int = 512, model_max_length: int = 512):
     """Train the BPE tokenizer and wrap it as a transformers fast tokenizer with the chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
+    from actors.offline_kit.vocab import train_byte_level_bpe
+
     # Repeating the corpus is deterministic; BPE training on a fixed input gives a fixed vocabulary.
-    tok.train_from_iterator(_CORPUS * 4, trainer)
+    tok = train_byte_level_bpe(vocab_size, SPECIAL_TOKENS, _CORPUS * 4, unk_token="<unk>", add_prefix_space=False)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         unk_token="<unk>",

@@ -71,13 +71,17 @@ def english_words() -> list[str]:
     return [tok[:-4] for tok in vocab if tok.endswith("</w>") and tok[:-4].isalpha() and tok[:-4].isascii()]
 
 
-def train_byte_level_bpe(vocab_size: int, special_tokens: list[str]):
-    """A GPT-2 style byte-level BPE (``tokenizers.Tokenizer``) trained in-process on english_words()."""
+def train_byte_level_bpe(vocab_size: int, special_tokens: list[str], corpus=None, *,
+                         unk_token=None, add_prefix_space: bool = True):
+    """A GPT-2 style byte-level BPE (``tokenizers.Tokenizer``) trained in-process on ``corpus``
+    (an iterable of texts; default: english_words() in lines of 64). Deterministic for a fixed corpus."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    words = english_words()
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    if corpus is None:
+        words = english_words()
+        corpus = (" ".join(words[i : i + 64]) for i in range(0, len(words), 64))
+    tokenizer = Tokenizer(models.BPE(unk_token=unk_token))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -85,5 +89,5 @@ def train_byte_level_bpe(vocab_size: int, special_tokens: list[str]):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator((" ".join(words[i : i + 64]) for i in range(0, len(words), 64)), trainer)
+    tokenizer.train_from_iterator(corpus, trainer)
     return tokenizer
