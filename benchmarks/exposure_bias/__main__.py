@@ -1,4 +1,4 @@
-"""CLI: ``python -m benchmarks.exposure_bias [--quick|--full] [--out DIR] [--work DIR] [--stage S ...]``.
+"""CLI: ``python -m benchmarks.exposure_bias [--quick|--full] [--out DIR] [--work DIR] [--stage S ...] [--variant L ...]``.
 
 Every stage is resumable and skips itself when its artefacts exist for the same config fingerprint,
 so the same command continues an interrupted run; ``--stage`` runs only the named stages (their
@@ -27,6 +27,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                "runs/exposure_bias_quick/report for --quick)")
     p.add_argument("--work", default=None, help="models and records (default runs/exposure_bias_<preset>)")
     p.add_argument("--stage", action="append", choices=STAGES, help="run only these stages (repeatable)")
+    p.add_argument("--variant", action="append", metavar="LABEL",
+                   help="run the per-variant units of only these variants (repeatable); processes given disjoint "
+                        "variants can run side by side, one per core")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda (default: the preset's, cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     p.add_argument("--inception-weights", default=None, help="torch-fidelity Inception-v3 weights: standard FID")
@@ -46,7 +49,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out = Path(args.out or ("docs/exposure_bias" if preset == "full" else work / "report"))
     stages = tuple(s for s in STAGES if s in args.stage) if args.stage else STAGES
     started = time.perf_counter()
-    protocol = Protocol(cfg, work, out)
+    try:
+        protocol = Protocol(cfg, work, out, only_variants=args.variant)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         protocol.run(stages)
     except RuntimeError as exc:

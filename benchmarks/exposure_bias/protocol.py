@@ -34,8 +34,15 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 class Protocol:
-    def __init__(self, cfg: ProtocolConfig, work_dir: Path, out_dir: Path, log: Callable[[str], None] = print):
+    def __init__(self, cfg: ProtocolConfig, work_dir: Path, out_dir: Path, log: Callable[[str], None] = print,
+                 only_variants: Optional[list[str]] = None):
         self.cfg, self.work, self.out, self.log = cfg, Path(work_dir), Path(out_dir), log
+        known = [v.label for v in cfg.variants]
+        unknown = sorted(set(only_variants or []) - set(known))
+        if unknown:
+            raise ValueError(f"--variant: unknown variant(s) {unknown}; the {cfg.preset} preset has {known}")
+        # Per-variant units write to their own folders, so processes given disjoint variants can run side by side.
+        self.variants = [v for v in cfg.variants if not only_variants or v.label in only_variants]
         self.diffusion = GaussianDiffusion.from_config(cfg.schedule)
         self._scorer: Optional[Scorer] = None
         self._train_images: Optional[torch.Tensor] = None
@@ -136,7 +143,7 @@ class Protocol:
 
     def stage_finetune(self) -> None:
         self._require(self.work / "models" / "pretrained", self.fp("pretrain"), "pretrain")
-        for v in self.cfg.variants:
+        for v in self.variants:
             def body(folder: Path, v: Variant = v) -> dict:
                 strategy = build_strategy(v.strategy, self.diffusion)
                 model = load_model(self.work / "models" / "pretrained" / FINAL, self.cfg.device, widen_xi=strategy.uses_xi)
@@ -167,7 +174,7 @@ class Protocol:
 
     def stage_lambda(self) -> None:
         ev = self.cfg.evaluation
-        for v in self.cfg.variants:
+        for v in (v for v in self.variants if v.label in self.cfg.scaled_labels()):
             def body(folder: Path, v: Variant = v) -> dict:
                 model = self.model(v)
                 choice = {}
@@ -185,16 +192,18 @@ class Protocol:
 
     def stage_evaluate(self) -> None:
         ev = self.cfg.evaluation
-        for v in self.cfg.variants:
+        for v in self.variants:
             def body(folder: Path, v: Variant = v) -> dict:
-                self._require(self.work / "lambda" / v.label, self.fp("lambda", v), "lambda")
-                choice = json.loads((self.work / "lambda" / v.label / "lambda.json").read_text())
+                scaled = v.label in self.cfg.scaled_labels()
+                if scaled:
+                    self._require(self.work / "lambda" / v.label, self.fp("lambda", v), "lambda")
+                    choice = json.loads((self.work / "lambda" / v.label / "lambda.json").read_text())
                 model = self.model(v)
                 rows = []
                 for cell in ev.cells:
                     settings = [("off", 1.0, model.has_xi)]
-                    lam = choice[cell.key]["lambda"]
-                    if lam != 1.0:
+                    lam = choice[cell.key]["lambda"] if scaled else None
+                    if lam is not None and lam != 1.0:
                         settings.append(("eps_scaled", lam, model.has_xi))
                     if v.label == ev.xi_ablation_label and model.has_xi and cell.sampler in ("ddpm", "ddim"):
                         settings.append(("no_xi_denoise", 1.0, False))
@@ -214,7 +223,7 @@ class Protocol:
 
     def stage_curve(self) -> None:
         cv, ev = self.cfg.curve, self.cfg.evaluation
-        for v in (v for v in self.cfg.variants if v.label in cv.labels):
+        for v in (v for v in self.variants if v.label in cv.labels):
             def body(folder: Path, v: Variant = v) -> dict:
                 self._require(self.work / "models" / v.label, self.fp("finetune", v), "finetune")
                 points = [(0, self.work / "models" / "pretrained" / FINAL)]
@@ -234,7 +243,7 @@ class Protocol:
         dg = self.cfg.diagnostics
         test_images = self.scorer.refs["test"]
         x0 = test_images[:dg.num_images]
-        for v in self.cfg.variants:
+        for v in self.variants:
             def body(folder: Path, v: Variant = v) -> dict:
                 model = self.model(v)
                 errors, variances = [], []

@@ -49,6 +49,41 @@ def _grid(summary: dict, cells: Iterable[tuple[str, int]], columns: list[tuple[s
     return out
 
 
+def _overview(summary: dict, cells: list[tuple[str, int]], labels: list[str], scaled: list[str]) -> list[list[str]]:
+    """Rows: each variant, then each ε-scaled variant; columns: every cell; the lowest mean per column in bold."""
+    rows = [(lab, lab, "off") for lab in labels] + [(f"{lab} + ε-scaling", lab, "eps_scaled") for lab in scaled]
+    best = {}
+    for c in cells:
+        means = [summary[(lab, *c, st)][0] for _, lab, st in rows if (lab, *c, st) in summary]
+        best[c] = min(means) if means else None
+    out = []
+    for name, lab, st in rows:
+        vals = [summary.get((lab, *c, st)) for c in cells]
+        out.append([name] + ["–" if x is None else _fmt(x[0], x[1], x[0] == best[c]) for x, c in zip(vals, cells)])
+    return out
+
+
+def _paired(rows: list[dict], cells: list[tuple[str, int]], labels: list[str], scaled: list[str]) -> list[list[str]]:
+    """Per-seed differences to the ddpm baseline's unscaled cell. Sets of one seed share their initial noise across
+    methods, so the paired spread is the honest yardstick for a method-vs-baseline gap."""
+    score = {(r["variant"], r["sampler"], r["steps"], r["setting"], r["seed"]): r["score"] for r in rows}
+    out = []
+    for name, lab, st in ([(lab, lab, "off") for lab in labels if lab != "ddpm"]
+                          + [(f"{lab} + ε-scaling", lab, "eps_scaled") for lab in scaled]):
+        line = [name]
+        for c in cells:
+            seeds = sorted(k[4] for k in score if k[:4] == (lab, *c, st) and ("ddpm", *c, "off", k[4]) in score)
+            diffs = [score[(lab, *c, st, s)] - score[("ddpm", *c, "off", s)] for s in seeds]
+            if not diffs:
+                line.append("–")
+                continue
+            m, sd = _mean_std(diffs)
+            agree = len(diffs) > 1 and (all(d < 0 for d in diffs) or all(d > 0 for d in diffs))
+            line.append(f"{m:+.3g}" + (f" ± {sd:.2g}" if sd == sd else "") + (" *" if agree else ""))
+        out.append(line)
+    return out
+
+
 def write_report(protocol) -> None:
     from benchmarks.exposure_bias.protocol import read_jsonl
 
@@ -107,6 +142,13 @@ def write_report(protocol) -> None:
                                       "lambda": lambdas.get(k[0], {}).get(f"{k[1]}_{k[2]}")}
                                      for k, (m, s) in sorted(summary.items())])
     cells = [(c.sampler, c.steps) for c in ev.cells]
+    md.append(_table("Every method × every cell (lowest mean per column in bold)",
+                     ["method"] + [f"{s} {n}" for s, n in cells], _overview(summary, cells, labels, cfg.scaled_labels())))
+    if "ddpm" in labels:
+        md.append(_table("Paired difference to `ddpm` (per seed: variant − ddpm with the same initial noise; "
+                         "mean ± std over seeds; negative = better; * every seed agrees in sign)",
+                         ["method"] + [f"{s} {n}" for s, n in cells],
+                         _paired(eval_rows, cells, labels, cfg.scaled_labels())))
     main_cols = [c for c in MAIN_FAMILY if c in labels] + mdss[:1]
     for setting, title in (("off", "no ε-scaling"), ("eps_scaled", "with ε-scaling (λ from the held-out search)")):
         for fam, name in ((("ddpm",), "DDPM sampler (Table 3.2)"), (("ddim",), "DDIM sampler (Table 3.3)"),

@@ -17,6 +17,11 @@ def quick_run(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("eb")
     work, out = root / "work", root / "report"
+    # first a process limited to two variants (what a second core would run beside another process) ...
+    assert main(["--quick", "--work", str(work), "--out", str(out), "--variant", "ddpm", "--variant", "mdss_k4"]) == 0
+    assert sorted(p.name for p in (work / "models").iterdir()) == ["ddpm", "mdss_k4", "pretrained"]
+    assert sorted(p.name for p in (work / "eval").iterdir()) == ["ddpm", "mdss_k4"]
+    # ... then the rest, resuming: the finished units are kept
     assert main(["--quick", "--work", str(work), "--out", str(out)]) == 0
     return work, out
 
@@ -46,7 +51,20 @@ def test_tables_and_csvs_are_well_formed(quick_run):
     assert {r["variant"] for r in results} == {v.label for v in cfg.variants}
     assert all(float(r["score"]) >= 0 for r in results)
     scaled = [r for r in results if r["setting"] == "eps_scaled"]
-    assert len(scaled) == len(off)  # one ε-scaled cell per unscaled cell (a copy when the search kept λ = 1)
+    # one ε-scaled cell per unscaled cell of the searched variants (a copy when the search kept λ = 1)
+    assert {r["variant"] for r in scaled} == set(ev.lambda_labels) == set(cfg.scaled_labels())
+    assert len(scaled) == len(ev.lambda_labels) * len(ev.cells) * len(ev.seeds)
+    assert sorted(p.name for p in (work / "lambda").iterdir()) == sorted(ev.lambda_labels)
+    overview = md.split("### Every method × every cell")[1].split("###")[0]
+    assert "| ddpm + ε-scaling |" in overview and "| ip + ε-scaling |" not in overview
+    paired = md.split("### Paired difference to `ddpm`")[1].split("###")[0]
+    assert "| ip |" in paired and "| ddpm + ε-scaling |" in paired and "| ddpm |" not in paired
+    # the paired cell is the mean of the per-seed differences
+    by = {(r["variant"], r["sampler"], r["steps"], r["setting"], r["seed"]): float(r["score"]) for r in results}
+    d = [by[("ip", "ddim", "4", "off", str(s))] - by[("ddpm", "ddim", "4", "off", str(s))] for s in ev.seeds]
+    ip_row = next(line for line in paired.splitlines() if line.startswith("| ip |")).split("|")
+    col = [c.key for c in ev.cells].index("ddim_4") + 2
+    assert ip_row[col].strip().startswith(f"{sum(d) / len(d):+.3g}")
     no_xi = [r for r in results if r["setting"] == "no_xi_denoise"]
     assert {r["variant"] for r in no_xi} == {ev.xi_ablation_label} and len(no_xi) == 4 * len(ev.seeds)
 
@@ -76,9 +94,36 @@ def test_a_second_run_skips_every_unit(quick_run, capsys):
     log = capsys.readouterr().out
     ran = [line for line in log.splitlines() if line.startswith("  ") and "skipped" not in line]
     assert ran == [], ran
-    assert log.count("skipped") >= 1 + 1 + len(quick().variants) * 4
+    cfg = quick()  # feature net, pretrain, noise floor; finetune, evaluate, diagnostics per variant; λ; curve
+    assert log.count("skipped") == 3 + 3 * len(cfg.variants) + len(cfg.scaled_labels()) + len(cfg.curve.labels)
+
+
+def test_an_unknown_variant_is_refused_by_name(tmp_path, capsys):
+    assert main(["--quick", "--work", str(tmp_path / "w"), "--variant", "mdss_k99"]) == 2
+    err = capsys.readouterr().err
+    assert "mdss_k99" in err and "mdss_k4" in err
+    assert not (tmp_path / "w").exists()
 
 
 def test_a_stage_whose_input_is_missing_fails_clearly(tmp_path, capsys):
     assert main(["--quick", "--work", str(tmp_path / "empty"), "--stage", "finetune"]) == 2
     assert "pretrain" in capsys.readouterr().err
+
+
+def test_the_lambda_probe_scores_extra_factors_on_the_held_out_split(quick_run, tmp_path, capsys):
+    from benchmarks.exposure_bias.lambda_probe import main as probe
+
+    work, _ = quick_run
+    out = tmp_path / "probe.json"
+    assert probe(["--work", str(work), "--variant", "ddpm", "--lam", "0.99", "--lam", "1.0", "--cell", "ddim_4",
+                  "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["split"] == "val" and record["seed"] == quick().evaluation.lambda_seed
+    assert [(r["cell"], r["lambda"]) for r in record["rows"]] == [("ddim_4", 0.99), ("ddim_4", 1.0)]
+    # λ = 1 reproduces the protocol's own held-out score for that cell (same seed, images and split)
+    search = json.loads((work / "lambda" / "ddpm" / "lambda.json").read_text())["ddim_4"]["val_scores"]
+    assert abs(record["rows"][1]["val_score"] - search["1.0"]) < 1e-6
+    assert record["rows"][0]["val_score"] != record["rows"][1]["val_score"]
+    assert probe(["--work", str(work), "--variant", "ddpm", "--lam", "0.99", "--cell", "ddim_999",
+                  "--out", str(out)]) == 2
+    assert "ddim_999" in capsys.readouterr().err

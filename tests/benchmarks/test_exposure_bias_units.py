@@ -32,6 +32,15 @@ def test_presets_validate_and_bad_configs_fail():
                  lambda_samples=4)
     with pytest.raises(ValidationError, match="unknown variants"):
         quick().model_validate({**quick().model_dump(), "curve": {**quick().curve.model_dump(), "labels": ["nope"]}})
+    with pytest.raises(ValidationError, match="lambda_labels names unknown variants"):
+        quick().model_validate({**quick().model_dump(),
+                                "evaluation": {**quick().evaluation.model_dump(), "lambda_labels": ["nope"]}})
+    # the thesis' headline cells are in the recorded run
+    assert {c.key for c in f.evaluation.cells} >= {"ddim_30", "ddim_100"}
+    assert f.scaled_labels() == ["ddpm", "mdss_k4"]
+    everything = quick().model_validate({**quick().model_dump(),
+                                         "evaluation": {**quick().evaluation.model_dump(), "lambda_labels": None}})
+    assert everything.scaled_labels() == [v.label for v in quick().variants]
 
 
 class _Oracle(torch.nn.Module):
