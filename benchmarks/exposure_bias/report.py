@@ -104,9 +104,11 @@ def write_report(protocol) -> None:
                f"test accuracy {info['test_accuracy']:.4f} on {info['test_images']} test images). "]
     ev = cfg.evaluation
     md += [f"Each cell: mean ± std over seeds {ev.seeds}, {ev.num_samples} generated images per seed, against "
-           f"{cfg.test_size} held-out test images; λ of ε-scaling chosen from {ev.lambda_grid} on a separate "
+           f"{cfg.test_size} held-out test images; λ of ε-scaling (for {', '.join(cfg.scaled_labels())}) "
+           f"chosen from {ev.lambda_grid} on a separate "
            f"{cfg.val_size}-image split ({ev.lambda_samples} images, seed {ev.lambda_seed}). Lowest mean per row in "
-           "bold; a bold cell is only a real winner when the gap exceeds the stds beside it.", ""]
+           "bold; a bold cell is only a real winner when the gap exceeds the stds beside it (the paired table below "
+           "is the sharper test).", ""]
 
     # ---- noise floor
     nf_file = work / "noise_floor" / "rows.jsonl"
