@@ -6,7 +6,7 @@
 set -euo pipefail
 PY=${1:-.venv/bin/python}
 RUN=("$PY" -m benchmarks.exposure_bias --full)
-PER_VARIANT=(--stage finetune --stage lambda --stage evaluate --stage curve --stage diagnostics)
+PER_VARIANT=(--stage finetune --stage lambda --stage evaluate --stage curve --stage diagnostics --stage samples)
 mkdir -p runs/exposure_bias_full
 "${RUN[@]}" --threads 2 --stage feature_net --stage pretrain
 # the groups balance the measured costs: the ε-scaled variants (ddpm, mdss_k4) and the ξ-ablation one (sdss)

@@ -105,6 +105,14 @@ class DiagnosticsSpec(StrictModel):
         return self
 
 
+class SamplesSpec(StrictModel):
+    """Image grids for a qualitative comparison (thesis Fig. 3.4): every variant from the same initial noise."""
+
+    cells: list[Cell] = Field(min_length=1, description="Sampler cells, one grid each.")
+    num_images: int = Field(ge=1, le=64, description="Images per variant (one grid row).")
+    seed: int = Field(0, description="Sampling seed: the same initial noise for every variant.")
+
+
 class ProtocolConfig(StrictModel):
     """The whole exposure-bias benchmark."""
 
@@ -125,6 +133,7 @@ class ProtocolConfig(StrictModel):
     noise_floor: NoiseFloorSpec = Field(description="Metric spread.")
     curve: CurveSpec = Field(description="Metric vs iterations.")
     diagnostics: DiagnosticsSpec = Field(description="Per-step ε error and variance error.")
+    samples: SamplesSpec = Field(description="Qualitative comparison grids.")
     device: str = Field("cpu", description="torch device for training and sampling.")
     threads: Optional[int] = Field(None, ge=1, description="torch.set_num_threads (None: torch's default).")
 
@@ -186,6 +195,7 @@ def quick() -> ProtocolConfig:
         noise_floor=NoiseFloorSpec(cell=Cell(sampler="ddim", steps=4), sizes=[8, 16], seeds=[0, 1]),
         curve=CurveSpec(labels=["ddpm", "mdss_k4"], cell=Cell(sampler="ddim", steps=4), num_samples=16, seeds=[0]),
         diagnostics=DiagnosticsSpec(samplers=_cells({"ddpm": [8], "ddim": [8]}), num_images=8, num_trajectories=8),
+        samples=SamplesSpec(cells=_cells({"ddim": [4]}), num_images=4),
         threads=1,
     )
 
@@ -217,6 +227,7 @@ def full() -> ProtocolConfig:
         curve=CurveSpec(labels=["ddpm", "mdss_k4"], cell=Cell(sampler="ddim", steps=30), num_samples=250, seeds=[0]),
         diagnostics=DiagnosticsSpec(samplers=_cells({"ddpm": [30], "ddim": [30]}), num_images=64,
                                     num_trajectories=64),
+        samples=SamplesSpec(cells=_cells({"ddim": [30, 100]}), num_images=12),
         threads=None,
     )
 

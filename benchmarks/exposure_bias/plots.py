@@ -72,3 +72,22 @@ def plot_all(out: Path, err_rows: list[dict], curve_rows: list[dict], var_rows: 
         plt.close(fig)
         written.append(path)
     return written
+
+
+def plot_samples(out: Path, cell_key: str, rows: list[tuple[str, "object"]]) -> Path:
+    """One row of images per variant (all from the same initial noise), for a qualitative comparison."""
+    plt = _plt()
+    fig, axes = plt.subplots(len(rows), 1, figsize=(1.0 * max(len(x) for _, x in rows), 1.1 * len(rows)),
+                             squeeze=False)
+    for ax, (label, images) in zip(axes[:, 0], rows):
+        strip = images[:, 0].clamp(-1, 1).add(1).div(2)  # (n, H, W) in [0, 1]
+        ax.imshow(strip.permute(1, 0, 2).reshape(strip.shape[1], -1).numpy(), cmap="gray", vmin=0, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    axes[0, 0].set_title(f"{cell_key}, same initial noise in every row")
+    fig.tight_layout()
+    path = out / f"fig_samples_{cell_key}.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -2,7 +2,7 @@
 (see :mod:`benchmarks.exposure_bias.units`); ``report`` turns the units' records into ``out_dir``.
 
     feature_net → pretrain → finetune (one unit per variant) → noise_floor → lambda → evaluate
-                → curve → diagnostics → report
+                → curve → diagnostics → samples → report
 """
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ from training.diffusion import GaussianDiffusion
 from training.metrics.feature_net import load_fashion_split, train_feature_net
 from training.strategies import StrategyConfig, build_strategy
 
-STAGES = ("feature_net", "pretrain", "finetune", "noise_floor", "lambda", "evaluate", "curve", "diagnostics", "report")
+STAGES = ("feature_net", "pretrain", "finetune", "noise_floor", "lambda", "evaluate", "curve", "diagnostics", "samples",
+          "report")
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -71,6 +72,8 @@ class Protocol:
             return units.fingerprint("curve", self.fp("metric"), self.fp("finetune", variant), c.curve)
         if stage == "diagnostics":
             return units.fingerprint("diagnostics", self.fp("finetune", variant), c.diagnostics)
+        if stage == "samples":
+            return units.fingerprint("samples", self.fp("finetune", variant), c.samples)
         raise ValueError(f"unknown stage {stage!r}")
 
     # ------------------------------------------------------------------ shared inputs
@@ -257,6 +260,18 @@ class Protocol:
                 _write_jsonl(folder / "variance_error.jsonl", variances)
                 return {}
             self._unit(self.work / "diagnostics" / v.label, self.fp("diagnostics", v), f"diagnostics {v.label}", body)
+
+    def stage_samples(self) -> None:
+        sp = self.cfg.samples
+        for v in self.variants:
+            def body(folder: Path, v: Variant = v) -> dict:
+                model = self.model(v)
+                for cell in sp.cells:
+                    x = generate(model, self.diffusion, sampler_config(cell, xi_denoise=model.has_xi), sp.num_images,
+                                 sp.seed, self.cfg.evaluation.batch_size, self.cfg.device)
+                    torch.save(x, folder / f"{cell.key}.pt")
+                return {}
+            self._unit(self.work / "samples" / v.label, self.fp("samples", v), f"samples {v.label}", body)
 
     def stage_report(self) -> None:
         from benchmarks.exposure_bias.report import write_report

@@ -221,6 +221,19 @@ def write_report(protocol) -> None:
         md.append(_table("Variance error (sampled x_t variance / forward-process variance − 1)",
                          ["sampler", "variant", "mean abs. error over the trajectory", "at the output x₀"], table))
 
+    # ---- qualitative comparison (thesis Fig. 3.4)
+    import torch
+
+    from benchmarks.exposure_bias.plots import plot_samples
+
+    for cell in cfg.samples.cells:
+        rows = [(lab, torch.load(work / "samples" / lab / f"{cell.key}.pt")) for lab in labels
+                if (work / "samples" / lab / f"{cell.key}.pt").is_file()]
+        if rows:
+            path = plot_samples(out, cell.key, rows)
+            md += [f"### Samples, {cell.sampler} {cell.steps} (Figure 3.4; seed {cfg.samples.seed}, same initial noise "
+                   "for every method)", "", f"![samples {cell.key}]({path.name})", ""]
+
     # ---- timings
     timing_rows = []
     for folder in sorted(work.rglob(units.MARKER)):

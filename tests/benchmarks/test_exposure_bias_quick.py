@@ -39,8 +39,10 @@ def test_tables_and_csvs_are_well_formed(quick_run):
                     "ξ ablation (Table 3.5)", "k ablation (Tables 3.6–3.7)", "(Table 3.8)", "Figure 3.3",
                     "Figure 3.2", "Variance error", "noise floor", "Smoke run"):
         assert heading in md, heading
-    # every markdown table row has as many cells as its header
+    # every markdown table row has as many cells as its header (the sample grids are images, not tables)
     for block in md.split("### ")[1:]:
+        if block.startswith("Samples, "):
+            continue
         rows = [line for line in block.splitlines() if line.startswith("|")]
         assert len({line.count("|") for line in rows}) == 1, block[:80]
 
@@ -82,8 +84,14 @@ def test_tables_and_csvs_are_well_formed(quick_run):
     assert {r["variant"] for r in var} == {v.label for v in cfg.variants}
     info = json.loads((out / "feature_net.json").read_text())
     assert 0 < info["test_accuracy"] <= 1
+    assert "![samples ddim_4](fig_samples_ddim_4.png)" in md
+    grid = torch.load(work / "samples" / "ddpm" / "ddim_4.pt")
+    assert grid.shape == (cfg.samples.num_images, 1, 32, 32) and grid.abs().max() <= 1
+    # the same seed and noise for every method: the rows differ only through the models
+    other = torch.load(work / "samples" / "mdss_k4" / "ddim_4.pt")
+    assert not torch.equal(grid, other)
     for png in ("fig_step_mse_ddpm_8.png", "fig_step_mse_ddim_8.png", "fig_metric_vs_iterations.png",
-                "fig_variance_error.png"):
+                "fig_variance_error.png", "fig_samples_ddim_4.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
 
 
@@ -94,8 +102,8 @@ def test_a_second_run_skips_every_unit(quick_run, capsys):
     log = capsys.readouterr().out
     ran = [line for line in log.splitlines() if line.startswith("  ") and "skipped" not in line]
     assert ran == [], ran
-    cfg = quick()  # feature net, pretrain, noise floor; finetune, evaluate, diagnostics per variant; λ; curve
-    assert log.count("skipped") == 3 + 3 * len(cfg.variants) + len(cfg.scaled_labels()) + len(cfg.curve.labels)
+    cfg = quick()  # feature net, pretrain, noise floor; finetune, evaluate, diagnostics, samples per variant; λ; curve
+    assert log.count("skipped") == 3 + 4 * len(cfg.variants) + len(cfg.scaled_labels()) + len(cfg.curve.labels)
 
 
 def test_an_unknown_variant_is_refused_by_name(tmp_path, capsys):
