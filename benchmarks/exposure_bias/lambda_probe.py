@@ -21,7 +21,6 @@ import torch
 
 from benchmarks.exposure_bias.config import PRESETS
 from benchmarks.exposure_bias.protocol import Protocol
-from benchmarks.exposure_bias.sampling import generate, sampler_config
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -55,9 +54,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             model = protocol.model(v)
             for key in args.cell or list(cells):
                 for lam in args.lam:
-                    x = generate(model, protocol.diffusion, sampler_config(cells[key], xi_denoise=model.has_xi, lam=lam),
-                                 ev.lambda_samples, ev.lambda_seed, ev.batch_size, cfg.device)
-                    rows.append({"variant": v.label, "cell": key, "lambda": lam, "val_score": protocol.scorer(x, "val")})
+                    rows.append({"variant": v.label, "cell": key, "lambda": lam,
+                                 "val_score": protocol.held_out_score(model, cells[key], lam)})
                     print(json.dumps(rows[-1]), flush=True)
     except (RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

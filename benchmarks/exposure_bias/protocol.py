@@ -14,7 +14,7 @@ from typing import Callable, Optional
 import torch
 
 from benchmarks.exposure_bias import units
-from benchmarks.exposure_bias.config import ProtocolConfig, Variant
+from benchmarks.exposure_bias.config import Cell, ProtocolConfig, Variant
 from benchmarks.exposure_bias.diagnostics import step_errors, variance_error
 from benchmarks.exposure_bias.sampling import Scorer, generate, sampler_config
 from benchmarks.exposure_bias.trainer import FINAL, load_model, snapshot_folders, train
@@ -184,14 +184,20 @@ class Protocol:
                 for cell in ev.cells:
                     scores = {}
                     for lam in ev.lambda_grid:
-                        x = generate(model, self.diffusion, sampler_config(cell, xi_denoise=model.has_xi, lam=lam),
-                                     ev.lambda_samples, ev.lambda_seed, ev.batch_size, self.cfg.device)
-                        scores[str(lam)] = self.scorer(x, "val")
+                        scores[str(lam)] = self.held_out_score(model, cell, lam)
                     best = min(scores, key=scores.get)
                     choice[cell.key] = {"lambda": float(best), "val_scores": scores}
                 (folder / "lambda.json").write_text(json.dumps(choice, indent=2))
                 return {}
             self._unit(self.work / "lambda" / v.label, self.fp("lambda", v), f"lambda {v.label}", body)
+
+    def held_out_score(self, model, cell: Cell, lam: float) -> float:
+        """The λ search's score of one (model, cell, λ): its own sampling seed and image count, on the held-out
+        split (never the test reference). The side probe (``lambda_probe``) scores through this too."""
+        ev = self.cfg.evaluation
+        x = generate(model, self.diffusion, sampler_config(cell, xi_denoise=model.has_xi, lam=lam),
+                     ev.lambda_samples, ev.lambda_seed, ev.batch_size, self.cfg.device)
+        return self.scorer(x, "val")
 
     def stage_evaluate(self) -> None:
         ev = self.cfg.evaluation

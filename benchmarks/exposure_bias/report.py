@@ -49,9 +49,14 @@ def _grid(summary: dict, cells: Iterable[tuple[str, int]], columns: list[tuple[s
     return out
 
 
+def _method_rows(labels: list[str], scaled: list[str]) -> list[tuple[str, str, str]]:
+    """(row name, variant, setting): each variant unscaled, then each ε-scaled variant."""
+    return [(lab, lab, "off") for lab in labels] + [(f"{lab} + ε-scaling", lab, "eps_scaled") for lab in scaled]
+
+
 def _overview(summary: dict, cells: list[tuple[str, int]], labels: list[str], scaled: list[str]) -> list[list[str]]:
     """Rows: each variant, then each ε-scaled variant; columns: every cell; the lowest mean per column in bold."""
-    rows = [(lab, lab, "off") for lab in labels] + [(f"{lab} + ε-scaling", lab, "eps_scaled") for lab in scaled]
+    rows = _method_rows(labels, scaled)
     best = {}
     for c in cells:
         means = [summary[(lab, *c, st)][0] for _, lab, st in rows if (lab, *c, st) in summary]
@@ -68,8 +73,9 @@ def _paired(rows: list[dict], cells: list[tuple[str, int]], labels: list[str], s
     methods, so the paired spread is the honest yardstick for a method-vs-baseline gap."""
     score = {(r["variant"], r["sampler"], r["steps"], r["setting"], r["seed"]): r["score"] for r in rows}
     out = []
-    for name, lab, st in ([(lab, lab, "off") for lab in labels if lab != "ddpm"]
-                          + [(f"{lab} + ε-scaling", lab, "eps_scaled") for lab in scaled]):
+    for name, lab, st in _method_rows(labels, scaled):
+        if (lab, st) == ("ddpm", "off"):  # the baseline itself
+            continue
         line = [name]
         for c in cells:
             seeds = sorted(k[4] for k in score if k[:4] == (lab, *c, st) and ("ddpm", *c, "off", k[4]) in score)
