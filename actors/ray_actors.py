@@ -80,6 +80,24 @@ class RoleClient:
         for h in self.handles:
             ray.kill(h, no_restart=True)
 
+    async def close(self, timeout_s: float = 30.0) -> None:
+        """Let each replica release its model (``aclose``: a vLLM engine stops its engine-core
+        processes, which ``ray.kill`` alone would orphan), then kill the actors."""
+        import asyncio
+
+        async def one(handle: Any) -> None:
+            try:
+                method = handle.aclose
+            except AttributeError:  # a server without resources of its own to release
+                return
+            try:
+                await asyncio.wait_for(method.remote(), timeout_s)
+            except Exception:  # noqa: BLE001 - dead or stuck: the kill below ends it anyway
+                pass
+
+        await asyncio.gather(*(one(h) for h in self.handles))
+        self.kill()
+
 
 def start_role(role: str, server: type | str, cfg: Any, res: ResourceConfig) -> RoleClient:
     """Start ``res.num_replicas`` actors of ``server(cfg)`` and return their client."""
@@ -98,6 +116,13 @@ async def wait_ready(*clients: RoleClient) -> None:
             await client.broadcast("ping")
         except Exception as exc:  # noqa: BLE001 - re-raised with the role named
             raise RuntimeError(f"role {client.role!r} failed to start: {exc}") from exc
+
+
+async def stop_roles(*clients: RoleClient, timeout_s: float = 30.0) -> None:
+    """Close every role's actors (see :meth:`RoleClient.close`)."""
+    import asyncio
+
+    await asyncio.gather(*(c.close(timeout_s) for c in clients))
 
 
 def start_roles(cfg: Any) -> Roles:

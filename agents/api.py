@@ -39,8 +39,15 @@ async def optimise(
     graph: Any = None,
     init_prompt: Optional[str] = None,
     on_node: Optional[Callable[[str], None]] = None,
+    thread_id: Optional[str] = None,
+    base_dir: Optional[Path] = None,
 ) -> ReverseResult:
-    """Run or resume thread ``image_id`` and return its result.
+    """Run or resume thread ``thread_id`` (default ``image_id``) and return its result.
+
+    ``base_dir``: the folder the graph was built with (``build_graph(base_dir=...)``);
+    the paths stored in the thread's state are then relative to it, so the folder can be
+    moved and the thread still resumes. ``reference_path`` and ``work_dir`` must lie
+    inside it.
 
     ``on_node(name)`` is called after each node completes (live progress, e.g. one
     ``generate`` per iteration); it must be cheap and must not raise.
@@ -56,7 +63,9 @@ async def optimise(
         graph = compile_graph(build_graph(roles, cfg, token_limit), InMemorySaver())
     if graph.checkpointer is None:
         raise ValueError("optimise needs a graph compiled with a checkpointer (see agents.graph.compile_graph)")
-    config = thread_config(image_id, cfg)
+    config = thread_config(thread_id or image_id, cfg)
+    if base_dir is not None:
+        reference_path, work_dir = _inside(reference_path, base_dir), _inside(work_dir, base_dir)
     source = str(reference_path)
     snapshot = await graph.aget_state(config)
     if snapshot.values and not snapshot.next:
@@ -77,6 +86,15 @@ async def optimise(
     if snapshot.next:  # paused by an interrupt: not finished, resumable
         return result_from_state(snapshot.values, source, error=f"paused before node {', '.join(snapshot.next)}; run again to resume")
     return result_from_state(snapshot.values, source)
+
+
+def _inside(path: str | os.PathLike, base_dir: Path) -> str:
+    """``path`` relative to ``base_dir`` ('/'-separated); a ValueError if it lies outside."""
+    full = Path(path) if Path(path).is_absolute() else Path(base_dir) / path
+    try:
+        return full.resolve().relative_to(Path(base_dir).resolve()).as_posix()
+    except ValueError:
+        raise ValueError(f"{path} is not inside the graph's base folder {base_dir}") from None
 
 
 def reverse_prompt(image: Any, config: ArpoConfig | str | os.PathLike, work_dir: Optional[str | os.PathLike] = None,

@@ -37,6 +37,9 @@ class JobConfig(StrictModel):
     concurrency: int = Field(256, ge=1, description="Optimisations running at once, all sharing the actors.")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Where graph state is persisted.")
     max_image_pixels: int = Field(89_478_485, ge=1, description="Images with more pixels are refused as decompression bombs (Pillow's default limit).")
+    max_file_bytes: int = Field(1 << 30, ge=1, description="Image files larger than this many bytes are refused (an error record) before they are read or hashed.")
+    reference_max_side: int = Field(1024, ge=64, le=8192, description="The reference is stored (reference.png) with its longer side shrunk to at most this many pixels; the models see that copy (CLIP, the captioner and VLMs work far below it), so a huge source is decoded once, not at every step. Changes results: part of the settings fingerprint.")
+    startup_timeout_s: float = Field(1800.0, gt=0, le=86_400, description="Most seconds to wait for every role to load its model (hub downloads included) before the job gives up with exit status 2.")
     summary_refresh_s: float = Field(2.0, ge=0, description="Least seconds between rewrites of results.csv and report.html, which are rebuilt from every record (results.jsonl and the per-image folders are written as each image finishes; the summaries always catch up within this time and at the end). 0: after every image.")
 
 

@@ -30,7 +30,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from agents.batch_reverse import SetupError, run_batch
+from agents.batch.errors import SetupError
+from agents.batch.runner import run_batch
 from agents.eval.arpo_source import ArpoPlan
 from agents.eval.config import EvalConfig
 from agents.eval.methods import parse_methods

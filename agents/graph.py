@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import time
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
 
 from langgraph.graph import END, START, StateGraph
@@ -36,8 +37,11 @@ def _timed(name: str, fn: Callable[[ArpoState], Awaitable[dict]]) -> Callable[[A
 
 
 def build_graph(roles: Roles, cfg: AgentConfig, token_limit: int, *,
-                max_image_pixels: int = nodes.DEFAULT_MAX_IMAGE_PIXELS) -> StateGraph:
+                max_image_pixels: int = nodes.DEFAULT_MAX_IMAGE_PIXELS, base_dir: Optional[Path] = None) -> StateGraph:
     """The uncompiled ARPO graph for these roles and settings.
+
+    ``base_dir``: relative paths in the state (reference, work folder, generated images)
+    are resolved against it (the batch job's output folder), so a moved folder resumes.
 
     ``token_limit`` is the T2I text encoder's limit (``T2IConfig.max_prompt_tokens``);
     fragments are added only while the prompt's token count stays within
@@ -46,7 +50,8 @@ def build_graph(roles: Roles, cfg: AgentConfig, token_limit: int, *,
     budget = token_limit - cfg.reserved_tokens
     if budget < 1:
         raise ValueError(f"token_limit {token_limit} leaves no room after reserved_tokens {cfg.reserved_tokens}")
-    deps = nodes.NodeDeps(roles=roles, cfg=cfg, token_budget=budget, max_image_pixels=max_image_pixels)
+    deps = nodes.NodeDeps(roles=roles, cfg=cfg, token_budget=budget, max_image_pixels=max_image_pixels,
+                          base_dir=Path(base_dir) if base_dir is not None else None)
     graph = StateGraph(ArpoState)
     for name in NODE_NAMES:
         graph.add_node(name, _timed(name, functools.partial(getattr(nodes, name), deps=deps)))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -43,8 +44,27 @@ class ImageLoadError(Exception):
 class FoundImage:
     """One image file found under the image folder."""
 
-    path: Path  # absolute path of the file
-    rel: str  # path relative to the image folder, with '/' separators (stable across machines)
+    path: Path  # absolute path of the file (as the OS names it: may hold undecodable bytes)
+    rel: str  # display-safe path relative to the image folder, '/' separators (see display_name)
+    refused: Optional[str] = None  # why the file may not be used (e.g. a symlink leaving the folder)
+
+
+#: Characters that must never reach a terminal or a log raw: C0/C1 controls, DEL, and the
+#: bidirectional overrides that can make a name display as another.
+_UNSAFE_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def display_name(name: str) -> str:
+    """``name`` as text that is valid UTF-8 and safe to print, log and store in records.
+
+    On Linux a file name is bytes: ones that are not UTF-8 reach Python as lone
+    surrogates, which no UTF-8 writer accepts (a record holding one cannot be written).
+    They become ``\\xNN`` escapes, and control characters (escape sequences, newlines,
+    bidi overrides) become ``\\xNN`` / ``\\uNNNN``: the name stays recognisable,
+    the terminal stays intact.
+    """
+    text = os.fsencode(name).decode("utf-8", "backslashreplace")
+    return _UNSAFE_CHARS.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text)
 
 
 def is_image_name(name: str) -> bool:
@@ -56,7 +76,10 @@ def discover_images(root: str | os.PathLike, exclude: Optional[str | os.PathLike
     """Every image file under ``root``, recursively, sorted by relative path.
 
     Hidden files and folders (leading '.') are skipped, as is the ``exclude`` subtree.
-    Folder symlinks are not followed (no cycles); file symlinks are.
+    Folder symlinks are not followed (no cycles). A file symlink is followed only when
+    its target lies inside ``root``; one pointing elsewhere is returned with ``refused``
+    set (its content is never read: it could be any file on the machine, and its pixels
+    would be copied into the report and sent to the models).
     """
     root_path = Path(root).resolve()
     if not root_path.is_dir():
@@ -72,7 +95,13 @@ def discover_images(root: str | os.PathLike, exclude: Optional[str | os.PathLike
             full = here / name
             if not full.is_file():  # broken symlink, socket, ...
                 continue
-            found.append(FoundImage(path=full, rel=full.relative_to(root_path).as_posix()))
+            rel = display_name(full.relative_to(root_path).as_posix())
+            refused = None
+            if full.is_symlink():
+                target = full.resolve()
+                if root_path not in target.parents:
+                    refused = f"{rel}: refused: a symlink to a file outside the image folder ({display_name(str(target))})"
+            found.append(FoundImage(path=full, rel=rel, refused=refused))
     found.sort(key=lambda f: f.rel)
     return found
 
@@ -159,3 +188,13 @@ def save_png(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def shrink_to(array: np.ndarray, max_side: int) -> np.ndarray:
+    """``array`` with its longer side at most ``max_side`` pixels (Lanczos); smaller images are returned as they are."""
+    height, width = array.shape[:2]
+    if max(height, width) <= max_side:
+        return array
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(array).resize(size, Image.Resampling.LANCZOS), dtype=np.uint8)

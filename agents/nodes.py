@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from langgraph.graph import END
@@ -40,12 +40,18 @@ class NodeDeps:
     cfg: AgentConfig
     token_budget: int  # most tokens (without special tokens) a rendered prompt may have
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    base_dir: Optional[Path] = None  # relative paths in the state are relative to this folder
+
+    def path(self, stored: str) -> Path:
+        """A path from the state as a file to open or write."""
+        p = Path(stored)
+        return self.base_dir / p if self.base_dir is not None and not p.is_absolute() else p
 
 
 # --------------------------------------------------------------------------- helpers
 
 async def _load(path: str, deps: NodeDeps) -> np.ndarray:
-    return await asyncio.to_thread(load_rgb, path, deps.max_image_pixels)
+    return await asyncio.to_thread(load_rgb, deps.path(path), deps.max_image_pixels)
 
 
 def _write_png(image: np.ndarray, path: Path) -> None:
@@ -71,7 +77,7 @@ def _generated_path(state: ArpoState) -> str:
 async def init(state: ArpoState, deps: NodeDeps) -> dict:
     """P^0: the user's prompt if given, else the captioner's caption of the reference (eq. 4.1)."""
     reference = await _load(state["reference_path"], deps)  # also refuses an unreadable image early
-    Path(state["work_dir"]).mkdir(parents=True, exist_ok=True)
+    deps.path(state["work_dir"]).mkdir(parents=True, exist_ok=True)
     if state.get("user_prompt"):
         parts = PromptParts.from_text(state["user_prompt"])
     else:
@@ -104,7 +110,7 @@ async def generate(state: ArpoState, deps: NodeDeps) -> dict:
     per_seed, text_score, *_ = await asyncio.gather(
         clip.image_image_scores(images, reference, reference_key=image_id),
         clip.text_image_scores([rendered], reference, image_key=image_id),
-        *(asyncio.to_thread(_write_png, image, path) for image, path in zip(images, paths)),
+        *(asyncio.to_thread(_write_png, image, deps.path(str(path))) for image, path in zip(images, paths)),
     )
     per_seed = checked_scores(per_seed, len(images), "CLIP image-image scores")
     clip_t = checked_scores(text_score, 1, "CLIP text-image score")[0]
@@ -112,7 +118,7 @@ async def generate(state: ArpoState, deps: NodeDeps) -> dict:
     record = {
         "iteration": t, "content": list(state["content"]), "style": list(state["style"]), "rendered": rendered,
         "added": list(state.get("added") or []), "candidates": [], "too_long": [],
-        "clip_t": clip_t, "clip_i": clip_i, "clip_i_per_seed": per_seed, "image_paths": [str(p) for p in paths],
+        "clip_t": clip_t, "clip_i": clip_i, "clip_i_per_seed": per_seed, "image_paths": [p.as_posix() for p in paths],
     }
     best_it, best_i = state.get("best_iteration"), state.get("best_clip_i")
     if best_i is None or clip_i > best_i:  # ties keep the earlier, shorter prompt

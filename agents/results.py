@@ -99,7 +99,9 @@ def _fsync_dir(folder: Path) -> None:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` so readers see the old file or the new one, never a mix."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.parent.is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _fsync_dir(target.parent.parent)  # the new folder's own entry
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -117,15 +119,58 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def append_line_durably(path: str | os.PathLike, record: dict) -> None:
-    """Append ``record`` as one JSON line and fsync it: a crash after return never loses it,
-    and a crash during it leaves at most a truncated last line (which readers skip)."""
-    line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+    """Append ``record`` as one JSON line and fsync it: a crash after return never loses it.
+
+    A crash during it leaves at most a truncated last line (readers skip it, and
+    :class:`ResultsLog` cuts it off on open). A write that fails without a crash (disk
+    full, an I/O error) is undone by truncating back, so a later append cannot glue
+    itself onto the fragment; and a file not ending in a newline gets one first. A
+    symlink at ``path`` is refused (``O_NOFOLLOW``): it could point anywhere.
+    """
+    line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "ab") as fh:
-        fh.write(line.encode("utf-8"))
-        fh.flush()
-        os.fsync(fh.fileno())
+    existed = path.exists()
+    fd = _open_no_follow(path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except BaseException:
+            os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
+    if not existed:
+        _fsync_dir(path.parent)
+
+
+def _open_no_follow(path: Path, flags: int) -> int:
+    try:
+        return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as exc:
+        if path.is_symlink():
+            raise UnsafePathError(f"{path}: is a symlink; refusing to write through it") from None
+        raise exc
+
+
+def make_dirs_durably(folder: str | os.PathLike, root: str | os.PathLike) -> None:
+    """``mkdir -p folder`` (inside ``root``), fsyncing the parent of every folder it creates,
+    so a crash after a file inside was made durable cannot lose the folder's entry."""
+    folder, root = Path(folder), Path(root)
+    missing = []
+    for p in (folder, *folder.parents):
+        if p.exists() or p == root:
+            break
+        missing.append(p)
+    folder.mkdir(parents=True, exist_ok=True)
+    for p in reversed(missing):
+        _fsync_dir(p.parent)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -180,6 +225,8 @@ class ResultsLog:
 
     def __init__(self, path: str | os.PathLike, repair: bool = True):
         self.path = Path(path)
+        if self.path.is_symlink():
+            raise UnsafePathError(f"{self.path}: is a symlink; a results log must be a plain file in the output folder")
         self._repair = repair  # False: read only (e.g. a dry run), a partial last line is just ignored
         self._records: dict[str, dict] = {}
         self.skipped_lines: list[int] = []
@@ -229,9 +276,11 @@ class ResultsLog:
     def get(self, image_id: str) -> Optional[dict]:
         return self._records.get(image_id)
 
-    def finished_ids(self) -> set[str]:
-        """Ids whose latest record says ``done`` (errors are retried by a rerun)."""
-        return {i for i, r in self._records.items() if r.get("status") == "done"}
+    def finished_ids(self, fingerprint: Optional[str] = None) -> set[str]:
+        """Ids whose latest record says ``done`` (errors are retried by a rerun); with
+        ``fingerprint``, only those finished under those settings (agents.batch.identity)."""
+        return {i for i, r in self._records.items() if r.get("status") == "done"
+                and (fingerprint is None or r.get("settings_fingerprint") == fingerprint)}
 
 
 def _parse_line(line: bytes) -> Optional[dict]:

@@ -4,7 +4,7 @@
         [--concurrency 1,8,64] [--baseline-images 8] [--set key=value ...]
 
 Starts Ray and the five role actors once (from the config), makes N distinct images
-(crops and flips of the bundled samples), then runs ``agents.batch_reverse.run_batch``
+(crops and flips of the bundled samples), then runs ``agents.batch.runner.run_batch``
 on them at each concurrency into a fresh output folder, and prints per concurrency:
 
 - images per minute and iterations per second (iterations = generate steps recorded);
@@ -77,7 +77,7 @@ def mean_batch(before: dict, after: dict) -> float:
 
 
 async def run_once(cfg: ArpoConfig, roles: Roles, image_dir: Path, out_dir: Path, concurrency: int) -> dict:
-    from agents.batch_reverse import run_batch
+    from agents.batch.runner import run_batch
 
     before = await actor_stats(roles)
     cpu0, t0 = time.process_time(), time.perf_counter()

@@ -67,11 +67,14 @@ def default_label(cfg: ArpoConfig) -> str:
 
 
 def load_results(results_dir: Path) -> dict[str, dict]:
-    """Finished records of a batch folder by image id (an absent log means none)."""
+    """Finished records of a batch folder by image id (an absent log means none).
+
+    Read only: the folder may belong to a batch job that is running now (whose lock this
+    does not hold), so a partial last line is skipped, never cut off."""
     path = results_dir / RESULTS_JSONL
     if not path.exists():
         return {}
-    return {r["image_id"]: r for r in ResultsLog(path).records() if r.get("status") == "done"}
+    return {r["image_id"]: r for r in ResultsLog(path, repair=False).records() if r.get("status") == "done"}
 
 
 def best_prompt(record: dict) -> str:

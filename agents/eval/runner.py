@@ -19,7 +19,9 @@ from typing import Any, Awaitable, Callable, Optional
 
 import numpy as np
 
-from agents.batch_reverse import SetupError, plan_work, prepare_reference
+from agents.batch.errors import SetupError
+from agents.batch.plan import plan_work
+from agents.batch.runner import prepare_reference
 from agents.eval import curve as curve_mod
 from agents.eval import table as table_mod
 from agents.eval.arpo_source import ArpoPlan, ArpoSource, ArpoStepSource, last_step, load_results, plan_arpo
@@ -113,7 +115,7 @@ class Evaluation:
             plan = plan_arpo(spec, self.cfg, self.out_dir)
             results = load_results(plan.results_dir)
             if ids is None:
-                ids = {it.image_id for it in plan_work(self.image_dir, self.out_dir) if not it.read_error}
+                ids = {it.image_id for it in plan_work(self.image_dir, self.out_dir, self.cfg.job.max_file_bytes) if not it.read_error}
             missing = ids - set(results)
             if missing and plan.run_missing:
                 if self.arpo_runner is None:
@@ -152,12 +154,12 @@ class Evaluation:
     def _images(self, outcome: EvalOutcome) -> list[EvalImage]:
         configure_pillow_limit(self.cfg.job.max_image_pixels)
         images = []
-        for item in plan_work(self.image_dir, self.out_dir):
+        for item in plan_work(self.image_dir, self.out_dir, self.cfg.job.max_file_bytes):
             try:
                 if item.read_error:
                     outcome.failed.setdefault("<reference>", {})[item.image_id] = item.read_error
                     continue
-                ref_path = prepare_reference(item, self.cfg.job.max_image_pixels)
+                ref_path = prepare_reference(item, self.cfg.job.max_image_pixels, self.cfg.job.reference_max_side)
                 pixels = load_rgb(ref_path, self.cfg.job.max_image_pixels)
             except ImageLoadError as exc:
                 outcome.failed.setdefault("<reference>", {})[item.image_id] = f"{item.source.rel}: {exc}"

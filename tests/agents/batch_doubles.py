@@ -59,7 +59,7 @@ class ScriptedOptimise:
         self.gates: dict[str, asyncio.Event] = {}  # image id -> event that must be set before it finishes
 
     async def __call__(self, image_id, reference_path, work_dir, roles, cfg, token_limit, graph=None, init_prompt=None,
-                       on_node=None):
+                       on_node=None, thread_id=None, base_dir=None):
         self.calls.append(image_id)
         self._running += 1
         self.max_running = max(self.max_running, self._running)

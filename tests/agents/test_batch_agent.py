@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from agents.batch_reverse import EXIT_OK, EXIT_SOME_FAILED, run_batch
+from agents.batch.errors import EXIT_OK, EXIT_SOME_FAILED
+from agents.batch.runner import run_batch
 from agents.config import ArpoConfig
 from tests.agents.doubles import World, call_counts, fragment_sum, make_roles
 from tests.agents.test_report import parse

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 import agents.batch_reverse as br
+from agents.batch.startup import RunningRoles
 from tests.agents.doubles import World, fragment_sum, make_roles
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,7 +24,7 @@ def no_ray(monkeypatch):
     """Fail the test if main tries to start Ray / the roles."""
     def refuse(cfg):
         raise AssertionError("Ray must not start here")
-    monkeypatch.setattr(br, "_start_ray_and_roles", refuse)
+    monkeypatch.setattr(br, "start_ray_and_roles", refuse)
 
 
 def _world():
@@ -87,7 +88,7 @@ def test_main_runs_the_batch_and_reports_exit_status(tmp_path, monkeypatch, caps
     world = _world()
     images = _folder(tmp_path, world)
     roles = make_roles(world, {None: ['["red ball"]'] * 40})
-    monkeypatch.setattr(br, "_start_ray_and_roles", lambda cfg: (roles, False))
+    monkeypatch.setattr(br, "start_ray_and_roles", lambda cfg: RunningRoles(roles, False))
     out = tmp_path / "out"
     argv = ["--dir", str(images), "--out", str(out), "--set", "agent.framework=vanilla", "--set", "agent.max_steps=2",
             "--set", "job.summary_refresh_s=0", "--concurrency", "2"]
@@ -104,7 +105,7 @@ def test_start_failure_is_setup_error(tmp_path, monkeypatch, capsys):
 
     def broken(cfg):
         raise br.SetupError("cannot start the model roles: OSError: no such model folder")
-    monkeypatch.setattr(br, "_start_ray_and_roles", broken)
+    monkeypatch.setattr(br, "start_ray_and_roles", broken)
     assert br.main(["--dir", str(images), "--out", str(tmp_path / "out")]) == br.EXIT_SETUP_ERROR
     assert "setup error: cannot start the model roles" in capsys.readouterr().err
 
@@ -112,7 +113,7 @@ def test_start_failure_is_setup_error(tmp_path, monkeypatch, capsys):
 def test_write_failure_is_fatal_exit(tmp_path, monkeypatch, capsys):
     world = _world()
     images = _folder(tmp_path, world)
-    monkeypatch.setattr(br, "_start_ray_and_roles", lambda cfg: (make_roles(world, {None: ['["red ball"]'] * 40}), False))
+    monkeypatch.setattr(br, "start_ray_and_roles", lambda cfg: RunningRoles(make_roles(world, {None: ['["red ball"]'] * 40}), False))
 
     def disk_full(self, record):
         raise OSError(28, "No space left on device")
@@ -127,6 +128,7 @@ DRIVER = r"""
 import asyncio, sys
 sys.path.insert(0, sys.argv[1])
 import agents.batch_reverse as br
+from agents.batch.startup import RunningRoles
 from tests.agents.doubles import World, fragment_sum, make_roles
 
 world = World(fragment_sum({"red ball": 0.05}, unknown=-0.01))
@@ -136,7 +138,8 @@ async def slow_generate(prompt, seeds):
     await asyncio.sleep(0.3)
     return await generate(prompt, seeds)
 roles.t2i.generate = slow_generate
-br._start_ray_and_roles = lambda cfg: (roles, False)
+from agents.batch.startup import RunningRoles
+br.start_ray_and_roles = lambda cfg: RunningRoles(roles, False)
 sys.exit(br.main(sys.argv[2:]))
 """
 

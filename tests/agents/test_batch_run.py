@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from agents.batch_reverse import (EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, SetupError, plan_work, run_batch)
+from agents.batch.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, SetupError
+from agents.batch.plan import plan_work
+from agents.batch.runner import run_batch
 from agents.config import ArpoConfig
 from agents.image_id import content_id
 from agents.results import exclusive_output
@@ -240,4 +242,4 @@ async def test_batch_unreadable_file_is_an_error_record(tmp_path, monkeypatch):
     records = {r["source"]: r for r in _jsonl(tmp_path / "out")}
     assert (outcome.failed, outcome.done) == (1, 1)
     assert records["locked.png"]["error"] == "locked.png: cannot read file: Permission denied"
-    assert records["locked.png"]["image_id"].startswith("unreadable-")
+    assert records["locked.png"]["image_id"].startswith("unusable-")

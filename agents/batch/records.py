@@ -1,0 +1,63 @@
+"""The record of one finished image: the agent's result plus where its files are, relative to ``--out``.
+
+Every path in a record is '/'-separated and relative to the output folder, so the
+folder can be moved, copied or served as it is; a path that would point outside it is
+dropped rather than linked.
+"""
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+from typing import Any, Optional
+
+from agents.batch.plan import WorkItem
+from agents.results import REFERENCE_FILE
+
+
+def out_relative(path: Any, out_dir: Path) -> Optional[str]:
+    """``path`` (relative to ``out_dir``, or absolute) as a path relative to ``out_dir``; None if outside."""
+    p = Path(str(path))
+    full = (p if p.is_absolute() else out_dir / p).resolve()
+    try:
+        rel = full.relative_to(out_dir.resolve())
+    except ValueError:
+        return None
+    return PurePosixPath(*rel.parts).as_posix()
+
+
+def result_record(result: Any, item: WorkItem, out_dir: Path, fingerprint: str) -> dict:
+    """The JSONL/result.json record of one image.
+
+    Added keys: ``source`` (relative to the image folder, display-safe),
+    ``duplicate_sources``, ``output_dir`` and ``reference`` (relative to the output
+    folder), ``settings_fingerprint`` (see agents.batch.identity); every iteration gets
+    ``images``, its image paths relative to the output folder, for the report.
+    """
+    record = result.model_dump(mode="json") if hasattr(result, "model_dump") else dict(result)
+    record["image_id"] = item.image_id
+    record["source"] = item.source.rel
+    record["duplicate_sources"] = list(item.duplicates)
+    record["output_dir"] = out_relative(item.folder, out_dir)
+    reference = item.folder / REFERENCE_FILE
+    record["reference"] = out_relative(reference, out_dir) if reference.is_file() else None
+    record["settings_fingerprint"] = fingerprint
+    for it in record.get("iterations") or []:
+        paths = (out_relative(p, out_dir) for p in _iteration_image_paths(it))
+        it["images"] = [p for p in paths if p is not None]
+        if "image_paths" in it:
+            it["image_paths"] = list(it["images"])
+    return record
+
+
+def _iteration_image_paths(iteration: dict) -> list:
+    for key in ("image_paths", "images"):
+        value = iteration.get(key)
+        if value:
+            return list(value) if isinstance(value, (list, tuple)) else [value]
+    return []
+
+
+def error_record(item: WorkItem, error: str, out_dir: Path, fingerprint: str) -> dict:
+    from agents.result import ReverseResult
+
+    result = ReverseResult(image_id=item.image_id, source=item.source.rel, status="error", error=error)
+    return result_record(result, item, out_dir, fingerprint)

@@ -1,0 +1,255 @@
+"""Run a planned batch: up to ``concurrency`` optimisations at once on one event loop, each written as it finishes.
+
+Rerunning with the same output folder resumes: images recorded as done (under the same
+settings) are skipped, images recorded as failed are retried, and images that were
+running continue from the checkpointer's last saved step — in their own job's threads
+(agents.batch.identity), with every path in the state relative to the output folder.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Optional, TextIO
+
+from agents.batch.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, SetupError
+from agents.batch.identity import JobIdentity, OnChange, open_job
+from agents.batch.plan import WorkItem, check_folders, plan_work
+from agents.batch.records import error_record, result_record
+from agents.batch.writer import BatchWriter
+from agents.config import ArpoConfig
+from agents.images import IMAGE_EXTENSIONS, ImageLoadError, configure_pillow_limit, load_rgb, save_png, shrink_to
+from agents.progress import Progress
+from agents.report import ReportHeader, random_weight_roles
+from agents.results import REFERENCE_FILE, RESULTS_JSONL, OutputFolderBusy, ResultsLog, atomic_write_bytes, exclusive_output
+
+log = logging.getLogger("agents.batch")
+
+
+@dataclass
+class BatchOutcome:
+    total: int  # distinct images found
+    skipped: int  # already done in an earlier run
+    done: int  # finished in this run
+    failed: int  # error records written in this run
+    interrupted: bool = False
+    elapsed_s: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_SOME_FAILED if self.failed else EXIT_OK
+
+
+OptimiseFn = Callable[..., Awaitable[Any]]
+
+
+def prepare_reference(item: WorkItem, max_pixels: int, max_side: int) -> Path:
+    """Decode the source once and store it as a clean RGB PNG, longer side at most ``max_side``."""
+    target = item.folder / REFERENCE_FILE
+    if target.is_file():  # written atomically by an earlier run: complete
+        return target
+    pixels = shrink_to(load_rgb(item.source.path, max_pixels), max_side)
+    atomic_write_bytes(target, save_png(pixels))
+    return target
+
+
+def prepare_output(image_dir: Path, out_dir: Path, cfg: ArpoConfig, on_change: OnChange) -> tuple[contextlib.ExitStack, JobIdentity]:
+    """Everything that needs no model, in the order that fails fastest: folder checks, the
+    output folder's lock, the job identity and settings check. Returns the held lock (an
+    ExitStack to close) and the identity; raises :class:`SetupError`."""
+    if not image_dir.is_dir():
+        raise SetupError(f"{image_dir}: no such image folder")
+    check_folders(image_dir, out_dir)
+    stack = contextlib.ExitStack()
+    try:
+        stack.enter_context(exclusive_output(out_dir))
+        identity = open_job(out_dir, cfg, on_change)
+    except (OutputFolderBusy, OSError) as exc:
+        stack.close()
+        raise SetupError(str(exc)) from None
+    except BaseException:
+        stack.close()
+        raise
+    return stack, identity
+
+
+async def run_batch(cfg: ArpoConfig, image_dir: str | Path, out_dir: str | Path, roles: Any,
+                    concurrency: Optional[int] = None, *, profile: str = "<defaults>",
+                    stop: Optional[asyncio.Event] = None, progress_stream: Optional[TextIO] = None,
+                    optimise_fn: Optional[OptimiseFn] = None, graph: Any = None,
+                    on_change: OnChange = "refuse", identity: Optional[JobIdentity] = None) -> BatchOutcome:
+    """Optimise every image under ``image_dir`` into ``out_dir`` with ``roles``; never raises for one image.
+
+    ``stop`` (set by the signal handlers) stops launching work and cancels what runs;
+    cancelling this coroutine does the same and re-raises. ``optimise_fn`` and ``graph``
+    default to :func:`agents.api.optimise` and one graph compiled here with the
+    checkpointer; tests may pass doubles. ``identity``: given by a caller that already
+    ran :func:`prepare_output` and holds the output folder's lock; otherwise this takes
+    them. Raises :class:`SetupError` before any image starts when the folders are
+    unusable, the output folder is busy, the settings changed (``on_change``) or there
+    are no images.
+    """
+    image_dir, out_dir = Path(image_dir).resolve(), Path(out_dir).resolve()
+    concurrency = concurrency or cfg.job.concurrency
+    stop = stop or asyncio.Event()
+    started_at = time.monotonic()
+    with contextlib.ExitStack() as cleanup:
+        if identity is None:
+            lock, identity = prepare_output(image_dir, out_dir, cfg, on_change)
+            cleanup.enter_context(lock)
+        items = plan_work(image_dir, out_dir, cfg.job.max_file_bytes)
+        if not items:
+            raise SetupError(f"{image_dir}: no image files found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+        results = ResultsLog(out_dir / RESULTS_JSONL)
+        finished = results.finished_ids(identity.fingerprint)
+        todo = [it for it in items if it.image_id not in finished]
+        header = ReportHeader(profile=profile, random_weight_roles=random_weight_roles(cfg), total=len(items))
+        if header.random_weight_roles:
+            log.warning("random-weight models serve %s: outputs measure plumbing and speed only", ", ".join(header.random_weight_roles))
+        writer = BatchWriter(out_dir, results, header, cfg.job.summary_refresh_s)
+        progress = Progress(total=len(todo), skipped=len(items) - len(todo), stream=progress_stream)
+        outcome = BatchOutcome(total=len(items), skipped=len(items) - len(todo), done=0, failed=0)
+        configure_pillow_limit(cfg.job.max_image_pixels)
+        if optimise_fn is None:
+            from agents.api import optimise as optimise_fn
+
+        def summarise() -> None:  # also when this coroutine is cancelled: the summaries match the log
+            outcome.interrupted = outcome.done + outcome.failed < len(todo)
+            header.interrupted, header.running = outcome.interrupted, 0
+            writer.flush()
+            progress.close("interrupted: rerun to resume" if outcome.interrupted else "")
+            outcome.elapsed_s = time.monotonic() - started_at
+
+        cleanup.callback(summarise)
+        async with _shared_graph(cfg, roles, out_dir, graph) as shared:
+            run = _ItemRunner(cfg, out_dir, roles, identity, writer, progress, outcome, optimise_fn, shared)
+            await _run_all(todo, run, concurrency, stop, progress)
+    return outcome
+
+
+class _shared_graph:
+    """The one compiled graph (with its checkpointer) all images share; a given graph is used as is."""
+
+    def __init__(self, cfg: ArpoConfig, roles: Any, out_dir: Path, graph: Any):
+        self.cfg, self.roles, self.out_dir, self.graph = cfg, roles, out_dir, graph
+        self._checkpointer_cm = None
+
+    async def __aenter__(self):
+        if self.graph is not None:
+            return self.graph
+        from agents.checkpointing import open_checkpointer
+        from agents.graph import build_graph, compile_graph
+
+        try:
+            self._checkpointer_cm = open_checkpointer(self.cfg.job.checkpoint, self.out_dir)
+            checkpointer = await self._checkpointer_cm.__aenter__()
+            graph = build_graph(self.roles, self.cfg.agent, self.cfg.t2i.max_prompt_tokens,
+                                max_image_pixels=self.cfg.job.max_image_pixels, base_dir=self.out_dir)
+            return compile_graph(graph, checkpointer)
+        except Exception as exc:
+            raise SetupError(f"cannot set up the agent graph / checkpointer: {type(exc).__name__}: {exc}") from exc
+
+    async def __aexit__(self, *exc_info):
+        if self._checkpointer_cm is not None:
+            await self._checkpointer_cm.__aexit__(*exc_info)
+        return False
+
+
+@dataclass
+class _ItemRunner:
+    """Runs one work item to its record; an image's failure is its record, never the batch's end."""
+
+    cfg: ArpoConfig
+    out_dir: Path
+    roles: Any
+    identity: JobIdentity
+    writer: BatchWriter
+    progress: Progress
+    outcome: BatchOutcome
+    optimise_fn: OptimiseFn
+    graph: Any
+
+    def finish(self, item: WorkItem, record: dict) -> None:
+        self.writer.record(item, record)
+        ok = record.get("status") == "done"
+        if ok:
+            self.outcome.done += 1
+        else:
+            self.outcome.failed += 1
+            log.warning("failed: %s", record.get("error"))
+        # Iterations are counted live (on_node), so the rate is this run's work only.
+        self.progress.finished(ok)
+        self.writer.header.running = self.progress.running
+
+    def fail(self, item: WorkItem, error: str) -> None:
+        self.finish(item, error_record(item, error, self.out_dir, self.identity.fingerprint))
+
+    async def __call__(self, item: WorkItem) -> None:
+        self.progress.started()
+        self.writer.header.running = self.progress.running
+        if item.read_error:
+            return self.fail(item, item.read_error)
+        try:
+            reference = await asyncio.to_thread(prepare_reference, item, self.cfg.job.max_image_pixels,
+                                                self.cfg.job.reference_max_side)
+        except ImageLoadError as exc:
+            return self.fail(item, f"{item.source.rel}: {exc.cause}")
+
+        def on_node(name: str) -> None:
+            if name == "generate":  # one generate per iteration
+                self.progress.iteration()
+
+        try:
+            result = await self.optimise_fn(item.image_id, reference, item.folder, self.roles, self.cfg.agent,
+                                            self.cfg.t2i.max_prompt_tokens, graph=self.graph, on_node=on_node,
+                                            thread_id=self.identity.thread_id(item.image_id), base_dir=self.out_dir)
+        except Exception as exc:
+            log.debug("optimisation of %s failed:\n%s", item.source.rel, traceback.format_exc())
+            return self.fail(item, f"{item.source.rel}: optimisation failed: {type(exc).__name__}: {exc}")
+        self.finish(item, result_record(result, item, self.out_dir, self.identity.fingerprint))
+
+
+async def _run_all(todo: list[WorkItem], run: _ItemRunner, concurrency: int, stop: asyncio.Event, progress: Progress) -> None:
+    queue: asyncio.Queue[WorkItem] = asyncio.Queue()
+    for item in todo:
+        queue.put_nowait(item)
+
+    async def worker() -> None:
+        while not stop.is_set():
+            try:
+                item = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            await run(item)
+
+    workers = [asyncio.create_task(worker(), name=f"arpo-worker-{i}") for i in range(min(concurrency, len(todo)))]
+    if not workers:
+        return
+    all_done = asyncio.gather(*workers)
+    stop_wait = asyncio.ensure_future(stop.wait())
+    ticker = asyncio.ensure_future(_tick(progress))
+    fatal: Optional[BaseException] = None
+    try:
+        await asyncio.wait({all_done, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        if all_done.done():
+            fatal = all_done.exception()  # a writer failure (e.g. disk full), not an image's error
+    finally:
+        # On stop (or when this coroutine is cancelled) in-flight optimisations are
+        # cancelled: their graph state stays at the last checkpoint and a rerun resumes it.
+        for task in (*workers, stop_wait, ticker):
+            task.cancel()
+        await asyncio.gather(all_done, stop_wait, ticker, return_exceptions=True)
+    if fatal is not None:
+        raise fatal
+
+
+async def _tick(progress: Progress, every_s: float = 1.0) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        progress.tick()

@@ -1,0 +1,126 @@
+"""Start Ray and the model roles for a batch, failing fast; and stop everything the job started.
+
+Start-up refuses, with exit status 2, before any model loads, a config whose roles the
+cluster cannot hold (actors.capacity), and gives up on roles not ready within
+``job.startup_timeout_s``. Shutting down closes every role (a vLLM engine's
+engine-core process included), and when the job started its own local Ray, also kills
+any process of that Ray still alive afterwards: a job leaves nothing running.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, fields
+from typing import Any
+
+from agents.batch.errors import SetupError
+from agents.config import ArpoConfig
+
+log = logging.getLogger("agents.batch")
+
+
+@dataclass
+class RunningRoles:
+    roles: Any  # actors.roles.Roles of RoleClients
+    started_local_ray: bool
+    earlier_children: frozenset = frozenset()  # pids of this process's children before Ray started: not ours to stop
+
+    def clients(self) -> list:
+        return [getattr(self.roles, f.name) for f in fields(self.roles)]
+
+
+def start_ray_and_roles(cfg: ArpoConfig) -> RunningRoles:
+    """Connect to (or start) Ray, check capacity, start every role and wait until each has loaded its model."""
+    import psutil
+
+    earlier = frozenset(p.pid for p in psutil.Process().children(recursive=True))
+    started = _connect(cfg)
+    try:
+        _check_capacity(cfg)
+        from actors.ray_actors import start_roles
+
+        running = RunningRoles(start_roles(cfg), started, earlier)
+    except BaseException:
+        _shutdown_ray(started, earlier)
+        raise
+    try:
+        asyncio.run(_wait_ready(running.clients(), cfg.job.startup_timeout_s))
+    except BaseException:
+        stop_ray_and_roles(running)
+        raise
+    return running
+
+
+def _connect(cfg: ArpoConfig) -> bool:
+    try:
+        from core.ray_config import init_ray
+
+        started = init_ray(cfg.ray)
+    except Exception as exc:
+        raise SetupError(f"cannot connect to or start Ray: {type(exc).__name__}: {exc}") from exc
+    import ray
+
+    if started:
+        log.info("started a local Ray on 127.0.0.1 (no cluster address given)")
+    else:
+        resources = ray.cluster_resources()
+        log.info("joined the Ray cluster (%d CPUs, %d GPUs)", resources.get("CPU", 0), resources.get("GPU", 0))
+    return started
+
+
+def _check_capacity(cfg: ArpoConfig) -> None:
+    from actors.capacity import capacity_problems, current_cluster_shape
+    from actors.ray_actors import ROLE_SERVERS
+
+    problems = capacity_problems({role: getattr(cfg, role).resources for role in ROLE_SERVERS}, current_cluster_shape())
+    if problems:
+        raise SetupError("the cluster cannot hold the model roles as configured (each role's `resources`):\n  "
+                         + "\n  ".join(problems))
+
+
+async def _wait_ready(clients: list, timeout_s: float) -> None:
+    """Every actor answers ``ping`` once its model is loaded; a load error names its role."""
+    tasks = {asyncio.ensure_future(c.broadcast("ping")): c.role for c in clients}
+    done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+    for task in pending:
+        task.cancel()
+    for task in done:
+        if task.exception() is not None:
+            raise SetupError(f"cannot start the model roles: role {tasks[task]!r} failed to start: "
+                             f"{type(task.exception()).__name__}: {task.exception()}")
+    if pending:
+        raise SetupError(f"roles {', '.join(sorted(tasks[t] for t in pending))} not ready after {timeout_s:g} s "
+                         "(job.startup_timeout_s): still loading, or waiting for resources the cluster has not given")
+
+
+def stop_ray_and_roles(running: RunningRoles, timeout_s: float = 30.0) -> None:
+    """Close every role, then stop the local Ray this job started (if it did) and anything of it left running."""
+    from actors.ray_actors import stop_roles
+
+    try:
+        asyncio.run(asyncio.wait_for(stop_roles(*running.clients(), timeout_s=timeout_s), timeout_s + 5))
+    except Exception as exc:  # noqa: BLE001 - Ray may already be gone; the shutdown below still runs
+        log.debug("closing the roles: %s: %s", type(exc).__name__, exc)
+    _shutdown_ray(running.started_local_ray, running.earlier_children)
+
+
+def _shutdown_ray(started_local_ray: bool, earlier_children: frozenset, grace_s: float = 10.0) -> None:
+    import ray
+
+    if not started_local_ray:
+        return  # a cluster's processes are the cluster's; our actors were killed above
+    import psutil
+
+    # Ray's processes are this process's children; what they spawned (a vLLM engine core)
+    # is not, once they die: remember the whole tree now.
+    tree = [p for p in psutil.Process().children(recursive=True) if p.pid not in earlier_children]
+    ray.shutdown()
+    gone, alive = psutil.wait_procs(tree, timeout=grace_s)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    if alive:
+        psutil.wait_procs(alive, timeout=grace_s)
+        log.info("stopped %d process(es) the local Ray left running", len(alive))
