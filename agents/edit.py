@@ -31,15 +31,16 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from agents.config import ArpoConfig
+from agents.edit_strip import EDITS_JSON, edits_strip_for_report, read_edit_index, render_edits_strip  # noqa: F401 (edits_strip_for_report: API)
+from agents.html_text import esc
 from agents.images import save_png
 from agents.prompt_edit import EditSpecError, PromptEdit, apply_edit, parse_substitutions, parts_of_record
 from agents.prompt_parts import PromptParts
-from agents.report import esc, href
 from agents.results import RESULT_JSON, atomic_write_bytes, atomic_write_json, atomic_write_text, slugify
 
 log = logging.getLogger("agents.edit")
 
-EDITS_DIR, EDITS_JSON, EDITS_HTML = "edits", "edits.json", "edits.html"
+EDITS_DIR, EDITS_HTML = "edits", "edits.html"
 
 
 @dataclass
@@ -104,68 +105,12 @@ async def generate_edit(record: dict, result_dir: str | os.PathLike, edit: Promp
         paths.append(path)
     atomic_write_text(folder / "prompt.txt", f"{prompt}\n\n# edit\n{edit.describe()}\n\n{parts.labelled()}\n")
     outcome = EditOutcome(edit=edit, parts=parts, prompt=prompt, folder=folder, images=paths)
-    index = _read_index(result_dir)
+    index = read_edit_index(result_dir)
     entry = outcome.to_dict(result_dir)
     index = [e for e in index if e.get("folder") != entry["folder"]] + [entry]
     atomic_write_json(result_dir / EDITS_JSON, index)
     atomic_write_text(result_dir / EDITS_HTML, render_edits_page(record, result_dir, index))
     return outcome
-
-
-def _read_index(result_dir: Path) -> list[dict]:
-    path = result_dir / EDITS_JSON
-    if not path.is_file():
-        return []
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        log.warning("%s is not valid JSON; starting a new edit index", path)
-        return []
-    return data if isinstance(data, list) else []
-
-
-def _best_images(record: dict) -> list[str]:
-    best = record.get("best_iteration")
-    for it in record.get("iterations") or []:
-        if it.get("iteration", it.get("index")) == best:
-            return list(it.get("images") or it.get("image_paths") or [])
-    return []
-
-
-def render_edits_strip(record: dict, index: list[dict], link_prefix: str = "", out_prefix: str = "") -> str:
-    """Figure 4.4 as an HTML fragment: reference, the reverse prompt's image, then each edit.
-
-    ``link_prefix`` is prepended to the edit paths (relative to the image folder) and
-    ``out_prefix`` to the record's reference/iteration paths (relative to the batch
-    output folder), so the strip can sit in edits.html or in the batch report.
-    """
-    figs = []
-    if record.get("reference"):
-        figs.append(_figure(out_prefix + record["reference"], "reference", ""))
-    best = _best_images(record)
-    prompt = (record.get("prompt") or {}).get("rendered", "")
-    if best:
-        figs.append(_figure(out_prefix + best[0], "reverse prompt", prompt))
-    for entry in index:
-        if entry.get("images"):
-            figs.append(_figure(link_prefix + entry["images"][0], entry.get("edit", ""), entry.get("prompt", "")))
-    return '<div class="edits">' + "".join(figs) + "</div>"
-
-
-def edits_strip_for_report(out_dir: str | os.PathLike, record: dict) -> str:
-    """The Figure 4.4 strip of one batch record for ``<out>/report.html`` ("" when it has no edits)."""
-    folder = record.get("output_dir")
-    if not folder:
-        return ""
-    index = _read_index(Path(out_dir) / folder)
-    if not index:
-        return ""
-    return "<h3>Edits</h3>" + render_edits_strip(record, index, link_prefix=folder.rstrip("/") + "/", out_prefix="")
-
-
-def _figure(path: str, title: str, prompt: str) -> str:
-    return (f'<figure><img src="{href(path)}" alt="{esc(title)}" loading="lazy"><figcaption><strong>{esc(title)}</strong>'
-            f'<div class="prompt">{esc(prompt)}</div></figcaption></figure>')
 
 
 def render_edits_page(record: dict, result_dir: Path, index: list[dict]) -> str:

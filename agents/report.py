@@ -11,16 +11,16 @@ piece of text is escaped with :func:`html.escape`, and link targets are URL-quot
 """
 from __future__ import annotations
 
-import html
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Optional
-from urllib.parse import quote
 
 from actors.offline_kit import is_random_weight_model
 from agents.config import ArpoConfig
+from agents.edit_strip import edits_strip_for_report
+from agents.html_text import esc, href
 from agents.results import atomic_write_text, joined
 
 REPORT_HTML = "report.html"
@@ -65,15 +65,6 @@ figure img{display:block;max-width:192px;max-height:192px;margin:0 auto}
 pre.error{color:#b00020;white-space:pre-wrap}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em;font-size:.85em}
 """
-
-
-def esc(value: object) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def href(rel_path: str) -> str:
-    """A relative link target: URL-quoted, '/' kept, escaped for an attribute."""
-    return html.escape(quote(rel_path.replace(os.sep, "/"), safe="/"), quote=True)
 
 
 def _score(value: object) -> str:
@@ -161,8 +152,6 @@ def _render_image(record: dict, extra_html: str = "") -> str:
 
 def write_report(out_dir: str | os.PathLike, records: Iterable[dict], header: ReportHeader) -> Path:
     """Write ``report.html``; images with prompt edits (``python -m agents.edit``) show them side by side."""
-    from agents.edit import edits_strip_for_report  # agents.edit renders with this module's helpers
-
     path = Path(out_dir) / REPORT_HTML
     atomic_write_text(path, render_report(records, header, extra=lambda r: edits_strip_for_report(out_dir, r)))
     return path

@@ -10,7 +10,7 @@ from typing import Sequence
 
 from agents.eval.metrics import CLIP_T, IMAGE_METRICS, METRIC_LABELS
 from agents.eval.table import Row
-from agents.report import esc, href
+from agents.html_text import esc, href
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}

@@ -1,4 +1,4 @@
-"""`python -m actors.offline_kit`: builds every role, writes profiles that load, and the
+"""`python -m agents.offline_kit`: builds every role, writes profiles that load, and the
 committed configs/offline*.yaml are exactly what it writes for the default kit folder."""
 from pathlib import Path
 
@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from actors.offline_kit import OFFLINE_KIT_MARKER, REAL_WEIGHTS_MARKER, is_random_weight_model
-from actors.offline_kit.__main__ import DEFAULT_OUT, build_kit, split_profiles, write_profile
+from actors.offline_kit.build import DEFAULT_OUT, build_kit
+from agents.offline_kit import split_profiles, write_profile
 from agents.config import ArpoConfig
 from agents.eval.config import EvalConfig
 from core.config import load_config
@@ -53,4 +54,4 @@ def test_committed_profiles_match_the_kit(kit, name, model):
     expected = batch if name == "offline.yaml" else evaluation
     text = yaml.safe_dump(expected, sort_keys=False).replace(str(out), str(DEFAULT_OUT))
     committed = yaml.safe_load((REPO / "configs" / name).read_text())
-    assert committed == yaml.safe_load(text), f"configs/{name} is stale: rerun `python -m actors.offline_kit --profile configs/offline.yaml`"
+    assert committed == yaml.safe_load(text), f"configs/{name} is stale: rerun `python -m agents.offline_kit --profile configs/offline.yaml`"
