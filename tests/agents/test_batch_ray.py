@@ -54,12 +54,15 @@ def test_batch_job_end_to_end_on_ray_with_offline_kit(kit_config, tmp_path):
     Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(images / "sub" / "b.JPG", format="JPEG")
     (images / "broken.webp").write_bytes(b"RIFF....WEBPVP8 nope")
     out = tmp_path / "out"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    marker = f"batch-ray-test-{os.getpid()}-{tmp_path.name}"  # inherited by every process the job starts
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "EXPECTDIFF_TEST_RUN": marker}
     env.pop("RAY_ADDRESS", None)
     run = subprocess.run([sys.executable, "-m", "agents.batch_reverse", "--dir", str(images), "--out", str(out),
                           "--config", str(kit_config)], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     print(run.stderr[-3000:])  # shown with -s: the progress lines and summary
     assert run.returncode == 1, run.stderr[-4000:]  # broken.webp failed; the two images finished
+    # Old code: the two vLLM engine-core processes (and their helpers) outlived a job that exited normally.
+    assert _processes_with(marker) == []
     records = {r["source"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
     assert records["broken.webp"]["status"] == "error"
     for source in ("a.png", "sub/b.JPG"):
@@ -72,6 +75,20 @@ def test_batch_job_end_to_end_on_ray_with_offline_kit(kit_config, tmp_path):
 
     flagged = random_weight_roles(load_config(ArpoConfig, kit_config))
     assert ("random-weight models" in (out / "report.html").read_text()) == bool(flagged)
+
+
+def _processes_with(marker: str) -> list[str]:
+    """Live processes whose environment carries ``marker``, i.e. started by the job (or its children)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if proc.environ().get("EXPECTDIFF_TEST_RUN") == marker and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(f"{proc.pid}: {' '.join(proc.info['cmdline'] or [])[:120]}")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
 
 
 def _free_port() -> int:
