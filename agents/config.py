@@ -1,9 +1,11 @@
 """Top-level config of the ARPO job: the five roles, the agent, the job, Ray."""
 from __future__ import annotations
 
+import re
+from pathlib import PureWindowsPath
 from typing import Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from actors.config import CaptionerConfig, ClipConfig, LLMConfig, T2IConfig, VLMConfig
 from core.config import StrictModel
@@ -14,33 +16,49 @@ class AgentConfig(StrictModel):
     """The reverse-prompt optimisation loop (thesis Chapter 4, Algorithm 8)."""
 
     framework: Literal["vanilla", "enhanced"] = Field("enhanced", description="vanilla: the VLM compares both images directly; enhanced: the VLM describes content and style of each image and the LLM lists their differences.")
-    max_steps: int = Field(10, ge=1, description="Most optimisation iterations per image.")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="Generation seeds, the same in every iteration so comparisons are fair.")
-    patience: Optional[int] = Field(None, ge=1, description="Stop when CLIP-I has not improved for this many iterations (None: off).")
+    max_steps: int = Field(10, ge=1, le=1000, description="Most optimisation iterations per image (at most 1000).")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=64, description="Generation seeds (1 to 64 of them), the same in every iteration so comparisons are fair.")
+    patience: Optional[int] = Field(None, ge=1, le=1000, description="Stop when CLIP-I has not improved for this many iterations, at most 1000 (None: off).")
     init_prompt: Optional[str] = Field(None, description="Start from this prompt instead of the captioner's caption.")
-    max_candidates: int = Field(10, ge=1, description="Most candidate fragments kept from one proposal.")
-    max_reasks: int = Field(2, ge=0, description="Re-asks of the LLM when its answer cannot be parsed into a list.")
-    reserved_tokens: int = Field(2, ge=0, description="Tokens of the T2I text encoder's limit (t2i.max_prompt_tokens) taken by special tokens that count_tokens leaves out (CLIP: start and end of text, 2); fragments are only added while the prompt's count stays within limit - reserved_tokens.")
+    max_candidates: int = Field(10, ge=1, le=1000, description="Most candidate fragments kept from one proposal (at most 1000).")
+    max_reasks: int = Field(2, ge=0, le=100, description="Re-asks of the LLM when its answer cannot be parsed into a list (at most 100).")
+    reserved_tokens: int = Field(2, ge=0, le=64, description="At most 64 tokens of the T2I text encoder's limit (t2i.max_prompt_tokens) taken by special tokens that count_tokens leaves out (CLIP: start and end of text, 2); fragments are only added while the prompt's count stays within limit - reserved_tokens.")
 
 
 class CheckpointConfig(StrictModel):
     """Durable graph state (LangGraph checkpointer)."""
 
     kind: Literal["sqlite", "postgres"] = Field("sqlite", description="sqlite: a file in the output folder; postgres: a shared database for several drivers.")
-    sqlite_file: str = Field("checkpoints.sqlite", description="SQLite file name, relative to the output folder.")
+    sqlite_file: str = Field("checkpoints.sqlite", description="SQLite file path inside the output folder, relative to it (no absolute path, no '..').")
     postgres_url_env: str = Field("ARPO_POSTGRES_URL", description="Environment variable holding the Postgres connection URL (never the URL itself).")
+
+    @field_validator("sqlite_file")
+    @classmethod
+    def _inside_output_folder(cls, v: str) -> str:
+        # Opened as <output folder>/<sqlite_file>: an absolute path or '..' would put the state elsewhere.
+        hint = "give a file path relative to the output folder, such as checkpoints.sqlite"
+        parts = re.split(r"[\\/]", v)
+        if not v.strip():
+            raise ValueError(f"is empty; {hint}")
+        if v.startswith(("/", "\\", "~")) or PureWindowsPath(v).drive:
+            raise ValueError(f"{v!r} is an absolute or home-relative path; {hint}")
+        if ".." in parts:
+            raise ValueError(f"{v!r} has a '..' component, which leads out of the output folder; {hint}")
+        if parts[-1] in ("", "."):
+            raise ValueError(f"{v!r} names a folder, not a file; {hint}")
+        return v
 
 
 class JobConfig(StrictModel):
     """The batch job."""
 
-    concurrency: int = Field(256, ge=1, description="Optimisations running at once, all sharing the actors.")
+    concurrency: int = Field(256, ge=1, le=100_000, description="Optimisations running at once (at most 100000), all sharing the actors.")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Where graph state is persisted.")
-    max_image_pixels: int = Field(89_478_485, ge=1, description="Images with more pixels are refused as decompression bombs (Pillow's default limit).")
-    max_file_bytes: int = Field(1 << 30, ge=1, description="Image files larger than this many bytes are refused (an error record) before they are read or hashed.")
+    max_image_pixels: int = Field(89_478_485, ge=1, le=1 << 30, description="Images with more pixels are refused as decompression bombs (default: Pillow's limit; at most 1073741824 = 2**30, 3 GiB of RGB pixels).")
+    max_file_bytes: int = Field(1 << 30, ge=1, le=1 << 36, description="Image files larger than this many bytes (at most 68719476736 = 64 GiB) are refused (an error record) before they are read or hashed.")
     reference_max_side: int = Field(1024, ge=64, le=8192, description="The reference is stored (reference.png) with its longer side shrunk to at most this many pixels; the models see that copy (CLIP, the captioner and VLMs work far below it), so a huge source is decoded once, not at every step. Changes results: part of the settings fingerprint.")
     startup_timeout_s: float = Field(1800.0, gt=0, le=86_400, description="Most seconds to wait for every role to load its model (hub downloads included) before the job gives up with exit status 2.")
-    summary_refresh_s: float = Field(2.0, ge=0, description="Least seconds between rewrites of results.csv and report.html, which are rebuilt from every record (results.jsonl and the per-image folders are written as each image finishes; the summaries always catch up within this time and at the end). 0: after every image.")
+    summary_refresh_s: float = Field(2.0, ge=0, le=3600, description="Least seconds (at most 3600) between rewrites of results.csv and report.html, which are rebuilt from every record (results.jsonl and the per-image folders are written as each image finishes; the summaries always catch up within this time and at the end). 0: after every image.")
 
 
 class ArpoConfig(StrictModel):

@@ -8,3 +8,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # Ray started by tests talks over 127.0.0.1 only (read by Ray when first imported).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Fixtures postgres_url / postgres_db_url: a throwaway Postgres server (unix socket only).
+from tests.postgres_server import postgres_db_url, postgres_url  # noqa: E402,F401

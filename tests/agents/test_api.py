@@ -50,6 +50,10 @@ def test_reverse_prompt_on_a_path_and_again_from_the_work_folder(tmp_path):
     before = call_counts(roles)
     assert reverse_prompt(ref, cfg, tmp_path / "work", roles=roles) == result
     assert call_counts(roles) == before
+    # other settings that change results: a fresh thread, not the stored result
+    other = cfg.model_copy(update={"agent": cfg.agent.model_copy(update={"max_steps": 1})})
+    shorter = reverse_prompt(ref, other, tmp_path / "work", roles=roles)
+    assert call_counts(roles) != before and len(shorter.iterations) <= 2
 
 
 def test_reverse_prompt_on_an_array_or_pil_image_with_a_yaml_config(tmp_path, monkeypatch):
