@@ -163,3 +163,29 @@ def test_settings_fingerprint_covers_what_changes_results_only():
     assert changed_keys(base, result_settings(changed)) == [
         "llm.sampling.temperature: 0.7 -> 0.1", "t2i.model: 'stable-diffusion-v1-5/stable-diffusion-v1-5' -> '/models/other'"]
     assert not any(k.startswith(("job.concurrency", "ray.")) or ".resources." in k or ".batching." in k for k in base)
+
+
+async def test_two_jobs_with_different_settings_on_one_real_postgres_never_cross(tmp_path, postgres_db_url, monkeypatch):
+    """The documented several-drivers mode: one Postgres database, two jobs, two output folders."""
+    monkeypatch.setenv("ARPO_TEST_PG", postgres_db_url)
+    world = _world()
+    images = _images(tmp_path / "imgs", world)
+
+    def cfg(**agent):
+        c = _cfg(**agent)
+        c.job.checkpoint.kind, c.job.checkpoint.postgres_url_env = "postgres", "ARPO_TEST_PG"
+        return c
+
+    roles_a = _roles(world)
+    a = await _run(cfg(max_steps=3), images, tmp_path / "a", roles_a)
+    roles_b = _roles(world)
+    b = await _run(cfg(framework="enhanced", max_steps=1), images, tmp_path / "b", roles_b)
+    assert (a.done, b.done) == (2, 2)
+    # Old keying (content hash alone): job b made no model call and recorded job a's results.
+    assert call_counts(roles_b)["captioner"] == {"caption": 2} and call_counts(roles_b)["vlm"]
+    for out, other in ((tmp_path / "a", tmp_path / "b"), (tmp_path / "b", tmp_path / "a")):
+        for record in _jsonl(out):
+            assert all((out / p).exists() for p in _all_paths(record))
+            assert str(other) not in json.dumps(record)
+    assert all(len(r["iterations"]) <= 2 for r in _jsonl(tmp_path / "b"))
+    assert not (tmp_path / "a" / "checkpoints.sqlite").exists()  # the state went to Postgres
