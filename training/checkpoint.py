@@ -5,7 +5,9 @@ A checkpoint folder (what ``ray.train.report`` persists under ``<run_dir>/<name>
     model/              trainable weights: a diffusers UNet folder (XiUNet.save_pretrained; with ξ
                         channels its config.json carries "_xi_channels")
     ema/                the EMA weights, same format — this is the one to sample from
-    training_state.pt   {"step", "optimizer", "ema_updates", "attempt_starts"}
+    training_state.pt   {"step", "optimizer", "ema_updates", "attempt_starts"}: tensors, numbers and plain
+                        containers only, read back with ``torch.load(weights_only=True)`` (a file that
+                        needs any other Python object is refused, never unpickled)
     train_config.json   the validated TrainConfig of the run
     metrics.jsonl       every logged metrics row since step 0 (carried across resumes)
     samples.png         a grid from the EMA weights (only at steps that are multiples of sample.every)
@@ -38,11 +40,44 @@ def write_checkpoint(folder: Path, *, model, ema, optimizer: torch.optim.Optimiz
     (folder / METRICS_FILE).write_text("".join(json.dumps(row) + "\n" for row in history))
 
 
+class TensorFileError(ValueError):
+    """A ``.pt`` file holds something other than tensors, numbers, strings and plain containers."""
+
+
+def load_tensor_file(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` restricted to tensors, numbers, strings and plain containers (``weights_only=True``).
+
+    A pickle that refers to any other Python object (a crafted file could run code while it is
+    unpickled) is refused with :class:`TensorFileError` naming the file; nothing in it runs.
+    """
+    import pickle
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's message is several lines and suggests weights_only=False; keep only the line with the cause.
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        cause = next((line for line in lines if "GLOBAL" in line or "nsupported" in line), type(exc).__name__)
+        if "GLOBAL" in cause:
+            raise TensorFileError(f"{path}: refused to load: it refers to Python objects other than tensors and "
+                                  f"plain containers, which could run code when unpickled ({cause})") from None
+        raise TensorFileError(f"{path}: not a readable torch tensor file ({cause})") from None
+    except FileNotFoundError:
+        raise
+    except (RuntimeError, EOFError, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise TensorFileError(f"{path}: not a readable torch tensor file ({type(exc).__name__}: {first})") from None
+
+
 def read_training_state(folder: Path, device: torch.device) -> dict[str, Any]:
     path = Path(folder) / STATE_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not a training checkpoint (no {STATE_FILE})")
-    return torch.load(path, map_location=device, weights_only=False)
+    state = load_tensor_file(path, device)
+    if not isinstance(state, dict) or not {"step", "optimizer", "ema_updates"} <= set(state):
+        raise TensorFileError(f"{path}: not a training state (expected a mapping with step, optimizer and "
+                                    f"ema_updates, got {type(state).__name__})")
+    return state
 
 
 def read_history(folder: Path) -> list[dict]:

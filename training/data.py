@@ -106,13 +106,25 @@ class FashionMNIST(Dataset):
 # ---------------------------------------------------------------- image folders
 
 def load_image(path: Path, size: int, channels: int) -> np.ndarray:
-    """Open, convert to L/RGB, resize the short side to ``size`` and centre-crop to size×size."""
-    from PIL import Image
+    """Open, convert to L/RGB, resize the short side to ``size`` and centre-crop to size×size.
+
+    Only the decoders of :data:`core.images.ALLOWED_FORMATS` may open the file (a renamed EPS or PDF
+    is refused, not handed to Ghostscript), and an image with more pixels than Pillow's limit
+    (``PIL.Image.MAX_IMAGE_PIXELS``) is refused from its header, before it is decoded. Any failure
+    is a :class:`DataError` naming the file and the cause.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    from core.images import ALLOWED_FORMATS
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
+        with Image.open(path, formats=ALLOWED_FORMATS) as im:
             w, h = im.size
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and w * h > limit:
+                raise DataError(f"{path}: refused as a possible decompression bomb: {w}x{h} = {w * h} pixels, "
+                                f"above the limit of {limit} (PIL.Image.MAX_IMAGE_PIXELS)")
+            im = im.convert("L" if channels == 1 else "RGB")
             scale = size / min(w, h)
             if scale != 1.0:
                 im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
@@ -120,8 +132,18 @@ def load_image(path: Path, size: int, channels: int) -> np.ndarray:
             left, top = (w - size) // 2, (h - size) // 2
             im = im.crop((left, top, left + size, top + size))
             return np.asarray(im, dtype=np.uint8)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read image ({exc})") from None
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not a readable image (allowed formats: {', '.join(ALLOWED_FORMATS)})") from None
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{path}: refused as a possible decompression bomb ({exc})") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        # Pillow reports truncated or corrupt data as OSError ("image file is truncated"), SyntaxError
+        # (broken headers) or ValueError.
+        raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -54,14 +54,16 @@ def build_trainer(cfg: TrainConfig):
     from ray.train.torch import TorchTrainer
 
     from training.loop import train_loop_per_worker
+    from training.process_group import LoopbackTorchConfig
 
     scaling = ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                             resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})})
     run = RunConfig(name=cfg.name, storage_path=cfg.run_dir,
                     failure_config=FailureConfig(max_failures=cfg.max_failures),
                     checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints))
+    # On a local (loopback) Ray the torch process group listens on 127.0.0.1 only; see training.process_group.
     return TorchTrainer(train_loop_per_worker, train_loop_config=cfg.model_dump(mode="json"),
-                        scaling_config=scaling, run_config=run)
+                        scaling_config=scaling, run_config=run, torch_config=LoopbackTorchConfig())
 
 
 def run(cfg: TrainConfig):
@@ -81,7 +83,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="YAML file validated as training.config.TrainConfig")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set total_steps=2000 --set strategy.k=10")
+                        help="override a config value, e.g. --set total_steps=2000 --set strategy.k=10 (repeatable); "
+                             "VALUE is read as one YAML flow value (number, true/false, null, \"quoted\", [list], "
+                             "{mapping}), anything else as the literal text")
     return parser.parse_args(argv)
 
 

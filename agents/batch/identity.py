@@ -40,7 +40,7 @@ NEUTRAL_KEYS = frozenset({
     "resources", "batching", "text_cache_size", "image_cache_size",
     "vllm.gpu_memory_utilization", "vllm.max_num_seqs", "vllm.enforce_eager", "vllm.cpu_kvcache_space_gib",
     "vllm.enable_chunked_prefill", "vllm.max_num_batched_tokens", "vllm.tensor_parallel_size",
-    "openai.timeout_s", "openai.max_retries", "openai.api_key_env",
+    "openai.timeout_s", "openai.max_retries", "openai.api_key_env", "openai.allow_insecure_http",
 })
 
 OnChange = Literal["refuse", "fresh"]
@@ -115,7 +115,13 @@ def open_job(out_dir: Path, cfg: ArpoConfig, on_change: OnChange = "refuse") -> 
                          "it names this output folder's checkpoint threads — restore it, or use a new output folder") from None
     if old_digest == digest:
         return JobIdentity(job_id, digest)
-    changes = changed_keys(old_settings, settings)
+    # A key the recorded settings lack was added to the config by a later version: its
+    # default is what the earlier run used.
+    defaults = result_settings(ArpoConfig())
+    changes = changed_keys({**{k: defaults.get(k) for k in settings if k not in old_settings}, **old_settings}, settings)
+    if not changes:  # the same settings, described by a newer version: keep the threads' fingerprint
+        atomic_write_json(path, {"job_id": job_id, "fingerprint": old_digest, "settings": settings})
+        return JobIdentity(job_id, old_digest)
     if on_change == "refuse":
         raise SetupError(f"{out_dir}: the settings that decide results changed since this output folder was last used:\n  "
                          + "\n  ".join(changes)

@@ -228,12 +228,11 @@ def write_report(protocol) -> None:
                          ["sampler", "variant", "mean abs. error over the trajectory", "at the output x₀"], table))
 
     # ---- qualitative comparison (thesis Fig. 3.4)
-    import torch
-
     from benchmarks.exposure_bias.plots import plot_samples
+    from training.checkpoint import load_tensor_file  # weights_only: a crafted .pt is refused, never unpickled
 
     for cell in cfg.samples.cells:
-        rows = [(lab, torch.load(work / "samples" / lab / f"{cell.key}.pt")) for lab in labels
+        rows = [(lab, load_tensor_file(work / "samples" / lab / f"{cell.key}.pt")) for lab in labels
                 if (work / "samples" / lab / f"{cell.key}.pt").is_file()]
         if rows:
             path = plot_samples(out, cell.key, rows)

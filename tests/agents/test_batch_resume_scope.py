@@ -189,3 +189,29 @@ async def test_two_jobs_with_different_settings_on_one_real_postgres_never_cross
             assert str(other) not in json.dumps(record)
     assert all(len(r["iterations"]) <= 2 for r in _jsonl(tmp_path / "b"))
     assert not (tmp_path / "a" / "checkpoints.sqlite").exists()  # the state went to Postgres
+
+
+async def test_a_setting_added_by_a_later_version_with_its_default_still_resumes(tmp_path):
+    world = _world()
+    images = _images(tmp_path / "imgs", world, formats=("png",))
+    out = tmp_path / "out"
+    assert (await _run(_cfg(), images, out, _roles(world))).done == 1
+    job = json.loads((out / JOB_FILE).read_text())
+    del job["settings"]["job.reference_max_side"]  # as written before that field existed
+    job["fingerprint"] = "0" * 64  # ... and fingerprinted then
+    (out / JOB_FILE).write_text(json.dumps(job))
+    log = out / "results.jsonl"
+    log.write_text(log.read_text().replace(_jsonl(out)[0]["settings_fingerprint"], "0" * 64))
+    roles = _roles(world)
+    again = await _run(_cfg(), images, out, roles)
+    assert again.skipped == 1 and call_counts(roles)["t2i"] == {}  # not refused, nothing redone
+    assert json.loads((out / JOB_FILE).read_text())["fingerprint"] == "0" * 64
+    with pytest.raises(SetupError, match="job.reference_max_side: 1024 -> 512"):
+        await _run(_cfg_with(reference_max_side=512), images, out, _roles(world))
+
+
+def _cfg_with(**job) -> ArpoConfig:
+    cfg = _cfg()
+    for key, value in job.items():
+        setattr(cfg.job, key, value)
+    return cfg

@@ -33,7 +33,7 @@ def kit(tmp_path_factory):
     root = tmp_path_factory.mktemp("kit")
     from actors.offline_kit import OFFLINE_KIT_MARKER
 
-    (root / OFFLINE_KIT_MARKER).write_text("random weights\n")  # as python -m actors.offline_kit writes at the kit root
+    (root / OFFLINE_KIT_MARKER).write_text("random weights\n")  # as python -m agents.offline_kit writes at the kit root
     sections = {"t2i": t2i.build(root), "clip": clip.build(root), "captioner": captioner.build(root),
                 "vlm": vlm.build(root / "vlm"), **image_embedders.build(root)}
     models = {

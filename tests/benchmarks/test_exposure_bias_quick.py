@@ -85,10 +85,10 @@ def test_tables_and_csvs_are_well_formed(quick_run):
     info = json.loads((out / "feature_net.json").read_text())
     assert 0 < info["test_accuracy"] <= 1
     assert "![samples ddim_4](fig_samples_ddim_4.png)" in md
-    grid = torch.load(work / "samples" / "ddpm" / "ddim_4.pt")
+    grid = torch.load(work / "samples" / "ddpm" / "ddim_4.pt", weights_only=True)
     assert grid.shape == (cfg.samples.num_images, 1, 32, 32) and grid.abs().max() <= 1
     # the same seed and noise for every method: the rows differ only through the models
-    other = torch.load(work / "samples" / "mdss_k4" / "ddim_4.pt")
+    other = torch.load(work / "samples" / "mdss_k4" / "ddim_4.pt", weights_only=True)
     assert not torch.equal(grid, other)
     for png in ("fig_step_mse_ddpm_8.png", "fig_step_mse_ddim_8.png", "fig_metric_vs_iterations.png",
                 "fig_variance_error.png", "fig_samples_ddim_4.png"):

@@ -110,3 +110,81 @@ def test_repo_profiles_validate():
     assert len(profiles) >= 4, profiles
     for p in profiles:
         load_config(EvalConfig if "eval" in p.name else ArpoConfig, p)
+
+
+# ---- duplicate keys (PyYAML alone keeps the last one silently)
+
+def test_a_repeated_section_is_refused_with_both_lines(tmp_path):
+    p = write(tmp_path, """
+        t2i:
+          model: /models/a
+        agent:
+          max_steps: 3
+        t2i:
+          num_inference_steps: 20
+    """)
+    with pytest.raises(ConfigError) as e:
+        load_config(ArpoConfig, p)
+    assert str(e.value) == f"{p}: t2i: duplicate key (lines 2 and 6)"
+
+
+def test_a_repeated_nested_key_names_its_path(tmp_path):
+    p = write(tmp_path, "llm:\n  openai:\n    base_url: https://a/v1\n    timeout_s: 5\n    base_url: https://b/v1\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(ArpoConfig, p)
+    assert (e.value.source, e.value.key, e.value.reason) == (str(p), "llm.openai.base_url", "duplicate key (lines 3 and 5)")
+
+
+def test_same_key_in_different_mappings_is_fine(tmp_path):
+    p = write(tmp_path, "t2i:\n  model: /m/t2i\nllm:\n  model: /m/llm\nagent:\n  seeds: [1, 1]\n")
+    cfg = load_config(ArpoConfig, p)
+    assert (cfg.t2i.model, cfg.llm.model, cfg.agent.seeds) == ("/m/t2i", "/m/llm", [1, 1])
+
+
+def test_the_duplicate_check_visits_aliased_nodes_once(tmp_path):
+    """Nested aliases (a 'billion laughs' document) and a recursive alias do not blow up the check."""
+    import time
+
+    import yaml
+
+    from core.config import UniqueKeyLoader
+
+    doc = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+    started = time.perf_counter()
+    yaml.load(doc, Loader=UniqueKeyLoader)
+    assert time.perf_counter() - started < 5
+    assert yaml.load("a: &r [1, *r]\n", Loader=UniqueKeyLoader)["a"][0] == 1
+
+
+def test_a_duplicate_key_inside_an_override_value_is_refused():
+    with pytest.raises(ConfigError, match="duplicate key 'a'"):
+        parse_override("clip.batching={a: 1, a: 2}")
+
+
+# ---- what a --set value becomes: one YAML flow value, else the literal text
+
+@pytest.mark.parametrize("raw, expected", [
+    ("Content: a cat", "Content: a cat"),        # YAML: a block mapping {Content: a cat}
+    ("- a cat", "- a cat"),                      # YAML: a block list
+    ("a cat #cute", "a cat #cute"),              # YAML: drops the comment
+    ("#cute", "#cute"),                          # YAML: null
+    ("&a cat", "&a cat"),                        # YAML: drops the anchor
+    ("[cat] on a mat", "[cat] on a mat"),        # not valid YAML
+    ("style: oil, content: a: cat", "style: oil, content: a: cat"),
+    ("  a cat  ", "a cat"),
+    ("[0,1]", [0, 1]),
+    ("[0, 1, 2]", [0, 1, 2]),
+    ("{gpu_large: 1}", {"gpu_large": 1}),
+    ("20", 20), ("0.5", 0.5), ("true", True), ("null", None), ('"1984"', "1984"), ("", ""),
+])
+def test_override_values(raw, expected):
+    path, value = parse_override(f"agent.init_prompt={raw}")
+    assert path == ["agent", "init_prompt"] and value == expected and type(value) is type(expected)
+
+
+def test_set_a_prompt_that_looks_like_a_mapping_and_a_seed_list():
+    cfg = load_config(ArpoConfig, None, ["agent.init_prompt=Content: a cat", "agent.seeds=[0,1]",
+                                         "agent.max_steps=4"])
+    assert cfg.agent.init_prompt == "Content: a cat"
+    assert cfg.agent.seeds == [0, 1] and cfg.agent.max_steps == 4

@@ -87,6 +87,57 @@ def test_image_folder_greyscale_and_errors(tmp_path):
         ImageFolder(tmp_path, 8)[0]
 
 
+# ------------------------------------------------------------------ untrusted image files
+
+EPS = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n%%EndComments\n"
+       b"newpath 0 0 moveto 16 16 lineto stroke\nshowpage\n%%EOF\n")
+
+
+def test_a_renamed_eps_never_reaches_ghostscript(tmp_path, monkeypatch):
+    """Training images open with the same decoder allowlist as the agent's reference images."""
+    from PIL import EpsImagePlugin
+
+    from core.images import ALLOWED_FORMATS
+
+    calls = []
+
+    def ghostscript(*args, **kwargs):
+        calls.append(args)
+        raise OSError("ghostscript was called")
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", ghostscript)
+    (tmp_path / "photo.png").write_bytes(EPS)
+    with pytest.raises(DataError) as e:
+        ImageFolder(tmp_path, 8)[0]
+    assert str(tmp_path / "photo.png") in str(e.value) and "not a readable image" in str(e.value)
+    assert ", ".join(ALLOWED_FORMATS) in str(e.value)
+    assert calls == []
+
+
+def test_agents_and_training_share_one_allowlist():
+    from agents.images import ALLOWED_FORMATS as agents_formats
+    from core.images import ALLOWED_FORMATS
+
+    assert agents_formats is ALLOWED_FORMATS and "EPS" not in ALLOWED_FORMATS and "PDF" not in ALLOWED_FORMATS
+
+
+@pytest.mark.parametrize("side", [40, 64])  # 1600 px: above the limit, Pillow only warns; 4096: Pillow raises
+def test_a_decompression_bomb_is_refused_naming_the_file(tmp_path, monkeypatch, side):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    _save(tmp_path / "bomb.png", np.zeros((side, side, 3), np.uint8))
+    with pytest.raises(DataError) as e:
+        ImageFolder(tmp_path, 8)[0]
+    assert str(tmp_path / "bomb.png") in str(e.value) and "decompression bomb" in str(e.value)
+
+
+def test_a_truncated_image_is_a_clear_error(tmp_path):
+    _save(tmp_path / "t.png", np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    data = (tmp_path / "t.png").read_bytes()
+    (tmp_path / "t.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"t\.png: cannot read image .*truncated"):
+        ImageFolder(tmp_path, 8)[0]
+
+
 # ------------------------------------------------------------------ captioned images
 
 def _captioned_folder(root: Path, fmt: str) -> Path:
