@@ -47,7 +47,7 @@ from agents.batch.runner import BatchOutcome, prepare_output, run_batch
 from agents.batch.startup import start_ray_and_roles, stop_ray_and_roles
 from agents.config import ArpoConfig
 from agents.results import RESULTS_JSONL, ResultsLog
-from core.config import ConfigError, load_config
+from core.config import SET_HELP, ConfigError, load_config
 
 __all__ = ["EXIT_FATAL", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_SETUP_ERROR", "EXIT_SOME_FAILED", "SetupError", "main"]
 
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dir", required=True, help="Folder of reference images (searched recursively).")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"Output folder; rerun with the same one to resume (default {DEFAULT_OUT}).")
     parser.add_argument("--config", help="YAML config file (agents.config.ArpoConfig); default: built-in defaults.")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Override a config key, e.g. --set agent.max_steps=5 (repeatable).")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     parser.add_argument("--concurrency", type=_positive_int, help="Optimisations at once (default: job.concurrency from the config).")
     parser.add_argument("--settings-changed", choices=("refuse", "fresh"), default="refuse",
                         help="When settings that change results differ from the output folder's earlier runs: "

@@ -37,6 +37,7 @@ from agents.images import save_png
 from agents.prompt_edit import EditSpecError, PromptEdit, apply_edit, parse_substitutions, parts_of_record
 from agents.prompt_parts import PromptParts
 from agents.results import RESULT_JSON, atomic_write_bytes, atomic_write_json, atomic_write_text, slugify
+from core.config import SET_HELP
 
 log = logging.getLogger("agents.edit")
 
@@ -133,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--content", help="New content part (comma-separated fragments), replacing the reverse prompt's.")
     p.add_argument("--style", help="New style part (comma-separated fragments), replacing the reverse prompt's.")
     p.add_argument("--config", help="The config the batch ran with (ArpoConfig YAML): same T2I model and settings.")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Override a config key (repeatable).")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     p.add_argument("--seeds", help="Comma-separated seeds (default: agent.seeds of the config, as in the optimisation).")
     p.add_argument("--ray", action="store_true", help="Run the T2I model as a Ray actor instead of in this process.")
     return p

@@ -37,7 +37,7 @@ from agents.eval.config import EvalConfig
 from agents.eval.methods import parse_methods
 from agents.eval.records import fingerprint
 from agents.eval.runner import EvalRoles, Evaluation, needed_roles
-from core.config import ConfigError, apply_overrides, read_yaml, validate
+from core.config import SET_HELP, ConfigError, apply_overrides, read_yaml, validate
 
 log = logging.getLogger("agents.evaluate")
 
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "arpo, arpo:<variant>, blip2, vlm, clip_interrogator, file:<prompts.csv>.")
     p.add_argument("--out", help="Output folder (default: evaluation.out_dir); rerun with the same one to resume.")
     p.add_argument("--config", help="YAML config (agents.eval.config.EvalConfig; a batch-job profile works too).")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Override a config key (repeatable).")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     p.add_argument("--arpo-results", help="Batch output folder with the 'arpo' method's results (evaluation.arpo_results).")
     p.add_argument("--seeds", help="Comma-separated generation seeds (evaluation.seeds), e.g. 0,1,2.")
     p.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")

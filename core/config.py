@@ -103,6 +103,12 @@ def override_value(raw: str) -> Any:
     return value
 
 
+#: The ``--set`` help every command line shares (the rule is parse_value's).
+SET_HELP = ("Override a config key (repeatable), e.g. --set agent.max_steps=5. VALUE is read as one YAML flow value "
+            "(number, true/false, null, \"quoted\", [list], {mapping}); anything else is kept as literal text, so "
+            "--set agent.init_prompt=Content: a cat sets that string. Quote to force a string: --set 'x=\"1984\"'.")
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split ``a.b.c=value`` into a key path and its value (see :func:`override_value`)."""
     if "=" not in text:
