@@ -68,10 +68,13 @@ async def optimise(
         reference_path, work_dir = _inside(reference_path, base_dir), _inside(work_dir, base_dir)
     source = str(reference_path)
     snapshot = await graph.aget_state(config)
-    if snapshot.values and not snapshot.next:
+    # Finished means no task is left at all. ``snapshot.next`` leaves out a task whose writes
+    # were saved (a crash between a node's writes and the step's checkpoint) while ``values``
+    # already holds them: such a thread is unfinished, and resuming applies them and goes on.
+    if snapshot.values and not snapshot.tasks:
         return result_from_state(snapshot.values, source)
-    run_input = None if snapshot.next else initial_state(image_id, str(reference_path), str(work_dir),
-                                                          init_prompt or cfg.init_prompt)
+    run_input = None if snapshot.tasks else initial_state(image_id, str(reference_path), str(work_dir),
+                                                           init_prompt or cfg.init_prompt)
     try:
         async for update in graph.astream(run_input, config, durability="sync", stream_mode="updates"):
             if on_node is not None:

@@ -70,6 +70,7 @@ def prepare_output(image_dir: Path, out_dir: Path, cfg: ArpoConfig, on_change: O
     try:
         stack.enter_context(exclusive_output(out_dir))
         identity = open_job(out_dir, cfg, on_change)
+        remove_stale_temp_files(out_dir)
     except (OutputFolderBusy, OSError) as exc:
         stack.close()
         raise SetupError(str(exc)) from None
@@ -77,6 +78,22 @@ def prepare_output(image_dir: Path, out_dir: Path, cfg: ArpoConfig, on_change: O
         stack.close()
         raise
     return stack, identity
+
+
+def remove_stale_temp_files(out_dir: Path) -> int:
+    """Delete the temporary files of atomic writes a killed run left behind (``.<name>.<random>.tmp``).
+
+    Only under the output folder's lock: no other writer can be mid-write. No record
+    ever points at one (the rename is what publishes a file), so nothing is lost.
+    """
+    removed = 0
+    for path in out_dir.rglob(".*.tmp"):
+        if path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed += 1
+    if removed:
+        log.info("removed %d temporary file(s) left by an interrupted run", removed)
+    return removed
 
 
 async def run_batch(cfg: ArpoConfig, image_dir: str | Path, out_dir: str | Path, roles: Any,

@@ -231,3 +231,18 @@ def test_the_evaluation_reads_another_jobs_log_without_repairing_it(tmp_path):
     (tmp_path / LOCK_FILE).write_text("")
     assert set(load_results(tmp_path)) == {"a"}
     assert log.read_text() == text  # a running job's half-written line is left alone
+
+
+def test_temp_files_of_a_killed_write_are_removed_under_the_lock(tmp_path):
+    from agents.batch.runner import remove_stale_temp_files
+
+    out = tmp_path / "out"
+    (out / "images" / "a").mkdir(parents=True)
+    stale = [out / ".results.csv.abc.tmp", out / "images" / "a" / ".00_seed0.png.x1y2.tmp"]
+    for p in stale:
+        p.write_bytes(b"partial")
+    keep = [out / "images" / "a" / "00_seed0.png", out / ".batch.lock"]
+    for p in keep:
+        p.write_bytes(b"x")
+    assert remove_stale_temp_files(out) == 2
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in keep)
