@@ -43,8 +43,12 @@ STYLE_WORDS = (
     "depth of field", "black and white", "soft focus", "high detail",
 )
 _STYLE_RE = re.compile(r"(?<!\w)(?:" + "|".join(re.escape(w) for w in sorted(STYLE_WORDS, key=len, reverse=True)) + r")s?(?!\w)")
-_LABEL_RE = re.compile(r"(?im)^\s*(content|style)\s*:\s*|(?<=\S)\s+(content|style)\s*:\s*")
-_SPLIT_RE = re.compile(r"\s*[,;\n]\s*")
+# A "Content:" / "Style:" label at the start of the text or of a line, or after spaces.
+# Each space run is scanned from its start only: "^\s*label" tried at every line start of
+# a run of blank lines, and "\s*[,;\n]" at every space of a run, were quadratic in the run.
+_LABEL_RE = re.compile(r"(?im)(?:\A\s*|^|(?<=\S)\s+)(content|style)\s*:\s*")
+# Fragments are split at these; the spaces around them go with _split's whitespace collapse.
+_SPLIT_RE = re.compile(r"[,;\n]")
 
 
 def normalise(text: str) -> str:
@@ -136,12 +140,12 @@ class PromptParts:
 
     @classmethod
     def _from_labelled(cls, pieces: list) -> "PromptParts":
-        # re.split with two groups yields: lead, label1, label2, text, label1, label2, text, ...
+        # re.split with one group yields: lead, label, text, label, text, ...
         lead, rest = pieces[0], pieces[1:]
         parts: dict[str, list[str]] = {"content": _split(lead), "style": []}
-        for i in range(0, len(rest), 3):
-            label = (rest[i] or rest[i + 1]).lower()
-            parts[label].extend(_split(rest[i + 2]))
+        for i in range(0, len(rest), 2):
+            # casefold, not lower: the case-blind regex also matches "ſtyle" (long s)
+            parts[rest[i].casefold()].extend(_split(rest[i + 1]))
         if not parts["content"] and not parts["style"]:
             raise ValueError("the initial prompt has Content:/Style: labels but no fragments")
         return cls(tuple(parts["content"]), tuple(parts["style"]))

@@ -1,7 +1,10 @@
 """Content/style prompt representation (thesis Table 4.1)."""
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from agents.prompt_parts import Fragment, PromptParts, classify_fragment
+from agents.prompt_parts import Fragment, PromptParts, classify_fragment, normalise
+from tests.agents.test_parsing import assert_linear
 
 
 def test_render_puts_content_first_and_labelled_keeps_parts_apart():
@@ -66,3 +69,41 @@ def test_fragment_validates():
     with pytest.raises(ValueError):
         Fragment("  ", "style")
     assert Fragment.from_dict(Fragment("a", "style").to_dict()) == Fragment("a", "style")
+
+
+def test_from_text_labels_after_blank_lines_and_in_any_case():
+    p = PromptParts.from_text("Content: a lighthouse,\n\n\n\n  stormy sea\n\n\n\nSTYLE :  oil painting")
+    assert p == PromptParts(("a lighthouse", "stormy sea"), ("oil painting",))
+    # the case-blind label match also takes a long s; it used to raise KeyError('ſtyle')
+    assert PromptParts.from_text("Content: a cat ſtyle: watercolor") == PromptParts(("a cat",), ("watercolor",))
+
+
+# Long runs of what made the label and separator regexes backtrack: blank lines, spaces, tabs.
+RUN = st.tuples(st.sampled_from([" ", "\t", "\n", "\r\n", ",", ";", ":", " :", "content:", "Style:", "a", "oil painting"]),
+                st.integers(1, 300)).map(lambda t: t[0] * t[1])
+ADVERSARIAL = st.lists(st.one_of(RUN, st.text(max_size=20)), max_size=8).map("".join)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ADVERSARIAL)
+def test_from_text_on_adversarial_text_gives_clean_fragments_or_refuses(text):
+    try:
+        parts = PromptParts.from_text(text)
+    except ValueError as e:
+        assert "empty" in str(e) or "no fragments" in str(e)
+        return
+    for frag in (*parts.content, *parts.style):
+        assert frag and frag == " ".join(frag.split()) and not any(c in frag for c in ",;\n")
+        assert normalise(frag) == " ".join(frag.casefold().split()).strip(" .,;:!?\"'`")
+
+
+# (family, make(n), n): n is small where main's quadratic regexes would take minutes at 8n
+ADVERSARIAL_FAMILIES = [
+    ("blank lines between fragments", lambda n: "a" + "\n" * n + "b", 3000),
+    ("spaces between fragments", lambda n: "a" + " " * n + "b", 3000),
+]
+
+
+@pytest.mark.parametrize("make, n", [f[1:] for f in ADVERSARIAL_FAMILIES], ids=[f[0] for f in ADVERSARIAL_FAMILIES])
+def test_from_text_time_is_linear_in_the_prompt_length(make, n):
+    assert_linear(PromptParts.from_text, make, n)
