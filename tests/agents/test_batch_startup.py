@@ -113,9 +113,15 @@ def test_stopping_closes_every_role_and_leaves_no_process_of_the_local_ray():
     pids = asyncio.run(_child_pids(roles))
     assert all(psutil.pid_exists(p) for p in pids)
     stop_ray_and_roles(RunningRoles(roles, True, earlier))
-    for pid in pids:
-        assert not psutil.pid_exists(pid) or not _alive(psutil.Process(pid))
+    assert [pid for pid in pids if _pid_alive(pid)] == []
     assert [p for p in psutil.Process().children(recursive=True) if p.pid not in earlier and _alive(p)] == []
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        return _alive(psutil.Process(pid))
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _alive(proc: psutil.Process) -> bool:
