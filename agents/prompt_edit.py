@@ -123,7 +123,9 @@ def _phrase(spec: str, pos: int, marker: str, stop: str) -> tuple[str, int]:
             raise EditSpecError(f"{spec!r}: unexpected {spec[pos]!r} after the closing quote at position {pos}")
     else:
         # Unquoted: up to whitespace followed by the next marker (or ',' / ';' for the replacement).
-        pattern = r"\s+\+" if stop == "+" else r"\s+-|\s*[,;]"
+        # Each run of whitespace is tried from its first character only (the look-behind):
+        # a search from every position inside a long run would make this quadratic.
+        pattern = r"(?<!\s)\s+\+" if stop == "+" else r"(?<!\s)\s+-|(?<!\s)\s*[,;]"
         match = re.compile(pattern).search(spec, pos)
         end = match.start() if match else len(spec)
         phrase, pos = spec[pos:end], end
