@@ -72,6 +72,24 @@ def test_bad_specs_say_why(spec, match):
 
 # --------------------------------------------------------------------------- content / style
 
+def test_spec_parsing_is_linear_in_long_whitespace_runs():
+    import time
+
+    def cost(n: int) -> float:
+        spec = "-a" + " " * n + "b +c" + " " * n + "d"
+        best = float("inf")
+        for _ in range(3):
+            start = time.thread_time()
+            subs = parse_substitutions(spec)
+            best = min(best, time.thread_time() - start)
+        assert [(s.old, s.new) for s in subs] == [("a b", "c d")]
+        return best
+
+    small, large = cost(5_000), cost(40_000)
+    # quadratic would be 64x for 8x the length (old code: ~0.2 s at 40k spaces)
+    assert large < 20 * max(small, 1e-4)
+
+
 def test_content_only_edit_keeps_the_style():
     out = apply_edit(PARTS, PromptEdit(content="a red fox in the snow, pine trees"))
     assert out == PromptParts(("a red fox in the snow", "pine trees"), PARTS.style)
