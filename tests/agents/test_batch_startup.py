@@ -66,23 +66,6 @@ def test_roles_not_ready_in_time_are_named():
         asyncio.run(_wait_ready([_Silent(), _Ready()], timeout_s=0.2))
 
 
-class EngineLike:
-    """Starts a helper process as vLLM's AsyncLLM starts its engine core, and stops it in aclose."""
-
-    def __init__(self, cfg):
-        self.proc = subprocess.Popen(["sleep", "600"], start_new_session=True)
-
-    async def ping(self):
-        return True
-
-    async def child_pid(self):
-        return self.proc.pid
-
-    async def aclose(self):
-        self.proc.kill()
-        self.proc.wait()
-
-
 class Leaky:
     """Leaves a detached process behind and has no aclose: only the sweep of Ray's process tree ends it."""
 
@@ -94,6 +77,14 @@ class Leaky:
 
     async def child_pid(self):
         return self.proc.pid
+
+
+class EngineLike(Leaky):
+    """Starts a helper process as vLLM's AsyncLLM starts its engine core, and stops it in aclose."""
+
+    async def aclose(self):
+        self.proc.kill()
+        self.proc.wait()
 
 
 @dataclass
