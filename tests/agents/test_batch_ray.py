@@ -33,8 +33,10 @@ def kit_config(tmp_path_factory) -> Path:
     kit = tmp_path_factory.mktemp("kit")
     sections = {
         "t2i": t2i.build(kit),
-        "llm": llm.build(kit / "llm"),
-        "vlm": vlm.build(kit / "vlm"),
+        # vLLM for both chat roles, as the README's offline profile: its engine-core and worker
+        # processes are what a job must not leave behind.
+        "llm": llm.build(kit / "llm", backend="vllm"),
+        "vlm": vlm.build(kit / "vlm", backend="vllm"),
         "captioner": captioner.build(kit),
         "clip": clip.build(kit),
         "agent": {"framework": "enhanced", "max_steps": 2, "seeds": [0]},
