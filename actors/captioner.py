@@ -1,5 +1,7 @@
 """Captioner role: BLIP2 or any transformers image-to-text model (AutoProcessor +
-AutoModelForImageTextToText), greedy decoding, batched across callers by ``CaptionerServer``.
+AutoModelForImageTextToText), greedy decoding, batched across callers by ``CaptionerServer``;
+or, with ``backend: vlm``, the VLM role's model asked for a caption (``VLMCaptioner``, which
+runs inside the actor serving the VLM: see actors/role_groups.py).
 """
 from __future__ import annotations
 
@@ -60,6 +62,9 @@ class CaptionerServer:
     """Async captioning service: concurrent ``caption`` calls share one ``generate`` (the Ray actor wraps it)."""
 
     def __init__(self, cfg: CaptionerConfig, model: Optional[CaptionerModel] = None):
+        if cfg.backend != "transformers" and model is None:
+            raise ValueError(f"captioner.backend is {cfg.backend!r}: the captioner has no model of its own and is served "
+                             "by the VLM's actor (actors.ray_actors.start_roles starts it there), not by CaptionerServer")
         self.cfg = cfg
         self.model = model if model is not None else CaptionerModel(cfg)
         self._batcher = MicroBatcher(self.model.caption_batch, cfg.batching.max_batch_size, cfg.batching.max_wait_ms)
@@ -73,3 +78,41 @@ class CaptionerServer:
 
     async def ping(self) -> dict:
         return {"ok": True, "role": "captioner", "model": self.cfg.model, "device": self.model.device}
+
+
+def first_caption_line(text: str) -> str:
+    """The first non-empty line of a VLM's answer, without surrounding quotes or a leading 'Caption:'."""
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    if line.lower().startswith("caption:"):
+        line = line[len("caption:"):].strip()
+    if len(line) >= 2 and line[0] == line[-1] and line[0] in "\"'":
+        line = line[1:-1].strip()
+    return line
+
+
+class VLMCaptioner:
+    """The captioner role answered by a VLM: ``caption(image)`` asks ``vlm.chat`` with ``cfg.vlm_prompt``.
+
+    ``vlm`` is anything with the VLM role's ``chat`` (in production the VLM server in the same
+    actor, so its engine and its cross-caller batching serve the captions too). Decoding is
+    greedy and at most ``max_new_tokens`` long, like the transformers captioner's.
+    """
+
+    def __init__(self, cfg: CaptionerConfig, vlm):
+        self.cfg = cfg
+        self.vlm = vlm
+        self.calls = 0
+
+    async def caption(self, image: np.ndarray) -> str:
+        check_rgb_uint8(image, "image")
+        messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": self.cfg.vlm_prompt}]}]
+        answer = await self.vlm.chat(messages, {"temperature": 0.0, "max_new_tokens": self.cfg.max_new_tokens})
+        self.calls += 1
+        return first_caption_line(answer)
+
+    async def stats(self) -> dict:
+        return {"role": "captioner", "backend": "vlm", "calls": self.calls}
+
+    async def ping(self) -> dict:
+        vlm = await self.vlm.ping()
+        return {"ok": True, "role": "captioner", "backend": "vlm", "model": vlm.get("model"), "engine": vlm.get("engine")}

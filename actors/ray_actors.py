@@ -6,15 +6,24 @@ resources: fractional ``num_gpus`` so small models can share a GPU, ``max_restar
 a dead actor comes back (reloading its model), ``max_task_retries`` so the call that was
 in flight when it died is retried on the restarted actor, and a high ``max_concurrency``
 so many optimisations can queue calls that the server batches.
+
+Roles that share an actor (one chat engine for the LLM and the VLM, captions from the VLM:
+actors/role_groups.py) get one ``ChatGroupServer`` actor and one client per role, each
+routing its calls to its role inside that actor.
 """
 from __future__ import annotations
 
 import importlib
 import itertools
+import logging
+import os
 from typing import Any, Sequence
 
 from actors.config import ResourceConfig
+from actors.role_groups import engine_differences, plan_groups, role_groups  # noqa: F401  (role_groups: re-exported)
 from actors.roles import Roles
+
+log = logging.getLogger(__name__)
 
 # role name -> "module:ServerClass"; imported only when the role is started.
 ROLE_SERVERS = {
@@ -24,6 +33,8 @@ ROLE_SERVERS = {
     "captioner": "actors.captioner:CaptionerServer",
     "clip": "actors.clip_scorer:ClipServer",
 }
+#: The server of an actor answering several roles over one chat engine.
+GROUP_SERVER = "actors.chat.server:ChatGroupServer"
 
 
 def import_server(spec: str) -> type:
@@ -50,14 +61,22 @@ class RoleClient:
     """Awaitable facade over one or more actors of a role: ``await client.method(...)``.
 
     Calls are spread round-robin over the replicas; each replica batches the calls it gets.
+    With ``route`` the actors serve several roles (a ``ChatGroupServer``) and every call goes
+    to ``route``'s interface inside them: ``await client.chat(...)`` is ``call(route, "chat", ...)``.
     """
 
-    def __init__(self, role: str, handles: Sequence[Any]):
+    def __init__(self, role: str, handles: Sequence[Any], route: str | None = None):
         if not handles:
             raise ValueError(f"role {role!r} has no actors")
         self.role = role
+        self.route = route
         self.handles = list(handles)
         self._next = itertools.cycle(range(len(self.handles)))
+
+    def _remote(self, handle: Any, method: str, *args, **kwargs):
+        if self.route is not None:
+            return handle.call.remote(self.route, method, *args, **kwargs)
+        return getattr(handle, method).remote(*args, **kwargs)
 
     def __getattr__(self, method: str):
         if method.startswith("_"):
@@ -65,14 +84,14 @@ class RoleClient:
 
         async def call(*args, **kwargs):
             handle = self.handles[next(self._next)]
-            return await getattr(handle, method).remote(*args, **kwargs)
+            return await self._remote(handle, method, *args, **kwargs)
 
         call.__name__ = method
         return call
 
     async def broadcast(self, method: str, *args, **kwargs) -> list:
         """Call ``method`` on every replica (e.g. ``stats``, ``ping``)."""
-        return [await getattr(h, method).remote(*args, **kwargs) for h in self.handles]
+        return [await self._remote(h, method, *args, **kwargs) for h in self.handles]
 
     def kill(self) -> None:
         import ray
@@ -99,11 +118,34 @@ class RoleClient:
         self.kill()
 
 
-def start_role(role: str, server: type | str, cfg: Any, res: ResourceConfig) -> RoleClient:
-    """Start ``res.num_replicas`` actors of ``server(cfg)`` and return their client."""
+def with_log_file(cls: type, log_file: str | os.PathLike) -> type:
+    """``cls`` whose instances first send their process's output to ``log_file`` (appended), before
+    the server's own ``__init__`` loads a model: logging, print, and what native code and child
+    processes (a vLLM engine core) write to stdout / stderr (core.log_files.redirect_output).
+    The file must be writable where the actor runs: on a cluster's worker nodes a path on the
+    driver's machine usually is not, so a job passes one only to a local Ray."""
+    path = os.fspath(log_file)
+
+    def __init__(self, *args, **kwargs):
+        from core.log_files import redirect_output
+
+        redirect_output(path)
+        cls.__init__(self, *args, **kwargs)
+
+    return type(cls.__name__, (cls,), {"__init__": __init__, "__doc__": cls.__doc__})
+
+
+def start_role(role: str, server: type | str, cfg: Any, res: ResourceConfig,
+               log_file: str | os.PathLike | None = None) -> RoleClient:
+    """Start ``res.num_replicas`` actors of ``server(cfg)`` and return their client.
+
+    ``log_file``: each actor appends its output there (see :func:`with_log_file`) instead of
+    Ray's worker logs; None keeps Ray's own logging."""
     import ray
 
     cls = import_server(server) if isinstance(server, str) else server
+    if log_file is not None:
+        cls = with_log_file(cls, log_file)
     remote_cls = ray.remote(cls)
     handles = [remote_cls.options(**actor_options(res)).remote(cfg) for _ in range(res.num_replicas)]
     return RoleClient(role, handles)
@@ -122,11 +164,33 @@ async def stop_roles(*clients: RoleClient, timeout_s: float = 30.0) -> None:
     """Close every role's actors (see :meth:`RoleClient.close`)."""
     import asyncio
 
-    await asyncio.gather(*(c.close(timeout_s) for c in clients))
+    # Clients of roles that share actors (RoleClient(route=...)) close those actors once.
+    unique: dict[Any, RoleClient] = {}
+    for client in clients:
+        handles = getattr(client, "handles", None)
+        unique.setdefault(frozenset(handles) if handles else id(client), client)
+    await asyncio.gather(*(c.close(timeout_s) for c in unique.values()))
 
 
-def start_roles(cfg: Any) -> Roles:
-    """Start one actor (or pool) per role from an ArpoConfig-like object with t2i/llm/vlm/captioner/clip sections."""
-    clients = {role: start_role(role, spec, getattr(cfg, role), getattr(cfg, role).resources)
-               for role, spec in ROLE_SERVERS.items()}
-    return Roles(**clients)
+def start_roles(cfg: Any, log_dir: str | os.PathLike | None = None) -> Roles:
+    """Start the actors of an ArpoConfig-like object with t2i/llm/vlm/captioner/clip sections: one
+    actor (or pool) per group of actors/role_groups.py, one client per role.
+
+    ``log_dir``: each group's actors write their output to ``<log_dir>/<group>.log`` (a role
+    of its own: ``<role>.log``; a shared actor: e.g. ``llm+vlm.log``)."""
+    clients: dict[str, RoleClient] = {}
+    for group in plan_groups(cfg):
+        log_file = None if log_dir is None else os.path.join(log_dir, f"{group.name}.log")
+        if not group.shared:
+            role = group.roles[0]
+            clients[role] = start_role(role, ROLE_SERVERS[role], getattr(cfg, role), group.resources, log_file=log_file)
+            continue
+        sections = {role: getattr(cfg, role) for role in group.roles}
+        shared = start_role(group.name, GROUP_SERVER, sections, group.resources, log_file=log_file)
+        for role in group.roles:
+            clients[role] = RoleClient(role, shared.handles, route=role)
+        log.info("roles %s share one actor (one model, one engine)", ", ".join(group.roles))
+    if clients["llm"].route is None and cfg.llm.model == cfg.vlm.model:
+        log.warning("llm and vlm name the same model but differ in %s: two engines load it (make those equal to share one)",
+                    ", ".join(engine_differences(cfg.llm, cfg.vlm)))
+    return Roles(**{role: clients[role] for role in ("t2i", "llm", "vlm", "captioner", "clip")})

@@ -1,10 +1,18 @@
-"""The ARPO batch job: reverse prompts for every image in a folder (a thin shell over agents.batch).
+"""The ARPO batch job: reverse prompts for every image in a folder, or for given files (a thin shell over agents.batch).
 
 Usage::
 
-    python -m agents.batch_reverse --dir images/ [--out DIR] [--config FILE]
-                                   [--set key=value ...] [--concurrency N] [--dry-run]
-                                   [--settings-changed refuse|fresh]
+    python -m agents.batch_reverse (--dir images/ | --image a.png [--image b.jpg ...])
+                                   [--out DIR] [--config FILE] [--set key=value ...]
+                                   [--concurrency N] [--dry-run] [--settings-changed refuse|fresh]
+                                   [--captions-txt] [--captions-beside-images] [--verbose]
+
+(installed as the command ``expectdiff-reverse`` too).
+
+The console shows one progress bar and warnings and errors; the driver's log, Ray's and
+every model role's output go to ``OUT/logs/`` (agents.batch.console); ``--verbose`` puts
+everything back on the console. Each finished image's best prompt is also a training
+caption in ``OUT/captions.jsonl`` (agents.batch.captions).
 
 Without a cluster address (``ray.address`` in the config, or ``RAY_ADDRESS`` as set by
 ``ray job submit -- python -m agents.batch_reverse ...``) it starts a local, loopback-only
@@ -13,17 +21,18 @@ images; up to ``--concurrency`` optimisations run at once on one asyncio loop, s
 one compiled graph and one checkpointer (agents.batch.runner).
 
 Start-up fails fast, in this order, before any model loads: the config, the folders
-(``--out`` may not be ``--dir`` or contain it), the output folder's lock (one job per
-folder), the settings check against the folder's earlier runs (agents.batch.identity),
-the cluster's capacity for every role; then the roles must load within
-``job.startup_timeout_s``.
+(``--out`` may not be ``--dir`` or contain it; no ``--image`` file may lie inside
+``--out``), the output folder's lock (one job per folder), the settings check against the
+folder's earlier runs (agents.batch.identity), the cluster's capacity for every role; then
+the roles must load within ``job.startup_timeout_s``.
 
 Exit status:
     0    every image finished
     1    the batch ran to the end but some images failed (see results.jsonl / report.html)
-    2    setup error: bad arguments or config, missing image folder or no images in it,
-         --out overlapping --dir, output folder busy, settings changed, the cluster cannot
-         hold the roles, a model role failed to load or was not ready in time
+    2    setup error: bad arguments or config, missing image folder or no images in it, a
+         missing --image file or one inside --out, --out overlapping --dir, output folder busy,
+         settings changed, the cluster cannot hold the roles, a model role failed to load or
+         was not ready in time
     3    fatal error during the run: results could not be written (e.g. disk full);
          what was written before is intact, rerun to resume
     130  interrupted (Ctrl-C / SIGTERM): nothing new was started, running optimisations
@@ -34,19 +43,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 import traceback
 from pathlib import Path
 from typing import Optional, TextIO
 
+from agents.batch.captions import CAPTIONS_JSONL, CaptionOptions
+from agents.batch.console import JobLogging, log_dir
 from agents.batch.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP_ERROR, EXIT_SOME_FAILED, SetupError
 from agents.batch.identity import fingerprint, result_settings
-from agents.batch.plan import check_folders, plan_work
+from agents.batch.plan import ImageSource
 from agents.batch.runner import BatchOutcome, prepare_output, run_batch
 from agents.batch.startup import start_ray_and_roles, stop_ray_and_roles
 from agents.config import ArpoConfig
 from agents.results import RESULTS_JSONL, ResultsLog
+from core.cli import prog_name
 from core.config import SET_HELP, ConfigError, load_config
 
 __all__ = ["EXIT_FATAL", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_SETUP_ERROR", "EXIT_SOME_FAILED", "SetupError", "main"]
@@ -58,9 +71,10 @@ DEFAULT_OUT = "outputs/arpo"
 EPILOG = """exit status:
   0    every image finished
   1    the batch ran to the end but some images failed (see results.jsonl / report.html)
-  2    setup error: bad arguments or config, missing image folder or no images in it, --out overlapping
-       --dir, output folder busy, settings changed (see --settings-changed), the cluster cannot hold
-       the roles, a model role failed to load or was not ready within job.startup_timeout_s
+  2    setup error: bad arguments or config, missing image folder or no images in it, a missing --image
+       file or one inside --out, --out overlapping --dir, output folder busy, settings changed (see
+       --settings-changed), the cluster cannot hold the roles, a model role failed to load or was not
+       ready within job.startup_timeout_s
   3    fatal error during the run: results could not be written (e.g. disk full)
   130  interrupted (Ctrl-C / SIGTERM); rerun the same command to resume
 """
@@ -68,10 +82,15 @@ EPILOG = """exit status:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m agents.batch_reverse",
-        description="Reverse prompts (ARPO) for every image in a folder, on Ray.",
+        prog=prog_name("agents.batch_reverse"),
+        description="Reverse prompts (ARPO) for every image in a folder, or for a few given files, on Ray.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dir", required=True, help="Folder of reference images (searched recursively).")
+    images = parser.add_mutually_exclusive_group(required=True)
+    images.add_argument("--dir", help="Folder of reference images (searched recursively).")
+    images.add_argument("--image", action="append", metavar="FILE",
+                        help="A reference image file, instead of --dir (repeatable: --image a.png --image b.jpg). "
+                             "Its display name is the file's name, or the shortest tail of its path that tells "
+                             "same-named files apart; it may not lie inside --out.")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"Output folder; rerun with the same one to resume (default {DEFAULT_OUT}).")
     parser.add_argument("--config", help="YAML config file (agents.config.ArpoConfig); default: built-in defaults.")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
@@ -80,7 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="When settings that change results differ from the output folder's earlier runs: "
                              "refuse (default; the changes are listed) or start every image afresh under the new settings.")
     parser.add_argument("--dry-run", action="store_true", help="List what would run (and what is already finished), then exit without starting Ray.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
+    parser.add_argument("--captions-txt", action="store_true",
+                        help=f"Also write each image's caption (best prompt) as a .txt in a mirror tree under OUT/captions/ "
+                             f"(OUT/{CAPTIONS_JSONL} is always written).")
+    parser.add_argument("--captions-beside-images", action="store_true",
+                        help="Also write each image's caption as <stem>.txt next to the image, inside the image folder "
+                             "(replacing a .txt of that name); off unless asked.")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="Everything on the console: debug logging, Ray's messages and the model roles' output "
+                             "(by default they go to OUT/logs/ and the console shows the progress bar, warnings and errors).")
     return parser
 
 
@@ -94,13 +121,12 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def dry_run(cfg: ArpoConfig, image_dir: Path, out_dir: Path, stream: TextIO) -> int:
-    if not image_dir.is_dir():
-        raise SetupError(f"{image_dir}: no such image folder")
-    check_folders(image_dir, out_dir)
-    items = plan_work(image_dir.resolve(), out_dir.resolve(), cfg.job.max_file_bytes)
+def dry_run(cfg: ArpoConfig, image_dir: "Path | ImageSource", out_dir: Path, stream: TextIO) -> int:
+    source = ImageSource.of(image_dir)
+    source.check(out_dir)
+    items = source.plan(out_dir, cfg.job.max_file_bytes)
     if not items:
-        raise SetupError(f"{image_dir}: no image files found")
+        raise SetupError(f"{source.describe()}: no image files found")
     results_path = out_dir / RESULTS_JSONL
     previous = {r["image_id"]: r for r in ResultsLog(results_path, repair=False).records()} if results_path.exists() else {}
     current = fingerprint(result_settings(cfg))
@@ -120,13 +146,19 @@ def dry_run(cfg: ArpoConfig, image_dir: Path, out_dir: Path, stream: TextIO) -> 
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    """The command line; returns the exit status (usable as a console-script entry point)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: 0 for --help, 2 for bad arguments
         return int(exc.code or 0)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    image_dir, out_dir = Path(args.dir), Path(args.out)
+    with JobLogging(verbose=args.verbose) as logs:
+        return _main(args, logs, sys.argv[1:] if argv is None else list(argv))
+
+
+def _main(args: argparse.Namespace, logs: JobLogging, argv: list[str]) -> int:
+    source = ImageSource(folder=Path(args.dir)) if args.dir is not None else ImageSource(files=tuple(map(Path, args.image)))
+    out_dir = Path(args.out)
     try:
         cfg = load_config(ArpoConfig, args.config, args.set)
     except ConfigError as exc:
@@ -134,18 +166,28 @@ def main(argv: Optional[list[str]] = None) -> int:
         return EXIT_SETUP_ERROR
     try:
         if args.dry_run:
-            return dry_run(cfg, image_dir, out_dir, sys.stdout)
-        lock, identity = prepare_output(image_dir, out_dir, cfg, args.settings_changed)
+            return dry_run(cfg, source, out_dir, sys.stdout)
+        lock, identity = prepare_output(source, out_dir, cfg, args.settings_changed)
     except SetupError as exc:
         print(f"setup error: {exc}", file=sys.stderr)
         return EXIT_SETUP_ERROR
     with lock:
-        return _run_with_roles(cfg, image_dir, out_dir, identity, args)
+        job_log = logs.open_job_log(out_dir)
+        log.info("job started: %s", " ".join(argv))
+        if logs.quiet:
+            print(f"starting Ray and the model roles; logs: {job_log.parent}{os.sep}", file=sys.stderr)
+        return _run_with_roles(cfg, source, out_dir, identity, args, logs)
 
 
-def _run_with_roles(cfg: ArpoConfig, image_dir: Path, out_dir: Path, identity, args) -> int:
+def _run_with_roles(cfg: ArpoConfig, source: ImageSource, out_dir: Path, identity, args, logs: JobLogging) -> int:
     try:
-        running = start_ray_and_roles(cfg)
+        import ray  # noqa: F401 - its logger exists once imported: route it before Ray starts
+
+        logs.adopt_ray_logger()
+        if logs.quiet:
+            running = start_ray_and_roles(cfg, log_dir=log_dir(out_dir))
+        else:
+            running = start_ray_and_roles(cfg)
     except SetupError as exc:
         print(f"setup error: {exc}", file=sys.stderr)
         return EXIT_SETUP_ERROR
@@ -153,8 +195,9 @@ def _run_with_roles(cfg: ArpoConfig, image_dir: Path, out_dir: Path, identity, a
         print("interrupted while starting", file=sys.stderr)
         return EXIT_INTERRUPTED
     try:
-        outcome = asyncio.run(_main_async(cfg, image_dir, out_dir, running.roles, args.concurrency,
-                                          args.config or "<defaults>", identity))
+        outcome = asyncio.run(_main_async(cfg, source, out_dir, running.roles, args.concurrency,
+                                          args.config or "<defaults>", identity,
+                                          CaptionOptions(args.captions_txt, args.captions_beside_images)))
     except SetupError as exc:
         print(f"setup error: {exc}", file=sys.stderr)
         return EXIT_SETUP_ERROR
@@ -162,19 +205,21 @@ def _run_with_roles(cfg: ArpoConfig, image_dir: Path, out_dir: Path, identity, a
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
-        log.debug("fatal error:\n%s", traceback.format_exc())
+        log.info("fatal error:\n%s", traceback.format_exc())
         print(f"fatal error: {type(exc).__name__}: {exc}; results written so far are intact, rerun to resume", file=sys.stderr)
         return EXIT_FATAL
     finally:
         stop_ray_and_roles(running)
-    print(f"{outcome.done} done, {outcome.failed} failed, {outcome.skipped} already done, of {outcome.total} images"
-          f" in {outcome.elapsed_s:.1f}s; results: {out_dir / RESULTS_JSONL}, report: {out_dir / 'report.html'}",
-          file=sys.stderr)
+    summary = (f"{outcome.done} done, {outcome.failed} failed, {outcome.skipped} already done, of {outcome.total} images"
+               f" in {outcome.elapsed_s:.1f}s; results: {out_dir / RESULTS_JSONL}, report: {out_dir / 'report.html'}, "
+               f"captions: {out_dir / CAPTIONS_JSONL}")
+    log.info("%s", summary)
+    print(summary, file=sys.stderr)
     return outcome.exit_code
 
 
-async def _main_async(cfg: ArpoConfig, image_dir: Path, out_dir: Path, roles, concurrency: Optional[int], profile: str,
-                      identity) -> BatchOutcome:
+async def _main_async(cfg: ArpoConfig, source: ImageSource, out_dir: Path, roles, concurrency: Optional[int], profile: str,
+                      identity, captions: CaptionOptions = CaptionOptions()) -> BatchOutcome:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -190,7 +235,8 @@ async def _main_async(cfg: ArpoConfig, image_dir: Path, out_dir: Path, roles, co
             loop.add_signal_handler(signum, on_signal, signum)
         except (NotImplementedError, RuntimeError):  # not the main thread / not supported
             pass
-    return await run_batch(cfg, image_dir, out_dir, roles, concurrency, profile=profile, stop=stop, identity=identity)
+    return await run_batch(cfg, source, out_dir, roles, concurrency, profile=profile, stop=stop, identity=identity,
+                           captions=captions)
 
 
 if __name__ == "__main__":

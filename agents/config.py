@@ -58,7 +58,7 @@ class JobConfig(StrictModel):
     max_file_bytes: int = Field(1 << 30, ge=1, le=1 << 36, description="Image files larger than this many bytes (at most 68719476736 = 64 GiB) are refused (an error record) before they are read or hashed.")
     reference_max_side: int = Field(1024, ge=64, le=8192, description="The reference is stored (reference.png) with its longer side shrunk to at most this many pixels; the models see that copy (CLIP, the captioner and VLMs work far below it), so a huge source is decoded once, not at every step. Changes results: part of the settings fingerprint.")
     startup_timeout_s: float = Field(1800.0, gt=0, le=86_400, description="Most seconds to wait for every role to load its model (hub downloads included) before the job gives up with exit status 2.")
-    summary_refresh_s: float = Field(2.0, ge=0, le=3600, description="Least seconds (at most 3600) between rewrites of results.csv and report.html, which are rebuilt from every record (results.jsonl and the per-image folders are written as each image finishes; the summaries always catch up within this time and at the end). 0: after every image.")
+    summary_refresh_s: float = Field(2.0, ge=0, le=3600, description="Least seconds (at most 3600) between rewrites of results.csv, which is rebuilt from every record, and of report_summary.js (results.jsonl, the per-image folders with their detail pages and the report's rows are written as each image finishes; the summaries always catch up within this time and at the end). 0: after every image.")
 
 
 class ArpoConfig(StrictModel):

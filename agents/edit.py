@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from agents.config import ArpoConfig
-from agents.edit_strip import EDITS_JSON, edits_strip_for_report, read_edit_index, render_edits_strip  # noqa: F401 (edits_strip_for_report: API)
-from agents.html_text import esc
+from agents.edit_strip import EDITS_JSON, edits_figures, edits_strip_for_report, read_edit_index, render_edits_strip  # noqa: F401 (API)
+from agents.html_render import render
 from agents.images import save_png
 from agents.prompt_edit import EditSpecError, PromptEdit, apply_edit, parse_substitutions, parts_of_record
 from agents.prompt_parts import PromptParts
@@ -117,12 +117,7 @@ async def generate_edit(record: dict, result_dir: str | os.PathLike, edit: Promp
 def render_edits_page(record: dict, result_dir: Path, index: list[dict]) -> str:
     # result.json paths are relative to the batch output folder, two levels up (OUT/images/<name>/).
     out_prefix = _rel(result_dir.parent.parent, result_dir) + "/"
-    css = ("body{font-family:system-ui,sans-serif;margin:1.5em}.edits{display:flex;flex-wrap:wrap;gap:.8em}"
-           "figure{margin:0;width:200px}figure img{max-width:192px;max-height:192px;display:block}"
-           ".prompt{font-size:.8em;white-space:pre-wrap;background:#f6f6f6;padding:.3em}")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Prompt edits</title>"
-            f"<style>{css}</style></head><body><h1>Prompt edits: {esc(record.get('source'))}</h1>"
-            f"{render_edits_strip(record, index, '', out_prefix)}</body></html>\n")
+    return render("edits_page.html", source=record.get("source"), figures=edits_figures(record, index, "", out_prefix))
 
 
 # --------------------------------------------------------------------------- CLI
@@ -188,22 +183,33 @@ def main(argv: Optional[list[str]] = None) -> int:
             import ray
 
             ray.shutdown()
-    report = refresh_batch_report(result_dir.resolve().parent.parent, cfg, args.config or "<defaults>")
+    report = refresh_batch_report(result_dir.resolve().parent.parent, cfg, args.config or "<defaults>", result_dir)
     print(f"{outcome.prompt}\n-> {', '.join(str(p) for p in outcome.images)}\nside by side: {result_dir / EDITS_HTML}"
-          + (f"; batch report updated: {report}" if report else ""))
+          + (f"; batch report page updated: {report}" if report else ""))
     return 0
 
 
-def refresh_batch_report(out_dir: Path, cfg: ArpoConfig, profile: str) -> Optional[Path]:
-    """Rewrite the batch job's report.html so it shows the new edits (None when ``out_dir`` is no batch output)."""
-    from agents.report import ReportHeader, random_weight_roles, write_report
+def refresh_batch_report(out_dir: Path, cfg: ArpoConfig, profile: str, result_dir: Optional[Path] = None) -> Optional[Path]:
+    """Rewrite the detail page of the edited image so it shows the new edits (its folder is
+    ``result_dir``; None: every image's page); returns that page, or None when ``out_dir`` is
+    no batch output or holds no record of it. An output folder without the results browser
+    (made before it existed) gets the whole browser built."""
+    from agents.report import REPORT_HTML, ROWS_JS, ReportHeader, detail_page_path, random_weight_roles, write_detail_page, write_report
     from agents.results import RESULTS_JSONL, ResultsLog
 
     if not (out_dir / RESULTS_JSONL).is_file():
         return None
     records = ResultsLog(out_dir / RESULTS_JSONL, repair=False).records()
     header = ReportHeader(profile=profile, random_weight_roles=random_weight_roles(cfg), total=len(records))
-    return write_report(out_dir, records, header)
+    if not (out_dir / REPORT_HTML).is_file() or not (out_dir / ROWS_JS).is_file():
+        write_report(out_dir, records, header)
+    target = result_dir.resolve() if result_dir is not None else None
+    written = None
+    for record in records:
+        page = detail_page_path(out_dir, record)
+        if page is not None and (target is None or page.parent == target):
+            written = write_detail_page(out_dir, record, header) or written
+    return written
 
 
 if __name__ == "__main__":

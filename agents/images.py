@@ -188,12 +188,3 @@ def save_png(array: np.ndarray) -> bytes:
     Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
 
-
-def shrink_to(array: np.ndarray, max_side: int) -> np.ndarray:
-    """``array`` with its longer side at most ``max_side`` pixels (Lanczos); smaller images are returned as they are."""
-    height, width = array.shape[:2]
-    if max(height, width) <= max_side:
-        return array
-    scale = max_side / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(Image.fromarray(array).resize(size, Image.Resampling.LANCZOS), dtype=np.uint8)

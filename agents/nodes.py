@@ -24,7 +24,7 @@ from agents.config import AgentConfig, JobConfig
 from agents.images import load_rgb, save_png
 from agents.prompt_parts import Fragment, PromptParts
 from agents.results import atomic_write_bytes
-from agents.selection import checked_scores, greedy_select, token_budget
+from agents.selection import candidate_outcomes, checked_scores, greedy_select, token_budget
 from agents.state import (STOP_MAX_STEPS, STOP_NO_CANDIDATES, STOP_NO_IMPROVEMENT, STOP_PATIENCE,
                           STOP_TOKEN_LIMIT, ArpoState)
 
@@ -156,7 +156,9 @@ async def diff(state: ArpoState, deps: NodeDeps) -> dict:
     else:
         reference, generated = await asyncio.gather(_load(state["reference_path"], deps), _load(_generated_path(state), deps))
         diffs = await chat_steps.compare_images(deps.roles.vlm, reference, generated)
-    return {"differences": diffs}
+    # recorded in this iteration's record too, for the report (the state keys are cleared each iteration)
+    history = _with_last(state["history"], description=state.get("generated_description"), differences=diffs)
+    return {"differences": diffs, "history": history}
 
 
 async def propose(state: ArpoState, deps: NodeDeps) -> dict:
@@ -180,7 +182,7 @@ async def select(state: ArpoState, deps: NodeDeps) -> dict:
 
     fits = token_budget(deps.roles.t2i.count_tokens, deps.token_budget)
     sel = await greedy_select(parts, cands, score, base_score=record["clip_t"], fits=fits)
-    history = _with_last(state["history"], too_long=[c.text for c in sel.too_long])
+    history = _with_last(state["history"], too_long=[c.text for c in sel.too_long], selection=candidate_outcomes(cands, sel))
     if not sel.added:
         if not cands:
             reason = STOP_NO_CANDIDATES

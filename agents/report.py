@@ -1,30 +1,63 @@
-"""A static, self-contained HTML report of a batch (``<out>/report.html``).
+"""The batch job's results browser: ``OUT/report.html`` (an index) and one detail page per image.
 
-For each image: the reference, every iteration's recreated image(s) with CLIP-T and
-CLIP-I, the best iteration highlighted, and the final prompt split into content and
-style; errors show the cause. The header states the config profile and, when any role
-runs random-weight models (the offline model kit, or CLIP without pretrained weights),
-a banner saying the outputs only exercise plumbing and speed.
+Layout in the output folder (every link relative, so the folder can be moved or served)::
 
-Images are linked relatively (the output folder can be moved or served as is); every
-piece of text is escaped with :func:`html.escape`, and link targets are URL-quoted.
+    report.html              the index: summary (counts, CLIP-I at the first and the best
+                             iteration, a histogram of the gain, time per image, stop reasons)
+                             and every image as a row — sortable, filterable, paged
+    report_rows.js           one ``ARPO.rows.push({...});`` line per finished image (appended)
+    report_summary.js        ``ARPO.summary = {...};``: total, running, interrupted (rewritten)
+    images/<name>/index.html the detail page: every iteration's images, prompt, the VLM's
+                             descriptions, the differences, each candidate's score and fate,
+                             why the run stopped, and the prompt edits strip
+
+The index is a static page whose script reads the two data files through ``<script src>``
+(``fetch`` of a local file does not work from ``file://``); it needs no network. The
+writer's cost per finished image is constant: the detail page is written once, and one line
+is appended to ``report_rows.js``; the index is written once per run and the summary file is
+small. A rerun rebuilds ``report_rows.js`` from ``results.jsonl`` (the log is the truth; a
+later line for an image replaces its row in the browser, too) and writes the detail pages a
+crash left missing. ``python -m agents.report OUT`` rebuilds everything from the log.
+
+Pages are jinja2 templates (agents/templates/) with autoescaping; data embedded in scripts
+goes through agents.html_text.script_json, which escapes ``<``, ``>``, ``&`` and U+2028/9.
 """
 from __future__ import annotations
 
+import argparse
+import logging
+import math
 import os
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Callable, Iterable, Optional
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable, Optional
 
 from actors.offline_kit import is_random_weight_model
 from agents.config import ArpoConfig
-from agents.edit_strip import edits_strip_for_report
-from agents.html_text import esc, href
-from agents.results import atomic_write_text, joined
+from agents.edit_strip import edit_index_of_record, edits_figures
+from agents.html_render import render
+from agents.html_text import script_json, url_path
+from agents.results import (RESULTS_JSONL, ResultsLog, UnsafePathError, append_bytes_durably, atomic_write_text,
+                            contained_path)
+
+log = logging.getLogger(__name__)
 
 REPORT_HTML = "report.html"
+ROWS_JS = "report_rows.js"
+SUMMARY_JS = "report_summary.js"
+DETAIL_HTML = "index.html"  # inside each image's folder
+ROWS_PREAMBLE = "/* One line per finished image, appended by the batch job (agents/report.py). */\n"
+_ERROR_CHARS = 300  # of an error message shown in the index (the detail page has all of it)
 
+STOP_REASONS = {
+    "no_candidates": "the LLM proposed no new fragment",
+    "no_improvement": "no candidate kept the CLIP score (every candidate scored below the best so far)",
+    "token_limit": "every candidate would have made the prompt exceed the T2I model's token limit",
+    "max_steps": "it reached the most iterations allowed (agent.max_steps)",
+    "patience": "CLIP-I did not improve for agent.patience iterations",
+}
 
 
 def random_weight_roles(cfg: ArpoConfig) -> list[str]:
@@ -51,107 +84,300 @@ class ReportHeader:
     interrupted: bool = False
 
 
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
-.banner{background:#fff3cd;border:2px solid #d39e00;padding:.8em;margin:1em 0;font-weight:bold}
-.summary span{margin-right:1.5em}
-section.image{border-top:1px solid #ccc;padding:1em 0}
-section.error h2{color:#b00020}
-.strip{display:flex;flex-wrap:wrap;gap:.6em;align-items:flex-start}
-figure{margin:0;padding:.3em;border:2px solid transparent;text-align:center;font-size:.85em}
-figure.best{border-color:#2e7d32;background:#e8f5e9}
-figure img{display:block;max-width:192px;max-height:192px;margin:0 auto}
-.prompt{background:#f6f6f6;padding:.5em;white-space:pre-wrap}
-pre.error{color:#b00020;white-space:pre-wrap}
-table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em;font-size:.85em}
-"""
+# --------------------------------------------------------------------------- small values
+
+def _num(value: Any) -> Optional[float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
-def _score(value: object) -> str:
-    return f"{value:.4f}" if isinstance(value, (int, float)) else "–"
+def _round(value: Optional[float], digits: int) -> Optional[float]:
+    return None if value is None else round(value, digits)
 
 
-def render_report(records: Iterable[dict], header: ReportHeader, extra: Optional[Callable[[dict], str]] = None) -> str:
-    """The whole report as an HTML string. Image paths in records are relative to the output folder.
-
-    ``extra(record)`` returns trusted HTML appended to that image's section (the prompt
-    edits strip); it must escape whatever text it shows."""
-    records = list(records)
-    done = sum(r.get("status") == "done" for r in records)
-    failed = sum(r.get("status") == "error" for r in records)
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        "<title>ARPO reverse-prompt report</title>",
-        f"<style>{_CSS}</style></head><body>",
-        "<h1>ARPO reverse-prompt report</h1>",
-        f"<p>Profile: <code>{esc(header.profile)}</code> · generated {esc(datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC'))}</p>",
-    ]
-    if header.random_weight_roles:
-        parts.append(
-            '<div class="banner" role="alert">These outputs come from random-weight models '
-            f"({esc(', '.join(header.random_weight_roles))}): they exercise the plumbing and measure speed only; "
-            "the prompts, images and scores mean nothing.</div>"
-        )
-    summary = [f"<span>done: {done}</span>", f"<span>failed: {failed}</span>"]
-    if header.running:
-        summary.append(f"<span>running: {header.running}</span>")
-    if header.total is not None:
-        summary.append(f"<span>not yet finished: {max(header.total - done - failed, 0)}</span>")
-        summary.append(f"<span>total: {header.total}</span>")
-    if header.interrupted:
-        summary.append("<span><strong>run interrupted</strong></span>")
-    parts.append(f'<p class="summary">{"".join(summary)}</p>')
-    parts.extend(_render_image(r, extra(r) if extra else "") for r in records)
-    parts.append("</body></html>\n")
-    return "\n".join(parts)
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _render_image(record: dict, extra_html: str = "") -> str:
-    image_id = record.get("image_id", "")
-    status = record.get("status")
-    cls = "image error" if status != "done" else "image"
-    out = [f'<section class="{cls}" id="img-{esc(image_id)}">',
-           f"<h2>{esc(record.get('source'))}</h2>",
-           f"<p>id <code>{esc(image_id)}</code> · status <strong>{esc(status)}</strong>"]
-    if record.get("stop_reason"):
-        out.append(f" · stopped: {esc(record['stop_reason'])}")
-    if isinstance(record.get("elapsed_s"), (int, float)):
-        out.append(f" · {record['elapsed_s']:.1f} s")
-    out.append("</p>")
-    dupes = record.get("duplicate_sources") or []
-    if dupes:
-        out.append(f"<p>Same content also at: {esc(', '.join(dupes))}</p>")
-    if record.get("error"):
-        out.append(f'<pre class="error">{esc(record["error"])}</pre>')
-    strip = []
-    if record.get("reference"):
-        strip.append(f'<figure><img src="{href(record["reference"])}" alt="reference" loading="lazy"><figcaption>reference</figcaption></figure>')
+def _iteration_images(it: dict) -> list[str]:
+    value = it.get("images") or it.get("image_paths") or []
+    return [str(p) for p in value] if isinstance(value, list) else []
+
+
+def _best_iteration(record: dict) -> Optional[dict]:
     best = record.get("best_iteration")
     for index, it in enumerate(record.get("iterations") or []):
+        if isinstance(it, dict) and it.get("iteration", index) == best:
+            return it
+    return None
+
+
+def _rel_dir(record: dict) -> Optional[str]:
+    """The record's folder relative to the output folder, if it is a plain relative path inside it."""
+    folder = record.get("output_dir")
+    if not isinstance(folder, str) or not folder:
+        return None
+    parts = PurePosixPath(folder.replace("\\", "/")).parts
+    if not parts or folder.startswith("/") or any(p in ("..", "") for p in parts):
+        return None
+    return "/".join(parts)
+
+
+# --------------------------------------------------------------------------- the index's rows
+
+def report_row(record: dict) -> dict:
+    """One image's row of the index (short keys: the rows file holds one per image).
+
+    id, name (the source path), st (done/error), c0 (CLIP-I of iteration 0), cb (best CLIP-I),
+    g (gain, cb - c0), bi (best iteration), n (iterations), t (seconds), stop (stop reason),
+    err (the error, cut short), page / ref / thumb (URL paths relative to the output folder:
+    the detail page, the reference, the best iteration's first image).
+    """
+    its = [it for it in record.get("iterations") or [] if isinstance(it, dict)]
+    first = _num(its[0].get("clip_i")) if its else None
+    best = _num(record.get("best_clip_i"))
+    folder = _rel_dir(record)
+    best_it = _best_iteration(record)
+    thumb = _iteration_images(best_it)[:1] if best_it else []
+    error = record.get("error")
+    gain = best - first if best is not None and first is not None else None
+    return {
+        "id": str(record.get("image_id", "")),
+        "name": str(record.get("source", "")),
+        "st": str(record.get("status", "")),
+        "c0": _round(first, 6),
+        "cb": _round(best, 6),
+        "g": _round(gain, 6),
+        "bi": record.get("best_iteration") if isinstance(record.get("best_iteration"), int) else None,
+        "n": len(its),
+        "t": _round(_num(record.get("elapsed_s")), 2),
+        "stop": record.get("stop_reason") or None,
+        "err": (str(error)[:_ERROR_CHARS] + ("…" if len(str(error)) > _ERROR_CHARS else "")) if error else None,
+        "page": url_path(f"{folder}/{DETAIL_HTML}") if folder else None,
+        "ref": url_path(record["reference"]) if isinstance(record.get("reference"), str) and record["reference"] else None,
+        "thumb": url_path(thumb[0]) if thumb else None,
+    }
+
+
+def row_line(record: dict) -> str:
+    """The ``report_rows.js`` line of one record."""
+    return f"ARPO.rows.push({script_json(report_row(record))});\n"
+
+
+def render_rows_js(records: Iterable[dict]) -> str:
+    return ROWS_PREAMBLE + "".join(row_line(r) for r in records)
+
+
+def render_summary_js(header: ReportHeader) -> str:
+    summary = {"total": header.total, "running": header.running, "interrupted": header.interrupted,
+               "generated": _now()}
+    return f"ARPO.summary = {script_json(summary)};\n"
+
+
+def render_index(header: ReportHeader) -> str:
+    """``report.html``: the page only; the rows and the summary come from the two .js files."""
+    return render("report_index.html", header=header, rows_js=ROWS_JS, summary_js=SUMMARY_JS,
+                  stop_reasons=STOP_REASONS, written=_now())
+
+
+# --------------------------------------------------------------------------- detail pages
+
+_OUTCOMES = {
+    "kept": "kept",
+    "no_gain": "dropped: did not raise the score",
+    "too_long": "dropped: too long for the token limit",
+    "duplicate": "dropped: same text as an earlier candidate",
+}
+
+
+def _candidate_rows(it: dict, next_it: Optional[dict]) -> list[dict]:
+    """Every candidate of an iteration: its score and why it was kept or dropped."""
+    selection = [c for c in it.get("selection") or [] if isinstance(c, dict)]
+    rows = []
+    if selection:
+        for c in selection:
+            outcome, score, needed = c.get("outcome"), _num(c.get("clip_t")), _num(c.get("needed"))
+            why = _OUTCOMES.get(outcome, str(outcome))
+            if outcome == "kept" and score is not None and needed is not None:
+                why = f"kept: CLIP-T {score:.4f} ≥ {needed:.4f}, the best so far"
+            elif outcome == "no_gain" and score is not None and needed is not None:
+                why = f"dropped: CLIP-T {score:.4f} < {needed:.4f}, the best so far (did not raise the score)"
+            rows.append({"text": c.get("text"), "part": c.get("part"), "score": score, "outcome": outcome or "",
+                         "why": why, "round": c.get("round")})
+        return rows
+    # A record written before per-candidate scores were recorded: what can still be told.
+    too_long = set(it.get("too_long") or [])
+    added = {a.get("text") for a in (next_it or {}).get("added") or [] if isinstance(a, dict)}
+    for c in it.get("candidates") or []:
+        if not isinstance(c, dict):
+            continue
+        text = c.get("text")
+        if text in too_long:
+            outcome, why = "too_long", _OUTCOMES["too_long"]
+        elif text in added:
+            outcome, why = "kept", "kept (its score was not recorded)"
+        else:
+            outcome, why = "not kept", "not kept (its score was not recorded in this record)"
+        rows.append({"text": text, "part": c.get("part"), "score": None, "outcome": outcome, "why": why, "round": None})
+    return rows
+
+
+def _pairs(value: Any) -> list[tuple[str, str]]:
+    """A description/differences dict as (label, text) pairs, in a stable order."""
+    if not isinstance(value, dict):
+        return []
+    order = {"overall": 0, "content": 1, "style": 2}
+    return [(str(k), str(v)) for k, v in sorted(value.items(), key=lambda kv: (order.get(kv[0], 9), str(kv[0])))]
+
+
+def detail_view(record: dict, prefix: str) -> dict:
+    """What the detail template shows; ``prefix`` leads from the page's folder to the output folder."""
+    its = [it for it in record.get("iterations") or [] if isinstance(it, dict)]
+    best = record.get("best_iteration")
+    iterations = []
+    for index, it in enumerate(its):
         number = it.get("iteration", index)
-        fig_cls = ' class="best"' if best is not None and number == best else ""
-        imgs = "".join(f'<img src="{href(p)}" alt="iteration {esc(number)}" loading="lazy">' for p in it.get("images") or [])
-        caption = f"iteration {esc(number)}{' (best)' if fig_cls else ''}<br>CLIP-T {_score(it.get('clip_t'))} · CLIP-I {_score(it.get('clip_i'))}"
-        strip.append(f"<figure{fig_cls}>{imgs}<figcaption>{caption}</figcaption></figure>")
-    if strip:
-        out.append(f'<div class="strip">{"".join(strip)}</div>')
-    final = record.get("prompt") or {}
-    if final:
-        out.append("<h3>Final prompt</h3>" if status == "done" else "<h3>Best prompt so far</h3>")
-        out.append(f'<p><strong>Content</strong></p><div class="prompt">{esc(joined(final.get("content")))}</div>')
-        out.append(f'<p><strong>Style</strong></p><div class="prompt">{esc(joined(final.get("style")))}</div>')
-        out.append(f'<p><strong>As sent to the model</strong></p><div class="prompt">{esc(final.get("rendered"))}</div>')
-        out.append(f"<p>Best: iteration {esc(best)} · CLIP-I {_score(record.get('best_clip_i'))} · CLIP-T {_score(record.get('best_clip_t'))}</p>")
-    if record.get("initial_prompt"):
-        out.append(f'<details><summary>Initial prompt</summary><div class="prompt">{esc(record["initial_prompt"])}</div></details>')
-    out.append(extra_html)
-    out.append("</section>")
-    return "".join(out)
+        per_seed = it.get("clip_i_per_seed") or []
+        images = [{"path": prefix + p, "clip_i": _num(per_seed[k]) if k < len(per_seed) else None}
+                  for k, p in enumerate(_iteration_images(it))]
+        iterations.append({
+            "number": number, "best": best is not None and number == best, "images": images,
+            "clip_t": _num(it.get("clip_t")), "clip_i": _num(it.get("clip_i")),
+            "content": it.get("content") or [], "style": it.get("style") or [], "rendered": it.get("rendered") or "",
+            "added": [a for a in it.get("added") or [] if isinstance(a, dict)],
+            "description": _pairs(it.get("description")), "differences": _pairs(it.get("differences")),
+            "candidates": _candidate_rows(it, its[index + 1] if index + 1 < len(its) else None),
+        })
+    stop = record.get("stop_reason")
+    return {
+        "record": record, "prefix": prefix, "iterations": iterations,
+        "reference": prefix + record["reference"] if isinstance(record.get("reference"), str) and record["reference"] else None,
+        "final": record.get("prompt") or {},
+        "reference_description": _pairs(record.get("reference_description")),
+        "stop": stop, "stop_why": STOP_REASONS.get(stop or "", ""),
+        "elapsed": _num(record.get("elapsed_s")),
+        "duplicates": [str(d) for d in record.get("duplicate_sources") or []],
+        "gain": report_row(record)["g"],
+    }
 
 
-def write_report(out_dir: str | os.PathLike, records: Iterable[dict], header: ReportHeader) -> Path:
-    """Write ``report.html``; images with prompt edits (``python -m agents.edit``) show them side by side."""
-    path = Path(out_dir) / REPORT_HTML
-    atomic_write_text(path, render_report(records, header, extra=lambda r: edits_strip_for_report(out_dir, r)))
+def render_detail(record: dict, header: ReportHeader, prefix: str, edit_index: Optional[list[dict]] = None) -> str:
+    """One image's page. ``prefix``: from the page's folder to the output folder (e.g. ``../../``)."""
+    view = detail_view(record, prefix)
+    edits = edits_figures(record, edit_index, link_prefix="", out_prefix=prefix) if edit_index else None
+    return render("report_detail.html", header=header, index_href=prefix + REPORT_HTML, edits=edits,
+                  written=_now(), **view)
+
+
+def detail_page_path(out_dir: str | os.PathLike, record: dict) -> Optional[Path]:
+    """Where the record's detail page goes (None when its folder is not a plain folder inside ``out_dir``)."""
+    folder = _rel_dir(record)
+    if folder is None:
+        return None
+    try:
+        return contained_path(out_dir, folder, DETAIL_HTML)
+    except UnsafePathError:
+        return None
+
+
+def write_detail_page(out_dir: str | os.PathLike, record: dict, header: ReportHeader) -> Optional[Path]:
+    """Write (atomically) the record's detail page, with its prompt edits if it has any."""
+    path = detail_page_path(out_dir, record)
+    if path is None:
+        log.warning("record %s: no detail page (output_dir %r is not a folder inside the output folder)",
+                    record.get("image_id"), record.get("output_dir"))
+        return None
+    folder = _rel_dir(record)
+    prefix = "../" * len(PurePosixPath(folder).parts)
+    found = edit_index_of_record(out_dir, record)
+    edit_index = found[1] if found else None
+    atomic_write_text(path, render_detail(record, header, prefix, edit_index))
     return path
+
+
+# --------------------------------------------------------------------------- writing
+
+class ReportWriter:
+    """Keeps the results browser of one output folder in step with its log, at constant cost per image.
+
+    :meth:`start` (once per run, O(images)): the index page, the summary, the rows file
+    rebuilt from the log, and any detail page a crash left missing. :meth:`add` (per image,
+    O(1)): the image's detail page, then its row. :meth:`refresh`: the summary only.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, header: ReportHeader):
+        self.out_dir = Path(out_dir)
+        self.header = header
+
+    def start(self, records: Iterable[dict]) -> None:
+        records = list(records)
+        for record in records:
+            path = detail_page_path(self.out_dir, record)
+            if path is not None and not path.is_file() and path.parent.is_dir():
+                write_detail_page(self.out_dir, record, self.header)
+        atomic_write_text(self.out_dir / ROWS_JS, render_rows_js(records))
+        self.refresh()
+        atomic_write_text(self.out_dir / REPORT_HTML, render_index(self.header))
+
+    def add_page(self, record: dict) -> None:
+        """The detail page; call before the record's line goes into the log (the folder is then complete)."""
+        write_detail_page(self.out_dir, record, self.header)
+
+    def add_row(self, record: dict) -> None:
+        append_bytes_durably(self.out_dir / ROWS_JS, row_line(record).encode("utf-8"))
+
+    def add(self, record: dict) -> None:
+        self.add_page(record)
+        self.add_row(record)
+
+    def refresh(self) -> None:
+        atomic_write_text(self.out_dir / SUMMARY_JS, render_summary_js(self.header))
+
+
+def write_report(out_dir: str | os.PathLike, records: Iterable[dict], header: ReportHeader,
+                 rewrite_pages: bool = False) -> Path:
+    """Build the whole browser from ``records`` (index, rows, summary; detail pages that are
+    missing, or all of them with ``rewrite_pages``); returns the path of ``report.html``."""
+    records = list(records)
+    writer = ReportWriter(out_dir, header)
+    if rewrite_pages:
+        for record in records:
+            if detail_page_path(out_dir, record) is not None and contained_path(out_dir, _rel_dir(record)).is_dir():
+                write_detail_page(out_dir, record, header)
+    writer.start(records)
+    return Path(out_dir) / REPORT_HTML
+
+
+# --------------------------------------------------------------------------- CLI
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m agents.report",
+                                description="Rebuild the results browser of a batch output folder from its results.jsonl.")
+    p.add_argument("out", help="The batch job's output folder (holds results.jsonl).")
+    p.add_argument("--config", help="The config the batch ran with: its profile line and random-weight banner.")
+    p.add_argument("--profile", help="Text of the profile line (default: --config, or <defaults>).")
+    p.add_argument("--random-weight-roles", help="Comma-separated roles to name in the random-weight banner "
+                   "(default: detected from --config).")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    if not (out / RESULTS_JSONL).is_file():
+        print(f"error: {out / RESULTS_JSONL}: no such file", file=sys.stderr)
+        return 2
+    roles: list[str] = []
+    if args.config:
+        from core.config import load_config
+
+        roles = random_weight_roles(load_config(ArpoConfig, args.config, []))
+    if args.random_weight_roles is not None:
+        roles = [r.strip() for r in args.random_weight_roles.split(",") if r.strip()]
+    records = ResultsLog(out / RESULTS_JSONL, repair=False).records()
+    header = ReportHeader(profile=args.profile or args.config or "<defaults>", random_weight_roles=roles,
+                          total=len(records))
+    path = write_report(out, records, header, rewrite_pages=True)
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

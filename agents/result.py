@@ -23,6 +23,17 @@ class PromptOut(BaseModel):
         return cls(content=list(parts.content), style=list(parts.style), rendered=parts.render())
 
 
+class CandidateOut(BaseModel):
+    text: str = Field(description="The proposed fragment.")
+    part: Literal["content", "style"] = Field(description="Which part of the prompt it would join.")
+    outcome: Literal["kept", "no_gain", "too_long", "duplicate"] = Field(
+        description="kept: added to the next prompt; no_gain: its score was below the best so far; too_long: the "
+                    "prompt would exceed the token limit (not scored); duplicate: same text as an earlier candidate.")
+    clip_t: Optional[float] = Field(None, description="CLIP-T of the prompt with it added, in the round it was chosen.")
+    needed: Optional[float] = Field(None, description="The best score so far that it had to reach to be kept.")
+    round: Optional[int] = Field(None, description="The selection round (0-based) that chose it.")
+
+
 class IterationOut(BaseModel):
     iteration: int = Field(description="0 is the initial prompt.")
     content: list[str] = Field(description="Content fragments of this iteration's prompt.")
@@ -35,6 +46,9 @@ class IterationOut(BaseModel):
     clip_i: float = Field(description="Mean over seeds of the CLIP similarity of the generated image and the reference.")
     clip_i_per_seed: list[float] = Field(default_factory=list, description="CLIP-I of each seed's image.")
     image_paths: list[str] = Field(default_factory=list, description="The generated images, one PNG per seed.")
+    description: Optional[dict[str, str]] = Field(None, description="Enhanced framework: the VLM's content and style description of this iteration's (first seed's) image.")
+    differences: Optional[dict[str, str]] = Field(None, description="The differences to the reference: the LLM's content and style lists (enhanced) or the VLM's comparison, key overall (vanilla).")
+    selection: list[CandidateOut] = Field(default_factory=list, description="Every candidate with its score and what Algorithm 8 did with it (agents.selection.candidate_outcomes).")
 
 
 class ReverseResult(BaseModel):
@@ -45,6 +59,7 @@ class ReverseResult(BaseModel):
     status: Literal["done", "error"] = Field(description="done: the loop stopped by a stop rule; error: a node failed (rerun to resume).")
     error: Optional[str] = Field(None, description="What failed, when status is error.")
     initial_prompt: Optional[str] = Field(None, description="The captioner's caption or the user's prompt.")
+    reference_description: Optional[dict[str, str]] = Field(None, description="Enhanced framework: the VLM's content and style description of the reference (made once).")
     prompt: Optional[PromptOut] = Field(None, description="The result: the prompt whose generated image scored best on CLIP-I.")
     best_iteration: Optional[int] = Field(None, description="The iteration that produced `prompt`.")
     best_clip_i: Optional[float] = Field(None, description="CLIP-I of the best iteration.")
@@ -65,6 +80,7 @@ def result_from_state(values: dict, source: str, error: Optional[str] = None) ->
         status="error" if error else "done",
         error=error,
         initial_prompt=values.get("initial_prompt"),
+        reference_description=values.get("reference_description"),
         prompt=PromptOut.of(PromptParts.from_lists(best_rec["content"], best_rec["style"])) if best_rec else None,
         best_iteration=best,
         best_clip_i=best_rec["clip_i"] if best_rec else None,

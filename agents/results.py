@@ -4,11 +4,13 @@ Layout of the output folder::
 
     results.jsonl        one JSON line per finished image (appended, fsynced); the source of truth
     results.csv          the same records flattened for spreadsheets (rewritten atomically)
-    report.html          see agents/report.py
+    report.html          the results browser's index, with report_rows.js and report_summary.js
+                         (see agents/report.py)
     images/<name>/       one folder per image: reference.png, the agent's iteration images,
-                         result.json (the whole history), final_prompt.txt, scores.csv
+                         result.json (the whole history), final_prompt.txt, scores.csv, and
+                         index.html (the image's page in the results browser)
 
-Every file except the JSONL log is replaced atomically (temporary file in the same
+Every file except the JSONL log and report_rows.js is replaced atomically (temporary file in the same
 folder, fsync, ``os.replace``). The log is append-only; when several lines share an
 image id (an error retried by a later run) the last one counts. A crash can leave at
 most a partial last line, which :class:`ResultsLog` drops and truncates on open.
@@ -127,7 +129,11 @@ def append_line_durably(path: str | os.PathLike, record: dict) -> None:
     itself onto the fragment; and a file not ending in a newline gets one first. A
     symlink at ``path`` is refused (``O_NOFOLLOW``): it could point anywhere.
     """
-    line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    append_bytes_durably(path, (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8"))
+
+
+def append_bytes_durably(path: str | os.PathLike, line: bytes) -> None:
+    """Append ``line`` (whole lines, ending in a newline) durably, as :func:`append_line_durably` does."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     existed = path.exists()

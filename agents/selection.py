@@ -100,6 +100,40 @@ async def greedy_select(
     return Selection(added=delta, base_score=float(base_score), best_score=s_max, rounds=rounds, too_long=too_long)
 
 
+#: What happened to one candidate of a selection (``outcome`` of :func:`candidate_outcomes`).
+KEPT, NO_GAIN, TOO_LONG, DUPLICATE = "kept", "no_gain", "too_long", "duplicate"
+
+
+def candidate_outcomes(candidates: Sequence[Fragment], sel: Selection) -> list[dict]:
+    """Each candidate, in the order proposed, with what Algorithm 8 did to it (for the record and the report).
+
+    Every candidate still in the pool is chosen in exactly one round, so its round gives its
+    score ``clip_t`` (ClipSimilarity(I_r, P + ΔP + p) with ΔP as it was then) and ``needed``,
+    the s_max it had to reach: ``kept`` when score ≥ needed, else ``no_gain``. ``too_long``:
+    dropped before scoring by the token limit (no score); ``duplicate``: the same text as an
+    earlier candidate (P_cand is a set).
+    """
+    chosen: dict[str, tuple[int, Round, float]] = {}
+    s_max = sel.base_score
+    for number, rnd in enumerate(sel.rounds):
+        chosen[rnd.chosen.text] = (number, rnd, s_max)
+        s_max = max(s_max, rnd.score)
+    too_long = {c.text for c in sel.too_long}
+    out: list[dict] = []
+    seen: set[str] = set()
+    for cand in candidates:
+        entry = {"text": cand.text, "part": cand.part, "outcome": DUPLICATE, "clip_t": None, "needed": None, "round": None}
+        if cand.text not in seen:
+            seen.add(cand.text)
+            if cand.text in chosen:
+                number, rnd, needed = chosen[cand.text]
+                entry.update(outcome=KEPT if rnd.accepted else NO_GAIN, clip_t=rnd.score, needed=needed, round=number)
+            elif cand.text in too_long:
+                entry["outcome"] = TOO_LONG
+        out.append(entry)
+    return out
+
+
 def checked_scores(values: Sequence[float], expected: int, what: str) -> list[float]:
     """``values`` as floats, after checking the scorer returned ``expected`` finite scores."""
     out = [float(v) for v in values]

@@ -35,6 +35,9 @@ class IterationRecord(TypedDict, total=False):
     clip_i: float  # mean over seeds of CLIP image-image similarity to the reference
     clip_i_per_seed: list[float]
     image_paths: list[str]
+    description: Optional[dict]  # enhanced: the VLM's {"content", "style"} of this iteration's image
+    differences: Optional[dict]  # what the diff node found (see ArpoState.differences)
+    selection: list[dict]  # every candidate's score and outcome (agents.selection.candidate_outcomes)
 
 
 class ArpoState(TypedDict, total=False):

@@ -19,8 +19,12 @@ class RayConfig(StrictModel):
     include_dashboard: bool = Field(False, description="Local Ray only: start the dashboard (on 127.0.0.1).")
 
 
-def init_ray(cfg: RayConfig, **runtime_env) -> bool:
+def init_ray(cfg: RayConfig, *, log_to_driver: bool = True, **runtime_env) -> bool:
     """Connect to a cluster or start a loopback-only local Ray. Returns True if it started one.
+
+    ``log_to_driver=False`` (local Ray only) keeps what the workers print off this process's
+    console; the batch job then has each role's actor write its own log file. A cluster's
+    workers always log to the driver: the job's output folder may not exist on their nodes.
 
     Local Ray binds to 127.0.0.1: a single-machine default should not listen on the
     network, and RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 is what makes Ray's processes talk
@@ -41,9 +45,13 @@ def init_ray(cfg: RayConfig, **runtime_env) -> bool:
     from ray._private import ray_constants
 
     ray_constants.ENABLE_RAY_CLUSTER = False
-    kwargs = dict(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, include_dashboard=cfg.include_dashboard,
-                  _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1")
+    # address="local": always a new instance. Without it ray.init joins the instance recorded in
+    # /tmp/ray/ray_current_cluster, i.e. any Ray still running on this machine (another job's,
+    # another user's test run) — and then fails on num_cpus, or runs the job in it.
+    kwargs = dict(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus,
+                  include_dashboard=cfg.include_dashboard, _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1")
     if cfg.temp_dir:
         kwargs["_temp_dir"] = cfg.temp_dir
-    ray.init(**{k: v for k, v in kwargs.items() if v is not None}, runtime_env=runtime_env or None)
+    ray.init(**{k: v for k, v in kwargs.items() if v is not None}, runtime_env=runtime_env or None,
+             log_to_driver=log_to_driver)
     return True

@@ -8,11 +8,15 @@ VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}
 
 # Debian packages, only those missing: Fashion-MNIST for MDSS training runs and the exposure-bias
-# benchmark (offline), and a Postgres server whose initdb/pg_ctl the tests use to start throwaway
-# servers of their own (tests/postgres_server.py).
+# benchmark (offline), a Postgres server whose initdb/pg_ctl the tests use to start throwaway
+# servers of their own (tests/postgres_server.py), and Chromium (with a font) that Playwright
+# drives headless to test and time the results browser (tests/agents/test_report_browser.py,
+# benchmarks/report_browser.py): Playwright's own browser download is never used.
 APT=()
 [ -d /usr/share/datasets/fashion-mnist ] || APT+=(dataset-fashion-mnist)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || APT+=(postgresql)
+command -v chromium >/dev/null || APT+=(chromium)
+[ -d /usr/share/fonts/truetype/dejavu ] || APT+=(fonts-dejavu-core)
 if [ ${#APT[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import os
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
@@ -175,7 +176,10 @@ class ImageFolder(Dataset):
 
 def read_captions(folder: Path, captions_file: str | None) -> list[tuple[Path, str]]:
     """Read (image path, caption) pairs from ``captions.jsonl`` ({"file", "text"} per line) or ``captions.csv``
-    (columns ``file,text``); paths are relative to ``folder``."""
+    (columns ``file,text``); paths are relative to ``folder`` (an absolute path is used as it is).
+
+    A file listed more than once is one pair, with its last caption, at the place of its first line: an
+    appended line updates a caption (the batch job's ``OUT/captions.jsonl`` is written that way)."""
     if captions_file is None:
         found = [folder / n for n in ("captions.jsonl", "captions.csv") if (folder / n).is_file()]
         if not found:
@@ -199,17 +203,17 @@ def read_captions(folder: Path, captions_file: str | None) -> list[tuple[Path, s
             rows = list(csv.DictReader(fh))
     else:
         raise DataError(f"{path}: captions must be a .jsonl or .csv file")
-    pairs = []
+    pairs: dict[Path, str] = {}
     for n, row in enumerate(rows, 1):
         if not isinstance(row, dict) or not isinstance(row.get("file"), str) or not isinstance(row.get("text"), str):
             raise DataError(f"{path}: record {n} needs string fields 'file' and 'text'")
         image = folder / row["file"]
         if not image.is_file():
             raise DataError(f"{path}: record {n}: image {image} does not exist")
-        pairs.append((image, row["text"]))
+        pairs[Path(os.path.normpath(image))] = row["text"]
     if not pairs:
         raise DataError(f"{path}: no captions")
-    return pairs
+    return list(pairs.items())
 
 
 class CaptionedImages(Dataset):

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from core.cli import prog_name
 from core.config import ConfigError, expand_path, load_config
 from core.ray_config import init_ray
 from training.config import TrainConfig
@@ -80,7 +81,7 @@ def run(cfg: TrainConfig):
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=prog_name("training.train"), description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="YAML file validated as training.config.TrainConfig")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set total_steps=2000 --set strategy.k=10 (repeatable); "
@@ -90,7 +91,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
+    """The command line; returns the exit status (also the ``expectdiff-train`` console script)."""
+    try:
+        args = parse_args(argv)
+    except SystemExit as exc:  # argparse: 0 for --help, 2 for bad arguments
+        return int(exc.code or 0)
     try:
         cfg = load_config(TrainConfig, args.config, args.overrides)
         resolve_run_dir(cfg.run_dir, JOB_ENV_VAR in os.environ)  # fail before Ray starts

@@ -7,12 +7,17 @@ configured backend (``cfg.backend``) answers.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from actors.chat.base import ChatBackend, resolve_sampling
 from actors.chat.messages import normalize_messages
 from actors.config import LLMConfig, VLMConfig
+
+
+def engine_id(backend: ChatBackend) -> str:
+    return f"{os.getpid()}:{id(backend):x}"
 
 
 def make_backend(cfg: LLMConfig, vision: bool) -> ChatBackend:
@@ -85,6 +90,11 @@ class ChatServer:
         self.backend = backend if backend is not None else make_backend(self.cfg, self.vision)
         self._counters = _Counters()
 
+    @property
+    def engine_id(self) -> str:
+        """Names the loaded model instance (process and backend object): servers sharing one engine report the same id."""
+        return engine_id(self.backend)
+
     def _image_size(self) -> Optional[int]:
         return None
 
@@ -106,10 +116,11 @@ class ChatServer:
 
     async def ping(self) -> dict:
         """Readiness: the model loaded in __init__, so an answer means the server can take calls."""
-        return {"role": self.role, "backend": self.backend.name, "model": self.cfg.model}
+        return {"role": self.role, "backend": self.backend.name, "model": self.cfg.model, "engine": self.engine_id}
 
     async def stats(self) -> dict:
-        return {"role": self.role, "backend": self.backend.name, **self._counters.as_dict(), **self.backend.stats()}
+        return {"role": self.role, "backend": self.backend.name, "engine": self.engine_id,
+                **self._counters.as_dict(), **self.backend.stats()}
 
     async def aclose(self) -> None:
         await self.backend.aclose()
@@ -128,3 +139,52 @@ class VLMServer(ChatServer):
 
     def _image_size(self) -> Optional[int]:
         return self.cfg.image_size  # type: ignore[attr-defined]
+
+
+class ChatGroupServer:
+    """One actor answering several roles over one chat engine (see actors/role_groups.py).
+
+    ``cfgs`` maps role names to their sections: ``vlm`` always, ``llm`` when the LLM shares
+    the VLM's engine, ``captioner`` when captions come from the VLM (``backend: vlm``). The
+    backend is built once from the VLM section, with vision on; each role keeps its own
+    interface (the LLM still refuses images), default sampling and counters. Callers reach a
+    role through ``call(role, method, ...)`` (``RoleClient(route=role)`` does that).
+    """
+
+    def __init__(self, cfgs: dict[str, Any], backend: Optional[ChatBackend] = None):
+        from actors.captioner import VLMCaptioner
+        from actors.config import CaptionerConfig
+
+        unknown = set(cfgs) - {"llm", "vlm", "captioner"}
+        if "vlm" not in cfgs or unknown:
+            raise ValueError(f"a chat group serves vlm with llm and/or captioner, got roles {sorted(cfgs)}")
+        vlm = VLMServer(cfgs["vlm"], backend=backend)
+        self.servers: dict[str, Any] = {"vlm": vlm}
+        if "llm" in cfgs:
+            self.servers["llm"] = LLMServer(cfgs["llm"], backend=vlm.backend)
+        if "captioner" in cfgs:
+            cap = cfgs["captioner"]
+            self.servers["captioner"] = VLMCaptioner(cap if isinstance(cap, CaptionerConfig) else CaptionerConfig.model_validate(cap), vlm)
+        self.backend = vlm.backend
+        self._closing: Optional[asyncio.Future] = None
+
+    async def call(self, role: str, method: str, *args, **kwargs):
+        """``method(*args, **kwargs)`` of ``role``'s interface."""
+        server = self.servers.get(role)
+        if server is None:
+            raise ValueError(f"this actor serves roles {sorted(self.servers)}, not {role!r}")
+        if method.startswith("_") or method in ("aclose", "call") or not callable(getattr(server, method, None)):
+            raise AttributeError(f"role {role!r} has no method {method!r}")
+        return await getattr(server, method)(*args, **kwargs)
+
+    async def ping(self) -> dict:
+        return {role: await server.ping() for role, server in self.servers.items()}
+
+    async def stats(self) -> dict:
+        return {role: await server.stats() for role, server in self.servers.items()}
+
+    async def aclose(self) -> None:
+        """Release the engine once, however many roles' clients ask (each waits until it is released)."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self.backend.aclose())
+        await asyncio.shield(self._closing)

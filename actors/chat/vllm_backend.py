@@ -47,6 +47,8 @@ def engine_args(cfg: LLMConfig, vision: bool) -> dict:
     )
     if vision:
         args["limit_mm_per_prompt"] = {"image": v.limit_images_per_prompt}
+        if v.mm_processor_kwargs:
+            args["mm_processor_kwargs"] = dict(v.mm_processor_kwargs)
     return {k: val for k, val in args.items() if val is not None}
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from actors.offline_kit.chat_tokenizer import build_chat_tokenizer
 
 HEAD_DIM = 32
-MAX_MODEL_LEN = 512
+MAX_MODEL_LEN = 1024  # the agent's longest prompts (~550 tokens with two small images) fit with room to answer
 
 
 def tiny_llama_config(vocab_size: int, tokenizer, **overrides):

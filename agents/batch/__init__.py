@@ -4,5 +4,7 @@
 Modules: ``errors`` (exit statuses, setup errors), ``plan`` (images → work items, folder
 checks), ``identity`` (the job's identity and settings fingerprint: what resume keys on),
 ``records`` (result records), ``writer`` (per-image folders, the log, summaries),
-``startup`` (Ray, roles, resource and start-up checks), ``runner`` (the run itself).
+``captions`` (each finished image's best prompt as a training caption), ``console`` (the
+quiet console and ``OUT/logs/``), ``startup`` (Ray, roles, resource and start-up checks),
+``runner`` (the run itself).
 """

@@ -16,13 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional, TextIO
 
+from actors.chat.messages import shrink_to
 from agents.batch.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, SetupError
 from agents.batch.identity import JobIdentity, OnChange, open_job
-from agents.batch.plan import WorkItem, check_folders, plan_work
+from agents.batch.captions import CaptionOptions, Captions
+from agents.batch.plan import ImageSource, WorkItem
 from agents.batch.records import error_record, result_record
 from agents.batch.writer import BatchWriter
 from agents.config import ArpoConfig
-from agents.images import IMAGE_EXTENSIONS, ImageLoadError, configure_pillow_limit, load_rgb, save_png, shrink_to
+from agents.images import IMAGE_EXTENSIONS, ImageLoadError, configure_pillow_limit, load_rgb, save_png
 from agents.progress import Progress
 from agents.report import ReportHeader, random_weight_roles
 from agents.results import REFERENCE_FILE, RESULTS_JSONL, OutputFolderBusy, ResultsLog, atomic_write_bytes, exclusive_output
@@ -59,13 +61,12 @@ def prepare_reference(item: WorkItem, max_pixels: int, max_side: int) -> Path:
     return target
 
 
-def prepare_output(image_dir: Path, out_dir: Path, cfg: ArpoConfig, on_change: OnChange) -> tuple[contextlib.ExitStack, JobIdentity]:
-    """Everything that needs no model, in the order that fails fastest: folder checks, the
-    output folder's lock, the job identity and settings check. Returns the held lock (an
-    ExitStack to close) and the identity; raises :class:`SetupError`."""
-    if not image_dir.is_dir():
-        raise SetupError(f"{image_dir}: no such image folder")
-    check_folders(image_dir, out_dir)
+def prepare_output(image_dir: "Path | ImageSource", out_dir: Path, cfg: ArpoConfig,
+                   on_change: OnChange) -> tuple[contextlib.ExitStack, JobIdentity]:
+    """Everything that needs no model, in the order that fails fastest: folder checks (or the
+    given files' checks), the output folder's lock, the job identity and settings check.
+    Returns the held lock (an ExitStack to close) and the identity; raises :class:`SetupError`."""
+    ImageSource.of(image_dir).check(Path(out_dir))
     stack = contextlib.ExitStack()
     try:
         stack.enter_context(exclusive_output(out_dir))
@@ -96,12 +97,14 @@ def remove_stale_temp_files(out_dir: Path) -> int:
     return removed
 
 
-async def run_batch(cfg: ArpoConfig, image_dir: str | Path, out_dir: str | Path, roles: Any,
+async def run_batch(cfg: ArpoConfig, image_dir: "str | Path | ImageSource", out_dir: str | Path, roles: Any,
                     concurrency: Optional[int] = None, *, profile: str = "<defaults>",
                     stop: Optional[asyncio.Event] = None, progress_stream: Optional[TextIO] = None,
                     optimise_fn: Optional[OptimiseFn] = None, graph: Any = None,
-                    on_change: OnChange = "refuse", identity: Optional[JobIdentity] = None) -> BatchOutcome:
-    """Optimise every image under ``image_dir`` into ``out_dir`` with ``roles``; never raises for one image.
+                    on_change: OnChange = "refuse", identity: Optional[JobIdentity] = None,
+                    captions: CaptionOptions = CaptionOptions()) -> BatchOutcome:
+    """Optimise every image under ``image_dir`` (a folder, or an :class:`ImageSource` of given
+    files) into ``out_dir`` with ``roles``; never raises for one image.
 
     ``stop`` (set by the signal handlers) stops launching work and cancels what runs;
     cancelling this coroutine does the same and re-raises. ``optimise_fn`` and ``graph``
@@ -110,20 +113,23 @@ async def run_batch(cfg: ArpoConfig, image_dir: str | Path, out_dir: str | Path,
     ran :func:`prepare_output` and holds the output folder's lock; otherwise this takes
     them. Raises :class:`SetupError` before any image starts when the folders are
     unusable, the output folder is busy, the settings changed (``on_change``) or there
-    are no images.
+    are no images. Each done image is captioned for training as it finishes (``captions``,
+    agents.batch.captions); at start-up the captions are reconciled with the results log.
     """
-    image_dir, out_dir = Path(image_dir).resolve(), Path(out_dir).resolve()
+    source, out_dir = ImageSource.of(image_dir), Path(out_dir).resolve()
     concurrency = concurrency or cfg.job.concurrency
     stop = stop or asyncio.Event()
     started_at = time.monotonic()
     with contextlib.ExitStack() as cleanup:
         if identity is None:
-            lock, identity = prepare_output(image_dir, out_dir, cfg, on_change)
+            lock, identity = prepare_output(source, out_dir, cfg, on_change)
             cleanup.enter_context(lock)
-        items = plan_work(image_dir, out_dir, cfg.job.max_file_bytes)
+        items = source.plan(out_dir, cfg.job.max_file_bytes)
         if not items:
-            raise SetupError(f"{image_dir}: no image files found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+            raise SetupError(f"{source.describe()}: no image files found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
         results = ResultsLog(out_dir / RESULTS_JSONL)
+        captioner = Captions(out_dir, source, items, captions)
+        captioner.reconcile(results)  # e.g. a run killed between an image's record and its caption
         finished = results.finished_ids(identity.fingerprint)
         todo = [it for it in items if it.image_id not in finished]
         header = ReportHeader(profile=profile, random_weight_roles=random_weight_roles(cfg), total=len(items))
@@ -145,7 +151,7 @@ async def run_batch(cfg: ArpoConfig, image_dir: str | Path, out_dir: str | Path,
 
         cleanup.callback(summarise)
         async with _shared_graph(cfg, roles, out_dir, graph) as shared:
-            run = _ItemRunner(cfg, out_dir, roles, identity, writer, progress, outcome, optimise_fn, shared)
+            run = _ItemRunner(cfg, out_dir, roles, identity, writer, progress, outcome, optimise_fn, shared, captioner)
             await _run_all(todo, run, concurrency, stop, progress)
     return outcome
 
@@ -191,11 +197,14 @@ class _ItemRunner:
     outcome: BatchOutcome
     optimise_fn: OptimiseFn
     graph: Any
+    captions: Optional[Captions] = None
 
     def finish(self, item: WorkItem, record: dict) -> None:
         self.writer.record(item, record)
         ok = record.get("status") == "done"
         if ok:
+            if self.captions is not None:  # after the record: a kill in between is mended at the next start
+                self.captions.write(item, record)
             self.outcome.done += 1
         else:
             self.outcome.failed += 1

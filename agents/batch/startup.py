@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, fields
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
 from agents.batch.errors import SetupError
 from agents.config import ArpoConfig
@@ -29,17 +30,32 @@ class RunningRoles:
         return [getattr(self.roles, f.name) for f in fields(self.roles)]
 
 
-def start_ray_and_roles(cfg: ArpoConfig) -> RunningRoles:
-    """Connect to (or start) Ray, check capacity, start every role and wait until each has loaded its model."""
+def start_ray_and_roles(cfg: ArpoConfig, log_dir: Optional[Path] = None) -> RunningRoles:
+    """Connect to (or start) Ray, check capacity, start every role and wait until each has loaded its model.
+
+    ``log_dir`` (the quiet console, agents.batch.console): on a local Ray, workers' output is not
+    forwarded to this process (``log_to_driver=False``) and each role's actors write theirs to
+    ``<log_dir>/<role>.log``. On a cluster the roles keep Ray's own logging (forwarded to the
+    driver, as under ``ray job submit``): the worker nodes may not see the output folder.
+    """
     import psutil
 
     earlier = frozenset(p.pid for p in psutil.Process().children(recursive=True))
-    started = _connect(cfg)
+    started = _connect(cfg, log_to_driver=log_dir is None)
+    role_logs = log_dir if started else None
+    if log_dir is not None and not started:
+        log.info("on a cluster the roles' output stays in Ray's logs (ray job logs, /tmp/ray/session_latest/logs "
+                 "on each node), not in %s", log_dir)
     try:
         _check_capacity(cfg)
         from actors.ray_actors import start_roles
 
-        running = RunningRoles(start_roles(cfg), started, earlier)
+        if role_logs is not None:
+            log.info("the model roles write their output to %s/<role>.log", role_logs)
+            roles = start_roles(cfg, log_dir=str(role_logs))
+        else:
+            roles = start_roles(cfg)
+        running = RunningRoles(roles, started, earlier)
     except BaseException:
         _shutdown_ray(started, earlier)
         raise
@@ -51,31 +67,58 @@ def start_ray_and_roles(cfg: ArpoConfig) -> RunningRoles:
     return running
 
 
-def _connect(cfg: ArpoConfig) -> bool:
+def _connect(cfg: ArpoConfig, log_to_driver: bool = True) -> bool:
     try:
         from core.ray_config import init_ray
 
-        started = init_ray(cfg.ray)
+        started = init_ray(cfg.ray, log_to_driver=log_to_driver)
     except Exception as exc:
         raise SetupError(f"cannot connect to or start Ray: {type(exc).__name__}: {exc}") from exc
     import ray
 
     if started:
-        log.info("started a local Ray on 127.0.0.1 (no cluster address given)")
+        log.info("started a local Ray on 127.0.0.1 (no cluster address given); Ray's own logs: %s",
+                 _session_logs())
     else:
         resources = ray.cluster_resources()
         log.info("joined the Ray cluster (%d CPUs, %d GPUs)", resources.get("CPU", 0), resources.get("GPU", 0))
     return started
 
 
-def _check_capacity(cfg: ArpoConfig) -> None:
-    from actors.capacity import capacity_problems, current_cluster_shape
-    from actors.ray_actors import ROLE_SERVERS
+def _session_logs() -> str:
+    try:
+        import ray
 
-    problems = capacity_problems({role: getattr(cfg, role).resources for role in ROLE_SERVERS}, current_cluster_shape())
+        return str(Path(ray._private.worker._global_node.get_session_dir_path()) / "logs")
+    except Exception:  # noqa: BLE001 - a private API: only for a log line
+        return "/tmp/ray/session_latest/logs"
+
+
+def _check_capacity(cfg: ArpoConfig) -> None:
+    """Ray resources of the actors that will start (an actor shared by several roles counted once),
+    then, on a cluster with GPUs whose memory this machine can read, the GPU memory plan
+    (actors.memory_plan): certain shortfalls refuse the job, estimated ones are logged."""
+    import ray
+
+    from actors.capacity import capacity_problems, current_cluster_shape
+    from actors.memory_plan import gpu_memory_check
+    from actors.role_groups import role_groups
+
+    problems = capacity_problems(role_groups(cfg), current_cluster_shape())
     if problems:
         raise SetupError("the cluster cannot hold the model roles as configured (each role's `resources`):\n  "
                          + "\n  ".join(problems))
+    gpus = ray.cluster_resources().get("GPU", 0.0)
+    if not gpus:
+        return
+    check = gpu_memory_check(cfg, gpus)
+    for line in check.info:
+        log.info("%s", line)
+    for line in check.warnings:
+        log.warning("GPU memory plan (estimated, not certain): %s", line)
+    if check.problems:
+        raise SetupError("the GPU memory cannot hold the model roles as configured (weights and vLLM budgets alone; "
+                         "see python -m actors.plan):\n  " + "\n  ".join(check.problems))
 
 
 async def _wait_ready(clients: list, timeout_s: float) -> None:

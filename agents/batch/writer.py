@@ -1,4 +1,12 @@
-"""Writes each finished image, and keeps results.csv / report.html in step with the log."""
+"""Writes each finished image, and keeps results.csv and the results browser in step with the log.
+
+Per finished image the work is constant, however many images are done: the per-image
+folder's files (result.json, final_prompt.txt, scores.csv, the detail page index.html),
+one line appended to report_rows.js, then the results.jsonl line (a line in the log means
+the folder is complete). Only results.csv is rebuilt from every record: at most every
+``refresh_s`` seconds (a deferred rewrite catches the last change) and by ``flush``, which
+also rewrites the small report_summary.js (counts of running / total images).
+"""
 from __future__ import annotations
 
 import asyncio
@@ -6,15 +14,15 @@ from pathlib import Path
 from typing import Optional
 
 from agents.batch.plan import WorkItem
-from agents.report import ReportHeader, write_report
+from agents.report import ReportHeader, ReportWriter
 from agents.results import RESULTS_CSV, ResultsLog, make_dirs_durably, write_csv, write_image_outputs
 
 
 class BatchWriter:
     """The per-image folder first, then the log line (a line in the log means the folder is complete).
 
-    The CSV and report are rebuilt from every record, so they are rewritten at most every
-    ``refresh_s`` seconds (a deferred rewrite catches the last change) and by ``flush``.
+    Creating it rebuilds the browser's rows from the log (once per run: a row appended by a
+    run killed before its log line is dropped) and writes report.html.
     """
 
     def __init__(self, out_dir: Path, results: ResultsLog, header: ReportHeader, refresh_s: float):
@@ -22,6 +30,8 @@ class BatchWriter:
         self.results = results
         self.header = header
         self.refresh_s = refresh_s
+        self.report = ReportWriter(out_dir, header)
+        self.report.start(results.records())
         self._last_refresh = float("-inf")
         self._pending: Optional[asyncio.TimerHandle] = None
 
@@ -30,6 +40,8 @@ class BatchWriter:
             return  # the same file failing the same way on every rerun adds no line
         make_dirs_durably(item.folder, self.out_dir)
         write_image_outputs(item.folder, record)
+        self.report.add_page(record)  # the detail page is part of the folder: before the log line
+        self.report.add_row(record)
         self.results.append(record)  # last: a line in the log means the folder is complete
         self._refresh_soon()
 
@@ -54,6 +66,5 @@ class BatchWriter:
             self._last_refresh = asyncio.get_running_loop().time()
         except RuntimeError:
             pass
-        records = self.results.records()
-        write_csv(self.out_dir / RESULTS_CSV, records)
-        write_report(self.out_dir, records, self.header)
+        write_csv(self.out_dir / RESULTS_CSV, self.results.records())
+        self.report.refresh()

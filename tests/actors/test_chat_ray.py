@@ -1,5 +1,6 @@
 """LLMServer as a Ray actor (loopback local Ray) with the transformers backend and the tiny Llama."""
 import asyncio
+import os
 
 import numpy as np
 import pytest
@@ -31,7 +32,10 @@ async def test_llm_server_runs_as_a_ray_actor(ray_local, tiny_llm_section):
     client = start_role("llm", "actors.chat.server:LLMServer", cfg, cfg.resources)
     await wait_ready(client)
     assert actor_options(cfg.resources)["num_cpus"] == 0.25
-    assert await client.ping() == {"role": "llm", "backend": "transformers", "model": cfg.model}
+    ping = await client.ping()
+    engine = ping.pop("engine")  # "<actor pid>:<backend id>": roles sharing one engine report the same
+    assert ping == {"role": "llm", "backend": "transformers", "model": cfg.model}
+    assert engine.split(":")[0] != str(os.getpid())  # loaded in the actor's process, not here
 
     remote = await asyncio.gather(*(client.chat(CHAT) for _ in range(4)), client.chat(CHAT, {"seed": 3}))
     assert len(set(remote[:4])) == 1 and remote[4] != remote[0]

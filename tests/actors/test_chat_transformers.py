@@ -49,7 +49,7 @@ async def test_llm_chat_many_and_stats(llm):
     stats = await llm.stats()
     assert stats["role"] == "llm" and stats["backend"] == "transformers"
     assert stats["calls"] >= 6 and stats["completion_tokens"] > 0 and stats["failures"] == 0
-    assert await llm.ping() == {"role": "llm", "backend": "transformers", "model": llm.cfg.model}
+    assert await llm.ping() == {"role": "llm", "backend": "transformers", "model": llm.cfg.model, "engine": llm.engine_id}
 
 
 async def test_llm_max_new_tokens_and_bad_input(llm):

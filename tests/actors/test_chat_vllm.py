@@ -29,7 +29,7 @@ async def vllm_llm(tiny_llm_section):
 
 async def test_engine_uses_configured_kv_cache(vllm_llm):
     assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "1"
-    assert await vllm_llm.ping() == {"role": "llm", "backend": "vllm", "model": vllm_llm.cfg.model}
+    assert await vllm_llm.ping() == {"role": "llm", "backend": "vllm", "model": vllm_llm.cfg.model, "engine": vllm_llm.engine_id}
 
 
 async def test_greedy_tokens_equal_transformers(vllm_llm, tiny_llm_section):

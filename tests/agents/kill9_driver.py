@@ -337,7 +337,7 @@ def main(argv: list[str]) -> int:
     if spec:
         arm(spec, Path(args.out), "checkpoints.sqlite", rng)
 
-    def start(cfg):
+    def start(cfg, **_):
         ready = os.environ.get("KILL9_READY")
         if ready:
             Path(ready).touch()

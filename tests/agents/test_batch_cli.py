@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def no_ray(monkeypatch):
     """Fail the test if main tries to start Ray / the roles."""
-    def refuse(cfg):
+    def refuse(cfg, **_):
         raise AssertionError("Ray must not start here")
     monkeypatch.setattr(br, "start_ray_and_roles", refuse)
 
@@ -88,7 +88,7 @@ def test_main_runs_the_batch_and_reports_exit_status(tmp_path, monkeypatch, caps
     world = _world()
     images = _folder(tmp_path, world)
     roles = make_roles(world, {None: ['["red ball"]'] * 40})
-    monkeypatch.setattr(br, "start_ray_and_roles", lambda cfg: RunningRoles(roles, False))
+    monkeypatch.setattr(br, "start_ray_and_roles", lambda cfg, **_: RunningRoles(roles, False))
     out = tmp_path / "out"
     argv = ["--dir", str(images), "--out", str(out), "--set", "agent.framework=vanilla", "--set", "agent.max_steps=2",
             "--set", "job.summary_refresh_s=0", "--concurrency", "2"]
@@ -103,7 +103,7 @@ def test_main_runs_the_batch_and_reports_exit_status(tmp_path, monkeypatch, caps
 def test_start_failure_is_setup_error(tmp_path, monkeypatch, capsys):
     images = _folder(tmp_path, _world())
 
-    def broken(cfg):
+    def broken(cfg, **_):
         raise br.SetupError("cannot start the model roles: OSError: no such model folder")
     monkeypatch.setattr(br, "start_ray_and_roles", broken)
     assert br.main(["--dir", str(images), "--out", str(tmp_path / "out")]) == br.EXIT_SETUP_ERROR
@@ -113,7 +113,7 @@ def test_start_failure_is_setup_error(tmp_path, monkeypatch, capsys):
 def test_write_failure_is_fatal_exit(tmp_path, monkeypatch, capsys):
     world = _world()
     images = _folder(tmp_path, world)
-    monkeypatch.setattr(br, "start_ray_and_roles", lambda cfg: RunningRoles(make_roles(world, {None: ['["red ball"]'] * 40}), False))
+    monkeypatch.setattr(br, "start_ray_and_roles", lambda cfg, **_: RunningRoles(make_roles(world, {None: ['["red ball"]'] * 40}), False))
 
     def disk_full(self, record):
         raise OSError(28, "No space left on device")
@@ -139,7 +139,7 @@ async def slow_generate(prompt, seeds):
     return await generate(prompt, seeds)
 roles.t2i.generate = slow_generate
 from agents.batch.startup import RunningRoles
-br.start_ray_and_roles = lambda cfg: RunningRoles(roles, False)
+br.start_ray_and_roles = lambda cfg, **_: RunningRoles(roles, False)
 sys.exit(br.main(sys.argv[2:]))
 """
 

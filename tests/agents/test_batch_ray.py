@@ -79,6 +79,36 @@ def test_batch_job_end_to_end_on_ray_with_offline_kit(kit_config, tmp_path):
     assert ("random-weight models" in (out / "report.html").read_text()) == bool(flagged)
 
 
+def test_batch_job_with_llm_vlm_and_captioner_in_one_actor(kit_config, tmp_path):
+    """The agent unchanged over shared roles: the kit's tiny LLaVA-Next serves the LLM, the VLM and
+    (captioner.backend: vlm) the captioner from one actor (transformers backend: vLLM would refuse
+    the agent's longest prompts, which exceed the tiny model's 512 positions)."""
+    cfg = yaml.safe_load(kit_config.read_text())
+    vlm = dict(cfg["vlm"], backend="transformers")
+    cfg.update(vlm=vlm, llm=dict(vlm, sampling=cfg["llm"]["sampling"]), captioner={"backend": "vlm", "max_new_tokens": 8})
+    config = tmp_path / "shared.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    from actors.role_groups import role_groups
+    from agents.config import ArpoConfig
+    from core.config import load_config
+
+    assert list(role_groups(load_config(ArpoConfig, config))) == ["t2i", "llm+vlm+captioner", "clip"]
+    images = tmp_path / "imgs"
+    images.mkdir()
+    rng = np.random.default_rng(2)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(images / name)
+    out = tmp_path / "out"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env.pop("RAY_ADDRESS", None)
+    run = subprocess.run([sys.executable, "-m", "agents.batch_reverse", "--dir", str(images), "--out", str(out),
+                          "--config", str(config)], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-4000:]
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted((r["source"], r["status"]) for r in records) == [("a.png", "done"), ("b.png", "done")]
+    assert all(r["iterations"] for r in records)
+
+
 def _processes_with(marker: str) -> list[str]:
     """Live processes whose environment carries ``marker``, i.e. started by the job (or its children)."""
     import psutil

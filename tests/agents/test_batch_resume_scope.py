@@ -145,7 +145,7 @@ async def test_changed_settings_are_refused_by_name_or_restarted_on_request(tmp_
 def test_cli_names_changed_settings_and_fresh_flag(tmp_path, monkeypatch, capsys):
     world = _world()
     images = _images(tmp_path / "imgs", world, formats=("png",))
-    monkeypatch.setattr(br, "start_ray_and_roles", lambda cfg: RunningRoles(_roles(world), False))
+    monkeypatch.setattr(br, "start_ray_and_roles", lambda cfg, **_: RunningRoles(_roles(world), False))
     base = ["--dir", str(images), "--out", str(tmp_path / "out"), "--set", "agent.framework=vanilla", "--set", "job.summary_refresh_s=0"]
     assert br.main(base) == EXIT_OK
     assert br.main([*base, "--set", "agent.seeds=[0,1]"]) == br.EXIT_SETUP_ERROR

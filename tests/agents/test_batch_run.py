@@ -18,7 +18,7 @@ from agents.config import ArpoConfig
 from agents.image_id import content_id
 from agents.results import exclusive_output
 from tests.agents.batch_doubles import ScriptedOptimise, write_image_folder
-from tests.agents.test_report import parse
+from tests.agents.test_report import read_browser
 
 GRAPH = object()  # run_batch passes it through to optimise; no real graph is built
 
@@ -68,13 +68,14 @@ async def test_batch_good_and_bad_files(tmp_path):
 
     rows = list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))
     assert sorted(r["source"] for r in rows) == sorted(records)
-    doc = (out / "report.html").read_text()
-    tree = parse(doc)
-    srcs = [attrs["src"] for tag, attrs in tree.tags if tag == "img"]
-    assert len(srcs) == 3 * (1 + 3)  # reference + 3 iterations for each good image
-    assert all((out / s).is_file() for s in srcs)
-    text = "".join(tree.text)
-    assert "done: 3" in text and "failed: 2" in text and "fake.png: not a readable image" in text
+    rows, summary, pages = read_browser(out)  # every image a page shows exists
+    assert sorted(rows) == sorted(r["image_id"] for r in records.values()) and summary["total"] == 5
+    assert sorted(r["st"] for r in rows.values()) == ["done"] * 3 + ["error"] * 2
+    for source in ("a.png", "sub/B.JPG", "sub/c.webp"):
+        srcs = [attrs["src"] for tag, attrs in pages[records[source]["image_id"]].tags if tag == "img"]
+        assert len(srcs) == 1 + 3  # reference + 3 iterations
+    assert "fake.png: not a readable image" in "".join(pages[records["fake.png"]["image_id"]].text)
+    assert "fake.png: not a readable image" in rows[records["fake.png"]["image_id"]]["err"]
     assert not list(out.rglob("*.tmp"))  # no temporary files left behind
 
 
@@ -129,7 +130,7 @@ async def test_batch_interrupted_then_resumed(tmp_path):
     assert sorted(r["image_id"] for r in _jsonl(out)) == sorted(ids[:2])
     at_gate = [i for i in ids[2:] if opt.progress.get(i) == 4]  # all iterations "checkpointed", not finished
     assert len(at_gate) >= 2
-    assert "run interrupted" in (out / "report.html").read_text()
+    assert read_browser(out)[1]["interrupted"] is True
 
     finished_files = {p: (p.read_bytes(), p.stat().st_mtime_ns)
                       for rec in _jsonl(out) for p in (out / rec["output_dir"]).iterdir()}
@@ -149,7 +150,7 @@ async def test_batch_interrupted_then_resumed(tmp_path):
     assert log_after.startswith(log_before)
     assert sorted(r["image_id"] for r in _jsonl(out)) == sorted(ids)
     assert all(r["status"] == "done" for r in _jsonl(out))
-    assert "run interrupted" not in (out / "report.html").read_text()
+    assert read_browser(out)[1]["interrupted"] is False
 
 
 async def test_batch_cancelled_task_keeps_finished_results_and_resumes(tmp_path):

@@ -193,7 +193,7 @@ def test_cli_with_the_offline_t2i(tmp_path):
 
 
 def test_cli_shows_edits_in_the_batch_report(tmp_path):
-    """After an edit, OUT/report.html shows the edited images beside the reverse prompt's (Figure 4.4)."""
+    """After an edit, the image's page in the batch report shows the edited images beside the reverse prompt's (Figure 4.4)."""
     from actors.offline_kit import t2i
     from agents.results import RESULTS_JSONL
     import yaml
@@ -204,10 +204,11 @@ def test_cli_shows_edits_in_the_batch_report(tmp_path):
     out = folder.parent.parent
     (out / RESULTS_JSONL).write_text(json.dumps(dict(record, output_dir="images/dog-abc")) + "\n")
     assert main(["--result", str(folder / "result.json"), "--edit", "-dog +cat", "--config", str(config)]) == 0
-    report = (out / "report.html").read_text()
-    assert "<h3>Edits</h3>" in report
-    assert "a cat &lt;b&gt;, oil painting" in report and "a cat <b>" not in report
-    assert 'src="images/dog-abc/edits/' in report
+    page = (folder / "index.html").read_text()  # the image's detail page in the batch report
+    assert "<h2>Prompt edits</h2>" in page
+    assert "a cat &lt;b&gt;, oil painting" in page and "a cat <b>" not in page
+    assert 'src="edits/' in page and 'src="../../images/dog-abc/reference.png"' in page
+    assert (out / "report.html").is_file() and "images/dog-abc/index.html" in (out / "report_rows.js").read_text()
 
 
 def test_cli_errors_before_loading_models(tmp_path, capsys):

@@ -207,3 +207,37 @@ async def test_wrong_number_of_images_is_an_error(tmp_path):
 def test_token_limit_must_leave_room():
     with pytest.raises(ValueError, match="reserved_tokens"):
         build_graph(make_roles(world(), {}), AgentConfig(reserved_tokens=2), 2)
+
+
+async def test_the_record_keeps_descriptions_differences_and_every_candidates_fate(tmp_path):
+    """What the report's detail page shows: the VLM's descriptions, the differences, and per candidate its
+    CLIP-T score in the round that chose it, the best score it had to reach, and kept / dropped."""
+    w = world()
+    roles = make_roles(w, {"content": ["[blue eyes, junk one, blue eyes]", "[]"], "style": ["[oil painting]", "[]"]},
+                       caption=CAPTION)
+    r = await optimise("img", write_reference(w, tmp_path), tmp_path / "img", roles, AgentConfig(framework="enhanced"), 77)
+    assert set(r.reference_description) == {"content", "style"} and "<<reference>>" in r.reference_description["content"]
+    for it in r.iterations:
+        assert set(it.description) == {"content", "style"} and set(it.differences) == {"content", "style"}
+        assert it.description["content"] != r.reference_description["content"]
+    first = r.iterations[0]
+    fates = [(c.text, c.outcome) for c in first.selection]
+    # the duplicate is the parser's to drop; what reaches selection is each text once
+    assert sorted(fates) == sorted([("blue eyes", "kept"), ("oil painting", "kept"), ("junk one", "no_gain")])
+    by_text = {c.text: c for c in first.selection}
+    assert by_text["blue eyes"].clip_t == pytest.approx(first.clip_t + .05) and by_text["blue eyes"].round == 0
+    assert by_text["blue eyes"].needed == pytest.approx(first.clip_t)
+    # junk, chosen last, scored below the best so far (blue eyes + oil painting)
+    assert by_text["junk one"].needed == pytest.approx(first.clip_t + .08)
+    assert by_text["junk one"].clip_t == pytest.approx(first.clip_t + .07) and by_text["junk one"].round == 2
+    assert [f.text for f in r.iterations[1].added] == [c.text for c in first.selection if c.outcome == "kept"]
+
+
+async def test_vanilla_records_the_vlm_comparison_and_too_long_candidates(tmp_path):
+    w = World(fragment_sum({"a very long fragment with many many words": .5, "blue eyes": .01}))
+    roles = make_roles(w, {None: ["[a very long fragment with many many words, blue eyes]", "[]"]}, caption=CAPTION)
+    r = await optimise("img", write_reference(w, tmp_path), tmp_path / "img", roles, AgentConfig(framework="vanilla"), 10)
+    first = r.iterations[0]
+    assert first.description is None and list(first.differences) == ["overall"] and first.differences["overall"]
+    assert [(c.text, c.outcome, c.clip_t) for c in first.selection] == [
+        ("a very long fragment with many many words", "too_long", None), ("blue eyes", "kept", pytest.approx(first.clip_t + .01))]

@@ -15,7 +15,8 @@ there starts each run without paying the imports again). The harness
   holds only whole lines (but perhaps a partial last one);
 * then reruns the job to the end and checks what it left: one ``done`` line per good
   image, one error line per bad file (not one per rerun), no corrupt line, every
-  per-image folder complete and equal to its line, results.csv / report.html whole, and
+  per-image folder complete and equal to its line (its detail page too), results.csv /
+  report.html whole, the report's rows one per image of the log, and
   no record lost (every whole line seen after any kill is still in the final log).
 
 :func:`run_kill9_harness` takes the checkpointer's ``--set`` keys and environment, so the
@@ -382,12 +383,18 @@ def check_outputs(out: Path, good_ids: set[str], bad: dict[str, str]) -> list[di
         i: r["status"] for i, r in latest.items()}
     report = (out / "report.html").read_text(encoding="utf-8")
     assert report.rstrip().endswith("</html>")
+    # the results browser's rows: every line whole, one image per record of the log
+    lines = (out / "report_rows.js").read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line[len("ARPO.rows.push("):-len(");")]) for line in lines if not line.startswith("/*")]
+    assert {row["id"]: row["st"] for row in rows} == {i: r["status"] for i, r in latest.items()}
     return records
 
 
 def _check_image_folder(out: Path, record: dict) -> None:
     folder = out / record["output_dir"]
     assert json.loads((folder / "result.json").read_text(encoding="utf-8")) == record
+    page = (folder / "index.html").read_text(encoding="utf-8")  # the detail page, whole
+    assert page.rstrip().endswith("</html>") and record["image_id"] in page
     assert (folder / "final_prompt.txt").is_file()
     scores = (folder / "scores.csv").read_text(encoding="utf-8").splitlines()
     assert len(scores) == 1 + len(record["iterations"])

@@ -4,7 +4,7 @@ import math
 import pytest
 
 from agents.prompt_parts import Fragment, PromptParts
-from agents.selection import greedy_select, token_budget
+from agents.selection import candidate_outcomes, greedy_select, token_budget
 
 BASE = PromptParts(("a cat",), ())
 
@@ -168,3 +168,30 @@ async def test_bad_scorer_output_is_an_error(reply):
 
     with pytest.raises(ValueError, match="CLIP scorer"):
         await greedy_select(BASE, [C("a"), C("b")], score, base_score=.2)
+
+
+async def test_candidate_outcomes_give_each_candidate_its_score_threshold_and_fate():
+    # the hand-worked case above, plus a duplicate of b and a candidate too long for the budget
+    s = Scorer({"a": .05, "b": .03, "c": -.01, "long long long": .5})
+    cands = [C("c"), C("b"), C("long long long"), C("a"), C("b", "style")]
+
+    async def fits(texts):  # the long fragment never fits
+        return ["long" not in t for t in texts]
+
+    sel = await greedy_select(BASE, cands, s, fits=fits)
+    out = candidate_outcomes(cands, sel)
+    assert [(o["text"], o["part"], o["outcome"], o["round"]) for o in out] == [
+        ("c", "content", "no_gain", 2), ("b", "content", "kept", 1), ("long long long", "content", "too_long", None),
+        ("a", "content", "kept", 0), ("b", "style", "duplicate", None)]
+    scores = {o["text"]: (o["clip_t"], o["needed"]) for o in out if o["clip_t"] is not None}
+    assert scores == {"a": (pytest.approx(.25), pytest.approx(.20)), "b": (pytest.approx(.28), pytest.approx(.25)),
+                      "c": (pytest.approx(.27), pytest.approx(.28))}
+    assert out[2]["clip_t"] is None and out[4]["clip_t"] is None
+
+
+async def test_candidate_outcomes_keep_a_tie_and_handle_no_candidates():
+    s = Scorer({"a": 0.0})
+    sel = await greedy_select(BASE, [C("a")], s)
+    assert [(o["outcome"], o["clip_t"], o["needed"]) for o in candidate_outcomes([C("a")], sel)] == [
+        ("kept", pytest.approx(.20), pytest.approx(.20))]  # s = s_max keeps it, as in Algorithm 8
+    assert candidate_outcomes([], await greedy_select(BASE, [], s)) == []

@@ -108,6 +108,7 @@ def test_repo_profiles_validate():
     root = Path(__file__).resolve().parents[2] / "configs"
     profiles = sorted(root.glob("*.yaml"))
     assert len(profiles) >= 4, profiles
+    assert {"gpu_cluster.yaml", "one_gpu_80gb.yaml", "one_gpu_24gb.yaml"} <= {p.name for p in profiles}
     for p in profiles:
         load_config(EvalConfig if "eval" in p.name else ArpoConfig, p)
 

@@ -164,6 +164,17 @@ def test_captioned_images(tmp_path, fmt):
     assert batch["pixels"].shape == (2, 3, 8, 8) and batch["caption"] == [ds[0]["caption"], ds[1]["caption"]]
 
 
+def test_a_file_listed_twice_is_one_pair_with_its_last_caption(tmp_path):
+    """The batch job appends a line when a caption changes (agents/batch/captions.py): the last one counts."""
+    _captioned_folder(tmp_path, "jsonl")
+    with (tmp_path / "captions.jsonl").open("a") as fh:
+        fh.write(json.dumps({"file": "./img0.png", "text": "newer caption"}) + "\n")
+        fh.write(json.dumps({"file": str(tmp_path / "img2.png"), "text": "absolute path"}) + "\n")
+    ds = CaptionedImages(tmp_path, image_size=8)
+    assert [(p.name, t) for p, t in ds.pairs] == [("img0.png", "newer caption"), ("img1.png", "caption 1"),
+                                                  ("img2.png", "absolute path")]
+
+
 def test_captioned_images_errors_name_the_record(tmp_path):
     _captioned_folder(tmp_path, "jsonl")
     with (tmp_path / "captions.jsonl").open("a") as fh:
