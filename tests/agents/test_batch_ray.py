@@ -171,7 +171,9 @@ def test_ray_job_submit_to_a_local_head(kit_config, tmp_path):
         records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
         assert [r["status"] for r in records] == ["done"]
         # it joined the test's cluster: no second local Ray was started by the job
-        assert "joined the Ray cluster" in logs and "started a local Ray" not in logs
+        # (the driver's INFO lines go to OUT/logs/job.log; the console shows the progress bar)
+        job_log = (out / "logs" / "job.log").read_text()
+        assert "joined the Ray cluster" in job_log and "started a local Ray" not in job_log + logs
     finally:
         # Not `ray stop`: it stops every Ray on the machine, a user's or another test run's too.
         _stop_processes_using(temp)
