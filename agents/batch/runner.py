@@ -208,10 +208,11 @@ class _ItemRunner:
             self.outcome.done += 1
         else:
             self.outcome.failed += 1
-            log.warning("failed: %s", record.get("error"))
         # Iterations are counted live (on_node), so the rate is this run's work only.
         self.progress.finished(ok)
         self.writer.header.running = self.progress.running
+        if not ok:  # after counting it: the bar redrawn below the warning shows this failure
+            log.warning("failed: %s", record.get("error"))
 
     def fail(self, item: WorkItem, error: str) -> None:
         self.finish(item, error_record(item, error, self.out_dir, self.identity.fingerprint))
