@@ -1,0 +1,482 @@
+"""Scale proof on a SIMULATED cluster: ``python -m benchmarks.scale [--quick] [--concurrency 1,64,256,1024,4096]``.
+
+SIMULATION — no GPU, no model. A multi-node Ray on this machine mirrors cluster.yaml's node
+types (benchmarks/scale/cluster.py); the five roles are placed with configs/gpu_cluster.yaml's
+resources and keep their real server classes, batchers and interfaces, but their model compute
+is a latency model taken from published GPU figures (benchmarks/scale/latency.py) and their
+outputs are stand-ins (noise images, fixed texts: benchmarks/scale/standins.py; the report's
+banner treats them as random-weight roles). The LangGraph agent, the SQLite checkpointer, the
+writer and the report are the real ones: each concurrency level runs ``agents.batch.runner.run_batch``
+in a fresh driver process (benchmarks/scale/driver.py) on fresh role actors.
+
+Per level it reports images per minute, the efficiency against the ideal throughput the latency
+model and the role capacities allow (latency.ideal_throughput), p50/p99 iteration latency, the
+driver's CPU per iteration, its memory per optimisation in flight, the checkpoint database per
+image, the writer's and the report's time per finished image, the batch sizes every role saw,
+where each replica landed, and the machine's load average before and after. Then two batch jobs
+run at once (two driver processes, two output folders) on ONE set of named role actors, and the
+roles' per-job counters show their requests interleaved in the same batches.
+
+Time dilation ``--dilation k``: every latency-model cost and batching wait × k, so the simulated
+cluster runs 1/k times faster than the real one would; throughput is converted back (× k) in
+the "real" columns. The driver's own costs are not dilated: they are what is measured.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import pickle
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.scale import analysis  # noqa: E402
+from benchmarks.scale.cluster import classify_nodes, listeners_off_loopback, start_cluster  # noqa: E402
+from benchmarks.scale.driver import DriverSpec  # noqa: E402
+from benchmarks.scale.latency import SOURCES, LatencyModel, default_model  # noqa: E402
+from benchmarks.scale.standins import tag_image  # noqa: E402
+
+NAMESPACE = "expectdiff-scale"
+PROFILE = ("SIMULATION (python -m benchmarks.scale): configs/gpu_cluster.yaml placement on a simulated cluster; "
+           "every role is a latency-model stand-in (noise images, fixed texts)")
+STANDIN_README = ("These folders are not models. benchmarks/scale points the config's model fields here so that the "
+                  "batch report flags every role as random-weight: the roles were latency-model stand-ins returning "
+                  "noise images and fixed texts.\n")
+EXPECTED_NODE_TYPE = {"t2i": "gpu_small", "captioner": "gpu_small", "clip": "gpu_small", "llm": "gpu_large", "vlm": "gpu_large"}
+
+
+def load_cfg(work: Path, dilation: float, max_steps: int, config: Path, extra: list[str] = ()):
+    """configs/gpu_cluster.yaml with: max_steps, model fields pointing at stand-in folders (report banner),
+    and every batching wait × dilation (part of the time dilation)."""
+    from actors.offline_kit import OFFLINE_KIT_MARKER
+    from agents.config import ArpoConfig
+    from core.config import load_config
+
+    models = work / "standin_models"
+    for role in ("t2i", "llm", "vlm", "captioner", "clip"):
+        (models / role).mkdir(parents=True, exist_ok=True)
+    (models / OFFLINE_KIT_MARKER).write_text(STANDIN_README)
+    (models / "README.txt").write_text(STANDIN_README)
+    overrides = [f"agent.max_steps={max_steps}", f"t2i.model={models / 't2i'}", f"llm.model={models / 'llm'}",
+                 f"vlm.model={models / 'vlm'}", f"captioner.model={models / 'captioner'}", f"clip.pretrained={models / 'clip'}"]
+    cfg = load_config(ArpoConfig, config, overrides + list(extra))
+    for role in ("t2i", "captioner", "clip"):
+        b = getattr(cfg, role).batching
+        b.max_wait_ms = b.max_wait_ms * dilation
+    return cfg
+
+
+def make_images(folder: Path, n: int, seed: int, job: int = 0) -> Path:
+    """``n`` distinct 32x32 noise PNGs whose first row carries the job tag."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        img = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(tag_image(img, job)).save(folder / f"img_{i:05d}.png")
+    return folder
+
+
+def folder_bytes(out: Path) -> dict:
+    total = ckpt = 0
+    for p in out.rglob("*"):
+        if p.is_file():
+            size = p.stat().st_size
+            total += size
+            if p.name.startswith("checkpoints.sqlite"):
+                ckpt += size
+    return {"total": total, "checkpoint": ckpt}
+
+
+def checkpoint_contents(out: Path) -> dict:
+    """What LangGraph's SQLite saver keeps: checkpoints and pending writes, and how much of it the latest
+    checkpoint of each thread (all a resume needs) is."""
+    import sqlite3
+
+    path = out / "checkpoints.sqlite"
+    if not path.is_file():
+        return {}
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        n_ckpt, ckpt_bytes = con.execute("select count(*), coalesce(sum(length(checkpoint) + length(metadata)), 0) from checkpoints").fetchone()
+        n_writes, write_bytes = con.execute("select count(*), coalesce(sum(length(value)), 0) from writes").fetchone()
+        threads, latest = con.execute(
+            "select count(*), coalesce(sum(length(c.checkpoint) + length(c.metadata)), 0) from checkpoints c join "
+            "(select thread_id, checkpoint_ns, max(checkpoint_id) as last from checkpoints group by thread_id, checkpoint_ns) m "
+            "on c.thread_id = m.thread_id and c.checkpoint_ns = m.checkpoint_ns and c.checkpoint_id = m.last").fetchone()
+    finally:
+        con.close()
+    return {"threads": threads, "checkpoints": n_ckpt, "checkpoint_bytes": ckpt_bytes, "writes": n_writes,
+            "write_bytes": write_bytes, "latest_checkpoint_bytes": latest}
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def tree_cpu() -> dict[int, float]:
+    """CPU seconds (user + system) so far of this process and every descendant (nodes, workers, drivers)."""
+    import psutil
+
+    me = psutil.Process()
+    out = {}
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+            out[proc.pid] = t.user + t.system
+        except psutil.Error:
+            pass
+    return out
+
+
+def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(v - before.get(pid, 0.0) for pid, v in after.items())
+
+
+def parse_scale(text: str) -> dict[str, float]:
+    """'0.5' (every role) or 'llm=2,vlm=2' (those roles) -> {role: factor}."""
+    roles = ("t2i", "llm", "vlm", "captioner", "clip")
+    text = text.strip()
+    if "=" not in text:
+        return {r: float(text) for r in roles}
+    out = {r: 1.0 for r in roles}
+    for part in text.split(","):
+        role, value = part.split("=")
+        if role.strip() not in out:
+            raise ValueError(f"--latency-scale: unknown role {role!r}")
+        out[role.strip()] = float(value)
+    return out
+
+
+class Run:
+    """The simulated cluster and what the levels share."""
+
+    def __init__(self, args, work: Path):
+        self.args, self.work = args, work
+        self.cfg = load_cfg(work, args.dilation, args.max_steps, args.config, args.set)
+        self.model: LatencyModel = default_model(self.cfg).scaled_roles(parse_scale(args.latency_scale)).with_dilation(args.dilation)
+        counts = {"gpu_large": args.gpu_large_nodes, "gpu_small": args.gpu_small_nodes}
+        t0 = time.perf_counter()
+        self.sim = start_cluster(counts, temp_dir=f"/tmp/rsc{os.getpid()}")
+        import ray
+
+        ray.init(address=self.sim.address, namespace=NAMESPACE, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+        self.nodes = classify_nodes(self.sim)
+        self.cluster_start_s = time.perf_counter() - t0
+        self.off_loopback: set[str] = set(listeners_off_loopback())
+
+    def close(self) -> None:
+        self.sim.shutdown(remove_temp=not self.args.keep)
+
+    # ------------------------------------------------------------------ roles
+    def start_roles(self, prefix: str):
+        from benchmarks.scale.roles import placement, role_specs, start_or_join_roles, wait_ready
+
+        specs = role_specs(self.cfg, self.model)
+        handles = start_or_join_roles(self.cfg, specs, prefix, NAMESPACE)
+        asyncio.run(wait_ready(handles))
+        where = asyncio.run(placement(handles, self.nodes))
+        return specs, handles, where
+
+    # ------------------------------------------------------------------ drivers
+    def run_drivers(self, specs: list[DriverSpec], timeout_s: float) -> list[dict]:
+        """Start one driver process per spec; they begin their batches together (a barrier)."""
+        env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONPATH": str(ROOT)}
+        env.pop("RAY_ADDRESS", None)
+        procs = []
+        for i, spec in enumerate(specs):
+            path = Path(spec.result).with_suffix(".spec.pkl")
+            path.write_bytes(pickle.dumps(spec))
+            log = open(Path(spec.result).with_suffix(".log"), "w")
+            procs.append((subprocess.Popen([sys.executable, "-m", "benchmarks.scale.driver", "--spec", str(path)],
+                                           cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+        deadline = time.monotonic() + timeout_s
+        next_check = time.monotonic() + 5
+        while any(p.poll() is None for p, _ in procs):
+            if time.monotonic() > deadline:
+                for p, _ in procs:
+                    p.kill()
+                raise TimeoutError(f"drivers still running after {timeout_s:.0f} s")
+            if time.monotonic() >= next_check:  # every role and driver process is up: nothing off loopback?
+                self.off_loopback |= set(listeners_off_loopback())
+                next_check = time.monotonic() + 30
+            time.sleep(0.5)
+        results = []
+        for (p, log), spec in zip(procs, specs):
+            log.close()
+            if not Path(spec.result).is_file():
+                tail = Path(spec.result).with_suffix(".log").read_text()[-3000:]
+                raise RuntimeError(f"driver for {spec.out} exited {p.returncode} without results:\n{tail}")
+            results.append(json.loads(Path(spec.result).read_text()))
+        return results
+
+    def driver_spec(self, role_specs: dict, prefix: str, images: Path, out: Path, concurrency: int,
+                    barrier: Optional[Path], cprofile: Optional[str] = None) -> DriverSpec:
+        return DriverSpec(address=self.sim.address, namespace=NAMESPACE, prefix=prefix, cfg=self.cfg, specs=role_specs,
+                          images=str(images), out=str(out), concurrency=concurrency, profile=PROFILE,
+                          result=str(out.parent / f"{out.name}.result.json"), cprofile=cprofile,
+                          barrier=str(barrier) if barrier else None)
+
+    # ------------------------------------------------------------------ one level
+    def level(self, concurrency: int, n_images: int, seed: int) -> dict:
+        from benchmarks.scale.roles import kill, role_stats
+
+        a = self.args
+        images = make_images(self.work / f"images-c{concurrency}", n_images, seed)
+        out = self.work / f"out-c{concurrency}"
+        load_before = loadavg()
+        specs, handles, where = self.start_roles(f"c{concurrency}")
+        cprofile = str(self.work / f"driver-c{concurrency}.prof") if concurrency in a.cprofile else None
+        spec = self.driver_spec(specs, f"c{concurrency}", images, out, concurrency, None, cprofile)
+        cpu0 = tree_cpu()
+        res = self.run_drivers([spec], a.timeout)[0]
+        stats = asyncio.run(role_stats(handles))
+        others = cpu_delta(cpu0, tree_cpu())  # the cluster's processes (nodes, role actors); the driver has exited
+        kill(handles)
+        load_after = loadavg()
+        row = self._figures(res, stats, concurrency, out)
+        row.update(checkpoint_contents=checkpoint_contents(out), concurrency=concurrency, placement=where, load_before=load_before, load_after=load_after,
+                   cprofile=cprofile, uptime=_uptime(),
+                   cluster_cpu_ms_per_iteration=1000 * others / max(row["iterations"], 1),
+                   cluster_busy_share=others / row["wall_s"] if row["wall_s"] else None)
+        if not a.keep:
+            shutil.rmtree(images, ignore_errors=True)
+            shutil.rmtree(out, ignore_errors=True)
+        return row
+
+    def _figures(self, res: dict, stats: dict, concurrency: int, out: Path) -> dict:
+        k = self.model.dilation
+        fig = analysis.driver_figures(res, concurrency, folder_bytes(out))
+        ideal, path = analysis.ideal_for(self.cfg, self.model.with_dilation(1.0), stats, fig["done"], concurrency)
+        real_steady = fig["images_per_s_steady"] * k
+        fig.update(
+            real_images_per_min_steady=60 * real_steady, real_images_per_min_whole=60 * fig["images_per_s_whole"] * k,
+            ideal_images_per_min=60 * ideal.images_per_s, efficiency=real_steady / ideal.images_per_s,
+            ideal=ideal.as_dict(), critical_path=[(s.name, s.seconds) for s in path],
+            real_iteration_p50_s=(fig["iteration_p50_s"] or 0) / k, real_iteration_p99_s=(fig["iteration_p99_s"] or 0) / k,
+            roles=analysis.role_summary(stats, res["wall_s"], k), role_stats=stats,
+            report_banner=_banner(out))
+        return fig
+
+    # ------------------------------------------------------------------ two drivers
+    def two_drivers(self, concurrency: int, n_images: int, seed: int) -> dict:
+        from benchmarks.scale.roles import kill, role_stats
+
+        load_before = loadavg()
+        specs, handles, where = self.start_roles("shared")
+        barrier = self.work / "two-drivers.go"
+        barrier.unlink(missing_ok=True)
+        dspecs = []
+        for job in (1, 2):
+            images = make_images(self.work / f"images-job{job}", n_images, seed + job, job=job)
+            dspecs.append(self.driver_spec(specs, "shared", images, self.work / f"out-job{job}", concurrency, barrier))
+        results = self.run_drivers_with_barrier(dspecs, barrier)
+        stats = asyncio.run(role_stats(handles))
+        kill(handles)
+        jobs = []
+        for spec, res in zip(dspecs, results):
+            fig = analysis.driver_figures(res, concurrency, folder_bytes(Path(spec.out)))
+            jobs.append({"out": spec.out, "done": fig["done"], "failed": fig["failed"], "wall_s": fig["wall_s"],
+                         "start_abs": res["t0_abs"], "end_abs": res["t0_abs"] + res["wall_s"],
+                         "report_banner": _banner(Path(spec.out))})
+        roles = analysis.role_summary(stats, max(j["end_abs"] for j in jobs) - min(j["start_abs"] for j in jobs),
+                                      self.model.dilation)
+        row = {"concurrency_per_job": concurrency, "images_per_job": n_images, "jobs": jobs, "placement": where,
+               "roles": roles, "role_stats": stats, "load_before": load_before, "load_after": loadavg(),
+               "interleaved": interleaving(roles)}
+        if not self.args.keep:
+            for spec in dspecs:
+                shutil.rmtree(spec.images, ignore_errors=True)
+                shutil.rmtree(spec.out, ignore_errors=True)
+        return row
+
+    def run_drivers_with_barrier(self, specs: list[DriverSpec], barrier: Path) -> list[dict]:
+        import threading
+
+        def release():
+            ready = [Path(s.result).with_suffix(".ready") for s in specs]
+            deadline = time.monotonic() + self.args.timeout
+            while not all(r.exists() for r in ready) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            barrier.write_text("go")
+
+        t = threading.Thread(target=release, daemon=True)
+        t.start()
+        return self.run_drivers(specs, self.args.timeout)
+
+
+def interleaving(roles: dict) -> dict:
+    """Per role replica: batches (engine admissions for chat) that held requests of both jobs, and items per job."""
+    return {name: {"mixed": r["mixed"], "jobs": r["jobs"]} for name, r in roles.items()}
+
+
+def _git() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        return head + (" (uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def _uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _banner(out: Path) -> dict:
+    html = (out / "report.html").read_text() if (out / "report.html").is_file() else ""
+    return {"report_html": bool(html), "random_weight_banner": "random-weight models" in html,
+            "simulation_profile": "SIMULATION" in html}
+
+
+# ---------------------------------------------------------------------------- output
+
+def fmt(v, spec=".1f"):
+    return "–" if v is None else format(v, spec)
+
+
+def render(meta: dict, rows: list[dict], two: Optional[dict]) -> str:
+    k = meta["dilation"]
+    lines = [
+        "SIMULATION — scale proof on a simulated cluster (python -m benchmarks.scale). No GPU, no model: the roles are",
+        "latency-model stand-ins (noise images, fixed texts; the report banner flags them as random-weight roles).",
+        f"date {meta['date']}, host {meta['host']} ({meta['cpus']} CPUs), git {meta['git']}, command: {meta['command']}",
+        f"cluster: {meta['nodes']} (from cluster.yaml; CPU/GPU counts logical), roles: configs/gpu_cluster.yaml, "
+        f"agent.max_steps={meta['max_steps']}, time dilation k={k} (latencies and batching waits × k; real = sim throughput × k), "
+        f"latency scale ×{meta['latency_scale']}, config overrides {meta['overrides'] or 'none'}",
+        f"nothing listened off loopback: {not meta['off_loopback']} {meta['off_loopback'] or ''}",
+        "",
+        "| concurrency | images | sim wall s | images/min (real, steady) | ideal images/min | efficiency | bound | iteration p50 / p99 (real s) "
+        "| driver CPU ms/iter | driver busy | cluster CPU ms/iter | RSS per in-flight KB | checkpoint KB/image | writer ms/image: record / flush / captions | load avg before → after |",
+        "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r in rows:
+        w = r["writer"]
+        lines.append(
+            f"| {r['concurrency']} | {r['done']} ({r['failed']} failed) | {r['wall_s']:.0f} | {r['real_images_per_min_steady']:.2f} "
+            f"| {r['ideal_images_per_min']:.2f} | {r['efficiency']:.3f} | {r['ideal']['bound']} "
+            f"| {r['real_iteration_p50_s']:.0f} / {r['real_iteration_p99_s']:.0f} | {r['driver_cpu_ms_per_iteration']:.1f} "
+            f"| {100 * r['driver_busy_share']:.0f}% | {r['cluster_cpu_ms_per_iteration']:.1f} | {r['rss_per_inflight_kb']:.0f} | {r['checkpoint_bytes_per_image'] / 1024:.0f} "
+            f"| {w['BatchWriter.record']['wall_ms_per_image']:.1f} / {w['BatchWriter.flush']['wall_ms_per_image']:.1f} / "
+            f"{w['Captions.write']['wall_ms_per_image']:.1f} | {r['load_before'][0]} → {r['load_after'][0]} |")
+    lines += ["", "Batch sizes the roles saw (mean / max; chat: sequences running at once, mean / max) and utilisation:", "",
+              "| concurrency | " + " | ".join(rows[0]["roles"]) + " |" if rows else "",
+              "|---:|" + "---|" * len(rows[0]["roles"]) if rows else ""]
+    for r in rows:
+        cells = []
+        for name, s in r["roles"].items():
+            if "mean_batch" in s:
+                cells.append(f"{s['mean_batch']:.1f} / {s['max_batch']} ({100 * (s['utilisation'] or 0):.0f}%)")
+            else:
+                cells.append(f"{s['mean_running']:.1f} / {s['max_running']} ({100 * (s['utilisation'] or 0):.0f}%)")
+        lines.append(f"| {r['concurrency']} | " + " | ".join(cells) + " |")
+    if rows and all(r.get("nodes") for r in rows):
+        names = ["init", "generate", "describe", "diff", "propose", "select"]
+        lines += ["", "Time per graph node, including waits in the roles' queues (real s, p50 / p99):", "",
+                  "| concurrency | " + " | ".join(names) + " |", "|---:|" + "---:|" * len(names)]
+        for r in rows:
+            cells = [f"{r['nodes'][n]['p50_s'] / k:.1f} / {r['nodes'][n]['p99_s'] / k:.1f}" if n in r["nodes"] else "–" for n in names]
+            lines.append(f"| {r['concurrency']} | " + " | ".join(cells) + " |")
+    if rows:
+        lines += ["", "Placement (each replica reports its node):", "", "| level | role | replica | node type | node |", "|---|---|---:|---|---|"]
+        for r in rows:
+            for p in r["placement"]:
+                lines.append(f"| c={r['concurrency']} | {p['role']} | {p['replica']} | {p['node_type']} | {p['node_id'][:8]} |")
+        r = rows[-1]
+        lines += ["", f"Ideal at c={r['concurrency']} (real time): critical path {r['ideal']['critical_path_s']:.1f} s; role capacities:"]
+        for c in r["ideal"]["capacities"]:
+            lines.append(f"- {c['role']}: {c['replicas']} replica(s) × {c['share']} GPU, {c['busy_s_per_image']:.2f} GPU-s per image "
+                         f"→ {60 * c['images_per_s']:.1f} images/min ({c['note']})")
+    if two:
+        lines += ["", f"Two drivers, one set of shared named role actors: {two['images_per_job']} images each, concurrency "
+                      f"{two['concurrency_per_job']} each", ""]
+        for j in two["jobs"]:
+            lines.append(f"- {Path(j['out']).name}: {j['done']} done, {j['failed']} failed, wall {j['wall_s']:.1f} s, "
+                         f"report banner {j['report_banner']['random_weight_banner']}")
+        lines += ["", "| role replica | batches holding both jobs | items per job |", "|---|---:|---|"]
+        for name, v in two["interleaved"].items():
+            lines.append(f"| {name} | {v['mixed']} | {v['jobs']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="CI size: concurrency 16, 32 images, max_steps 2, then two 16-image drivers")
+    p.add_argument("--concurrency", default="1,64,256,1024,4096")
+    p.add_argument("--images-per-concurrency", type=float, default=2.0, help="images = this × concurrency (at least 2)")
+    p.add_argument("--max-steps", type=int, default=3)
+    p.add_argument("--dilation", type=float, default=0.05, help="time dilation k: every latency-model cost and batching wait × k")
+    p.add_argument("--latency-scale", default="1", help="sensitivity: every latency-model cost × this, or per role: 'llm=2,vlm=2'")
+    p.add_argument("--gpu-large-nodes", type=int, default=2)
+    p.add_argument("--gpu-small-nodes", type=int, default=2)
+    p.add_argument("--two-drivers", default="64:128", help="'C:N': two jobs of N images at concurrency C each; 'none' to skip")
+    p.add_argument("--config", type=Path, default=ROOT / "configs" / "gpu_cluster.yaml")
+    p.add_argument("--set", action="append", default=[], help="extra config override key=value (after the benchmark's own)")
+    p.add_argument("--work", type=Path, default=None, help="work folder (default: a new temporary folder)")
+    p.add_argument("--keep", action="store_true", help="keep images and output folders")
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--txt", type=Path, default=None)
+    p.add_argument("--cprofile", default="", help="comma-separated concurrencies whose driver runs under cProfile (file in --work)")
+    p.add_argument("--timeout", type=float, default=7200.0, help="seconds one level may take")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.concurrency, a.images_per_concurrency, a.max_steps = "16", 2.0, 2
+        a.two_drivers = "8:16" if a.two_drivers == "64:128" else a.two_drivers
+        a.dilation = 0.02 if a.dilation == 0.05 else a.dilation
+    a.cprofile = {int(c) for c in a.cprofile.split(",") if c.strip()}
+    levels = [int(c) for c in a.concurrency.split(",") if c.strip()]
+    work = a.work or Path(tempfile.mkdtemp(prefix="expectdiff-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    run = Run(a, work)
+    rows, two = [], None
+    try:
+        for i, c in enumerate(levels):
+            n = max(2, int(round(a.images_per_concurrency * c)))
+            print(f"[scale] concurrency {c}: {n} images (load {loadavg()}) ...", file=sys.stderr, flush=True)
+            rows.append(run.level(c, n, seed=1000 + i))
+            r = rows[-1]
+            print(f"[scale]   {r['real_images_per_min_steady']:.2f} images/min real, efficiency {r['efficiency']:.3f}, "
+                  f"driver {r['driver_cpu_ms_per_iteration']:.1f} ms/iter, wall {r['wall_s']:.0f} s", file=sys.stderr, flush=True)
+        if a.two_drivers != "none":
+            c, n = (int(x) for x in a.two_drivers.split(":"))
+            print(f"[scale] two drivers: {n} images each at concurrency {c} ...", file=sys.stderr, flush=True)
+            two = run.two_drivers(c, n, seed=5000)
+    finally:
+        run.close()
+        if not a.keep and a.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "host": platform.node(), "cpus": os.cpu_count(),
+            "command": "python -m benchmarks.scale " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "nodes": run.sim.counts, "overrides": a.set, "dilation": a.dilation, "latency_scale": parse_scale(a.latency_scale), "max_steps": a.max_steps,
+            "off_loopback": sorted(run.off_loopback), "cluster_start_s": run.cluster_start_s, "git": _git(),
+            "latency_model": run.model.as_dict(), "sources": SOURCES}
+    text = render(meta, rows, two)
+    print(text)
+    if a.txt:
+        a.txt.write_text(text + "\n")
+    if a.json:
+        a.json.write_text(json.dumps({"meta": meta, "levels": rows, "two_drivers": two}, indent=1, default=str))
+    ok = all(r["failed"] == 0 for r in rows) and (two is None or all(j["failed"] == 0 for j in two["jobs"]))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

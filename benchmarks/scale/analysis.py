@@ -1,0 +1,161 @@
+"""From one driver's measurements and the roles' counters to the benchmark's figures (SIMULATION).
+
+Units: "sim" figures are on this machine's clock, under the time dilation k (every latency-model
+cost × k); "real" figures convert them to the cluster's clock: throughput × k, latency ÷ k.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any, Optional
+
+from benchmarks.scale.latency import (Ideal, LatencyModel, RoleDemand, batched_capacity, clip_capacity,
+                                      critical_path, engine_capacity, ideal_throughput)
+from benchmarks.scale.standins import PROPOSED_PER_ANSWER
+
+
+def percentile(values: list[float], q: float) -> Optional[float]:
+    if not values:
+        return None
+    values = sorted(values)
+    pos = (len(values) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return values[lo] + (values[hi] - values[lo]) * (pos - lo)
+
+
+def steady_rate(finish_times: list[float]) -> tuple[float, str]:
+    """Images per second between the N/4-th and the 3N/4-th completion (the middle half: no
+    ramp-up, no drain); the whole run's rate for fewer than 8 images."""
+    t = sorted(finish_times)
+    n = len(t)
+    if n >= 8:
+        k1, k2 = n // 4, (3 * n) // 4 - 1
+        if t[k2] > t[k1]:
+            return (k2 - k1) / (t[k2] - t[k1]), f"completions {k1 + 1}..{k2 + 1} of {n}"
+    return (n / t[-1] if n and t[-1] > 0 else 0.0), "whole run"
+
+
+def _sum(rows: list[dict], *keys) -> float:
+    total = 0.0
+    for r in rows:
+        v: Any = r
+        for k in keys:
+            v = v.get(k, {}) if isinstance(v, dict) else {}
+        total += v if isinstance(v, (int, float)) else 0.0
+    return total
+
+
+def demands(stats: dict, images: int) -> dict[str, RoleDemand]:
+    """Per image: what each role was asked, from the stand-ins' own counters."""
+    n = max(images, 1)
+    t2i = RoleDemand(items=_sum(stats["t2i"], "standin", "items") / n)
+    cap = RoleDemand(items=_sum(stats["captioner"], "standin", "items") / n)
+    clip = RoleDemand(text_items=_sum(stats["clip"], "standin", "text", "items") / n,
+                      image_items=_sum(stats["clip"], "standin", "image", "items") / n)
+    out = {"t2i": t2i, "captioner": cap, "clip": clip}
+    for role in ("llm", "vlm"):
+        out[role] = RoleDemand(items=_sum(stats[role], "engine", "requests") / n,
+                               prompt_tokens=_sum(stats[role], "engine", "prompt_tokens") / n,
+                               completion_tokens=_sum(stats[role], "engine", "completion_tokens") / n,
+                               images=_sum(stats[role], "engine", "images") / n)
+    return out
+
+
+def mean_prompt_tokens(stats: dict, role: str, kind: str) -> int:
+    reqs = _sum(stats[role], "kinds", kind, "requests")
+    toks = _sum(stats[role], "kinds", kind, "prompt_tokens")
+    return int(round(toks / reqs)) if reqs else 0
+
+
+def ideal_for(cfg: Any, model: LatencyModel, stats: dict, images: int, concurrency: int) -> tuple[Ideal, list]:
+    """The ideal throughput (real images/s) of this workload on these roles (latency.ideal_throughput)."""
+    d = demands(stats, images)
+    shares = {r: getattr(cfg, r).resources.num_gpus for r in ("t2i", "llm", "vlm", "captioner", "clip")}
+    reps = {r: getattr(cfg, r).resources.num_replicas for r in shares}
+    caps = [
+        batched_capacity("t2i", model.t2i, reps["t2i"], shares["t2i"], d["t2i"].items, cfg.t2i.batching.max_batch_size),
+        batched_capacity("captioner", model.captioner, reps["captioner"], shares["captioner"], d["captioner"].items,
+                         cfg.captioner.batching.max_batch_size),
+        clip_capacity(model.clip_text, model.clip_image, reps["clip"], shares["clip"], d["clip"], cfg.clip.batching.max_batch_size),
+        engine_capacity("llm", model.llm, reps["llm"], shares["llm"], d["llm"]),
+        engine_capacity("vlm", model.vlm, reps["vlm"], shares["vlm"], d["vlm"]),
+    ]
+    path = critical_path(model, cfg, shares, max_steps=cfg.agent.max_steps, candidates=2 * PROPOSED_PER_ANSWER,
+                         describe_prompt_tokens=mean_prompt_tokens(stats, "vlm", "describe"),
+                         differences_prompt_tokens=mean_prompt_tokens(stats, "llm", "differences"),
+                         propose_prompt_tokens=mean_prompt_tokens(stats, "llm", "propose"))
+    return ideal_throughput(concurrency, sum(s.seconds for s in path), caps), path
+
+
+def role_summary(stats: dict, wall_s: float, k: float) -> dict:
+    """Batch sizes each role saw, its utilisation (busy share of the run's wall time), jobs mixed in one batch."""
+    out = {}
+    for role in ("t2i", "captioner"):
+        for i, s in enumerate(stats[role]):
+            out[f"{role}[{i}]"] = _ledger(s["standin"], wall_s)
+    for i, s in enumerate(stats["clip"]):
+        out[f"clip[{i}] text"] = _ledger(s["standin"]["text"], wall_s)
+        out[f"clip[{i}] image"] = _ledger(s["standin"]["image"], wall_s)
+    for role in ("llm", "vlm"):
+        for i, s in enumerate(stats[role]):
+            e = s["engine"]
+            out[f"{role}[{i}]"] = {"requests": e["requests"], "mean_running": e["mean_running"], "max_running": e["max_running"],
+                                   "utilisation": round(e["busy_s"] * k / wall_s, 3) if wall_s else None,
+                                   "mixed": e["mixed_admissions"], "jobs": e["job_requests"]}
+    return out
+
+
+def _ledger(led: dict, wall_s: float) -> dict:
+    return {"calls": led["calls"], "items": led["items"], "mean_batch": round(led["mean_batch"], 2), "max_batch": led["max_batch"],
+            "batch_sizes": led["batch_sizes"], "utilisation": round(led["busy_s"] / wall_s, 3) if wall_s else None,
+            "mixed": led["mixed_calls"], "jobs": led["job_items"], "overshoot_s": led["overshoot_s"]}
+
+
+def driver_figures(res: dict, concurrency: int, out_dir_bytes: dict) -> dict:
+    """Throughput, latency, CPU, memory and writer cost of one driver run (sim clock)."""
+    images = res["outcome"]["done"] + res["outcome"]["failed"]
+    finish = [i["end"] for i in res["images"]]
+    rate, window = steady_rate(finish)
+    gaps = [b - a for i in res["images"] for a, b in zip(i["generates"], i["generates"][1:])]
+    iterations = sum(len(i["generates"]) for i in res["images"])
+    latencies = [i["end"] - i["start"] for i in res["images"]]
+    # memory: samples while every worker was busy (in flight == concurrency) after the first completion
+    full = [rss for t, rss, n, f in res["samples"] if n >= concurrency and f >= 1]
+    peak = max(full) if full else max((s[1] for s in res["samples"]), default=res["rss0"])
+    writer = {}
+    for name, calls in res["writer"].items():
+        walls = [w for _, w, _ in calls]
+        cpus = [c for _, _, c in calls]
+        q = max(1, len(walls) // 4)
+        writer[name] = {"calls": len(calls), "wall_ms_per_image": 1000 * sum(walls) / max(images, 1),
+                        "cpu_ms_per_image": 1000 * sum(cpus) / max(images, 1),
+                        "mean_ms_per_call": 1000 * statistics.fmean(walls) if walls else 0.0,
+                        "first_quarter_ms_per_call": 1000 * statistics.fmean(walls[:q]) if walls else 0.0,
+                        "last_quarter_ms_per_call": 1000 * statistics.fmean(walls[-q:]) if walls else 0.0}
+    import bisect
+
+    done_at = sorted(finish)
+    flushes = [(bisect.bisect_right(done_at, start), wall, cpu) for start, wall, cpu in res["writer"].get("BatchWriter.flush", [])]
+    step = max(1, len(flushes) // 40)
+    flush_curve = [(n, round(1000 * w, 2), round(1000 * c, 2)) for n, w, c in flushes[::step]]
+    nodes = {name: {"n": len(v), "p50_s": percentile(v, 0.5), "p99_s": percentile(v, 0.99), "mean_s": statistics.fmean(v)}
+             for name, v in (res.get("node_seconds") or {}).items() if v}
+    return {
+        "nodes": nodes,
+        "flush_curve": flush_curve,  # (images finished, wall ms, CPU ms) of every k-th results.csv refresh
+        "images": images, "done": res["outcome"]["done"], "failed": res["outcome"]["failed"],
+        "wall_s": res["wall_s"], "iterations": iterations,
+        "images_per_s_whole": images / res["wall_s"] if res["wall_s"] else 0.0,
+        "images_per_s_steady": rate, "steady_window": window,
+        "iteration_p50_s": percentile(gaps, 0.5), "iteration_p99_s": percentile(gaps, 0.99),
+        "image_latency_p50_s": percentile(latencies, 0.5),
+        "driver_cpu_s": res["cpu_s"], "driver_cpu_ms_per_iteration": 1000 * res["cpu_s"] / max(iterations, 1),
+        "driver_busy_share": res["cpu_s"] / res["wall_s"] if res["wall_s"] else 0.0,
+        "rss0_mb": res["rss0"] / 2**20, "rss_peak_full_mb": peak / 2**20, "rss_end_mb": res["rss_end"] / 2**20,
+        "rss_samples_full": len(full),
+        "rss_per_inflight_kb": (peak - res["rss0"]) / 1024 / concurrency,
+        "max_inflight": res["max_inflight"],
+        "checkpoint_bytes_per_image": out_dir_bytes.get("checkpoint", 0) / max(images, 1),
+        "output_bytes_per_image": out_dir_bytes.get("total", 0) / max(images, 1),
+        "writer": writer,
+    }

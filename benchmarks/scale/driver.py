@@ -1,0 +1,224 @@
+"""One batch job's driver on the simulated cluster: ``python -m benchmarks.scale.driver --spec SPEC.pkl``.
+
+A fresh process (as ``python -m agents.batch_reverse`` is under ``ray job submit``), so its CPU
+time and memory are the driver's alone. It joins the named role actors (starting any that are
+missing), runs the REAL batch job — ``agents.batch.runner.run_batch`` with the LangGraph agent,
+the SQLite checkpointer in the output folder, the writer and the report — and measures it
+without editing it:
+
+* each image's ``optimise`` call is wrapped (``run_batch(optimise_fn=...)``) to time its
+  iterations (one ``generate`` node per iteration) and count optimisations in flight;
+* ``BatchWriter.record`` / ``BatchWriter.flush`` and ``Captions.write`` are wrapped at class level
+  to time the writer and the report per finished image;
+* a sampler records the process's RSS and the in-flight count every ``sample_s``;
+* ``time.process_time()`` gives the driver's CPU time (all its threads: asyncio loop, SQLite,
+  Ray's core-worker threads).
+
+The measurements go to a JSON file; ``--profile`` adds a cProfile dump of the whole run.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import functools
+import gc
+import json
+import os
+import pickle
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+
+@dataclass
+class DriverSpec:
+    """What one driver run needs (pickled by the benchmark's main process)."""
+
+    address: str
+    namespace: str
+    prefix: str  # role actors' name prefix
+    cfg: Any  # ArpoConfig
+    specs: dict  # role -> RoleSpec
+    images: str
+    out: str
+    concurrency: int
+    profile: str  # the report's profile line
+    result: str  # where the measurements JSON goes
+    sample_s: float = 0.5
+    cprofile: Optional[str] = None
+    barrier: Optional[str] = None  # when set: write <result>.ready once set up, start when this file exists
+
+
+class Timer:
+    """Wall (perf_counter) and CPU time of each call of a wrapped method."""
+
+    def __init__(self):
+        self.calls: list[tuple[float, float, float]] = []  # (start, wall s, cpu s)
+
+    def wrap(self, fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def timed(*args, **kwargs):
+            t0, c0 = time.perf_counter(), time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.calls.append((t0, time.perf_counter() - t0, time.thread_time() - c0))
+        return timed
+
+
+class Patched:
+    """Class-level timing wrappers around the writer's methods, undone on exit."""
+
+    def __init__(self):
+        from agents.batch.captions import Captions
+        from agents.batch.writer import BatchWriter
+
+        self.targets = [(BatchWriter, "record"), (BatchWriter, "flush"), (Captions, "write")]
+        self.timers = {f"{cls.__name__}.{name}": Timer() for cls, name in self.targets}
+        self._saved = []
+
+    def __enter__(self):
+        for cls, name in self.targets:
+            original = cls.__dict__[name]
+            self._saved.append((cls, name, original))
+            setattr(cls, name, self.timers[f"{cls.__name__}.{name}"].wrap(original))
+        return self
+
+    def __exit__(self, *exc):
+        for cls, name, original in reversed(self._saved):
+            setattr(cls, name, original)
+        return False
+
+
+@dataclass
+class Tracker:
+    """Wraps agents.api.optimise: start/end and each ``generate`` completion of every image."""
+
+    inflight: int = 0
+    max_inflight: int = 0
+    started: int = 0
+    finished: list[float] = field(default_factory=list)  # completion times
+    images: list[dict] = field(default_factory=list)  # per image: start, generate times, end
+
+    async def __call__(self, *args, on_node=None, **kwargs):
+        from agents.api import optimise
+
+        start = time.perf_counter()
+        gens: list[float] = []
+        nodes: list[tuple[str, float]] = []
+        self.inflight += 1
+        self.started += 1
+        self.max_inflight = max(self.max_inflight, self.inflight)
+
+        def node(name: str) -> None:
+            now = time.perf_counter()
+            nodes.append((name, now))
+            if name == "generate":
+                gens.append(now)
+            if on_node is not None:
+                on_node(name)
+
+        try:
+            return await optimise(*args, on_node=node, **kwargs)
+        finally:
+            self.inflight -= 1
+            end = time.perf_counter()
+            self.finished.append(end)
+            self.images.append({"start": start, "generates": gens, "nodes": nodes, "end": end})
+
+
+def _node_seconds(images: list[dict]) -> dict[str, list[float]]:
+    """Per node name: the time from the previous node's completion (or the image's start) to this one's,
+    i.e. what the node took including its waits in the roles' queues."""
+    out: dict[str, list[float]] = {}
+    for image in images:
+        last = image["start"]
+        for name, t in image["nodes"]:
+            out.setdefault(name, []).append(round(t - last, 4))
+            last = t
+    return out
+
+
+async def _sample(tracker: Tracker, samples: list, every_s: float) -> None:
+    import psutil
+
+    proc = psutil.Process()
+    while True:
+        samples.append((time.perf_counter(), proc.memory_info().rss, tracker.inflight, len(tracker.finished)))
+        await asyncio.sleep(every_s)
+
+
+async def run(spec: DriverSpec) -> dict:
+    import ray
+
+    from agents.batch.runner import run_batch
+    from benchmarks.scale.cluster import loopback_environment
+    from benchmarks.scale.roles import clients, start_or_join_roles, wait_ready
+
+    loopback_environment()
+    # Import what run_batch imports lazily, so the memory baseline below holds the code, not just the data.
+    import agents.api  # noqa: F401
+    import agents.checkpointing  # noqa: F401
+    import agents.graph  # noqa: F401
+    import langgraph.checkpoint.sqlite.aio  # noqa: F401
+
+    ray.init(address=spec.address, namespace=spec.namespace, log_to_driver=False)
+    handles = start_or_join_roles(spec.cfg, spec.specs, spec.prefix, spec.namespace)
+    await wait_ready(handles)
+    roles = clients(handles)
+    if spec.barrier:  # several drivers start their batches together
+        Path(spec.result).with_suffix(".ready").write_text(str(os.getpid()))
+        while not Path(spec.barrier).exists():
+            await asyncio.sleep(0.05)
+    tracker = Tracker()
+    samples: list = []
+    gc.collect()
+    import psutil
+
+    rss0 = psutil.Process().memory_info().rss
+    sampler = asyncio.ensure_future(_sample(tracker, samples, spec.sample_s))
+    profiler = cProfile.Profile() if spec.cprofile else None
+    with Patched() as patched, open(os.devnull, "w") as devnull:
+        cpu0, t0, t0_abs = time.process_time(), time.perf_counter(), time.time()
+        if profiler:
+            profiler.enable()
+        try:
+            outcome = await run_batch(spec.cfg, spec.images, spec.out, roles, spec.concurrency, profile=spec.profile,
+                                      progress_stream=devnull, optimise_fn=tracker)
+        finally:
+            if profiler:
+                profiler.disable()
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    sampler.cancel()
+    rss_end = psutil.Process().memory_info().rss
+    if profiler:
+        profiler.dump_stats(spec.cprofile)
+    return {
+        "t0_abs": t0_abs, "wall_s": wall, "cpu_s": cpu, "rss0": rss0, "rss_end": rss_end,
+        "outcome": {"total": outcome.total, "done": outcome.done, "failed": outcome.failed, "skipped": outcome.skipped,
+                    "interrupted": outcome.interrupted},
+        "max_inflight": tracker.max_inflight,
+        "images": [{"start": i["start"] - t0, "generates": [g - t0 for g in i["generates"]], "end": i["end"] - t0}
+                   for i in tracker.images],
+        "node_seconds": _node_seconds(tracker.images),
+        "samples": [(t - t0, rss, n, f) for t, rss, n, f in samples],
+        "writer": {name: [(s - t0, w, c) for s, w, c in timer.calls] for name, timer in patched.timers.items()},
+        "pid": os.getpid(),
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--spec", required=True, type=Path, help="pickled DriverSpec written by python -m benchmarks.scale")
+    a = p.parse_args(argv)
+    spec: DriverSpec = pickle.loads(a.spec.read_bytes())
+    result = asyncio.run(run(spec))
+    Path(spec.result).write_text(json.dumps(result))
+    return 0 if result["outcome"]["failed"] == 0 and not result["outcome"]["interrupted"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Start (or join) the five roles on the simulated cluster with configs/gpu_cluster.yaml's resources.
+
+The actors are the real role servers with latency-model stand-ins (benchmarks/scale/standins.py),
+each started with ``actors.ray_actors.actor_options(res)`` — the same options ``start_role`` gives
+them (num_gpus, num_cpus, custom resources, restarts, max_concurrency) — plus a name in a
+namespace, so that several drivers share them: ``get_if_exists`` makes the first driver start an
+actor and every later one join it (see docs/scale.md, "Several drivers"). The clients are
+``actors.ray_actors.RoleClient``s, as in production.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from actors.ray_actors import RoleClient, actor_options
+from actors.roles import Roles
+from benchmarks.scale.latency import LatencyModel
+from benchmarks.scale.standins import SERVERS, RoleSpec
+
+ROLES = ("t2i", "llm", "vlm", "captioner", "clip")
+
+
+def role_specs(cfg: Any, model: LatencyModel) -> dict[str, RoleSpec]:
+    costs = {"t2i": model.t2i, "llm": model.llm, "vlm": model.vlm, "captioner": model.captioner,
+             "clip": (model.clip_text, model.clip_image)}
+    specs = {}
+    for role in ROLES:
+        section = getattr(cfg, role)
+        share = section.resources.num_gpus
+        if not share > 0:
+            raise ValueError(f"{role}: the latency model needs a GPU share (resources.num_gpus > 0), got {share}")
+        specs[role] = RoleSpec(role, section, costs[role], share, model.dilation, model.answers)
+    return specs
+
+
+def start_or_join_roles(cfg: Any, specs: dict[str, RoleSpec], prefix: str, namespace: str) -> dict[str, list]:
+    """Actor handles per role: ``<prefix>-<role>-<i>`` in ``namespace``, started if missing."""
+    import ray
+
+    handles: dict[str, list] = {}
+    for role in ROLES:
+        res = getattr(cfg, role).resources
+        cls = ray.remote(SERVERS[role])
+        handles[role] = [cls.options(**actor_options(res, name=f"{prefix}-{role}-{i}"), namespace=namespace,
+                                     get_if_exists=True).remote(specs[role])
+                         for i in range(res.num_replicas)]
+    return handles
+
+
+def clients(handles: dict[str, list]) -> Roles:
+    return Roles(**{role: RoleClient(role, handles[role]) for role in ROLES})
+
+
+async def placement(handles: dict[str, list], node_type_of: dict[str, str]) -> list[dict]:
+    """Each replica's node (id, type) and process, as the actor itself reports it."""
+    rows = []
+    for role in ROLES:
+        for i, h in enumerate(handles[role]):
+            where = await h.where.remote()
+            rows.append({"role": role, "replica": i, "node_id": where["node_id"],
+                         "node_type": node_type_of.get(where["node_id"], "?"), "pid": where["pid"]})
+    return rows
+
+
+async def wait_ready(handles: dict[str, list], timeout_s: float = 300) -> None:
+    await asyncio.wait_for(asyncio.gather(*(h.ping.remote() for hs in handles.values() for h in hs)), timeout_s)
+
+
+async def role_stats(handles: dict[str, list]) -> dict[str, list]:
+    return {role: [await h.stats.remote() for h in handles[role]] for role in ROLES}
+
+
+def kill(handles: dict[str, list]) -> None:
+    import ray
+
+    for hs in handles.values():
+        for h in hs:
+            ray.kill(h, no_restart=True)

@@ -1,0 +1,78 @@
+"""``python -m benchmarks.scale --quick`` as CI runs it: a test of placement and completion, not of speed.
+
+A simulated cluster of cluster.yaml's node types (1 head, 2 gpu_large, 2 gpu_small), the five roles
+placed with configs/gpu_cluster.yaml's resources as latency-model stand-ins, the real batch job
+(concurrency 16, 32 images), then two batch jobs at once on one set of shared role actors."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+REPO = Path(__file__).resolve().parents[2]
+EXPECTED = {"t2i": "gpu_small", "captioner": "gpu_small", "clip": "gpu_small", "llm": "gpu_large", "vlm": "gpu_large"}
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    work = tmp_path_factory.mktemp("scale")
+    out = work / "quick.json"
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env.pop("RAY_ADDRESS", None)
+    run = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--quick", "--work", str(work / "w"), "--keep",
+                          "--json", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return json.loads(out.read_text()), work / "w"
+
+
+def test_every_role_lands_on_its_node_type(quick):
+    result, _ = quick
+    for placement in [result["levels"][0]["placement"], result["two_drivers"]["placement"]]:
+        assert sorted(p["role"] for p in placement) == ["captioner", "clip", "llm", "t2i", "t2i", "vlm"]  # t2i: 2 replicas
+        for p in placement:
+            assert p["node_type"] == EXPECTED[p["role"]], p
+        # one GPU per gpu_large node: the LLM and the VLM cannot share one
+        large = [p["node_id"] for p in placement if p["role"] in ("llm", "vlm")]
+        assert len(set(large)) == 2
+    assert result["meta"]["nodes"] == {"head_cpu": 1, "gpu_large": 2, "gpu_small": 2}
+    assert result["meta"]["off_loopback"] == []
+
+
+def test_every_image_done_and_the_report_flags_the_standins(quick):
+    result, work = quick
+    level = result["levels"][0]
+    assert (level["concurrency"], level["done"], level["failed"]) == (16, 32, 0)
+    assert level["max_inflight"] == 16
+    assert level["report_banner"] == {"report_html": True, "random_weight_banner": True, "simulation_profile": True}
+    html = (work / "out-c16" / "report.html").read_text()
+    for role in ("t2i", "llm", "vlm", "captioner", "clip"):
+        assert role in html.split("random-weight models", 1)[1][:200]
+    records = [json.loads(line) for line in (work / "out-c16" / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 32 and all(r["status"] == "done" for r in records)
+    # the stand-ins make every candidate win: every image runs the full max_steps (2) iterations
+    assert all(len(r["iterations"]) == 3 for r in records)
+    assert (work / "out-c16" / "checkpoints.sqlite").stat().st_size > 0
+    # the T2I replicas batched across optimisations
+    assert max(level["roles"][name]["max_batch"] for name in ("t2i[0]", "t2i[1]")) > 1
+
+
+def test_two_drivers_share_the_roles_and_their_requests_interleave(quick):
+    result, work = quick
+    two = result["two_drivers"]
+    assert [(j["done"], j["failed"]) for j in two["jobs"]] == [(16, 0), (16, 0)]
+    assert all(j["report_banner"]["random_weight_banner"] for j in two["jobs"])
+    assert len({j["out"] for j in two["jobs"]}) == 2
+    # the jobs ran at the same time
+    (a, b) = two["jobs"]
+    assert a["start_abs"] < b["end_abs"] and b["start_abs"] < a["end_abs"]
+    roles = two["interleaved"]
+    for name, v in roles.items():
+        assert set(v["jobs"]) == {"1", "2"}, (name, v)  # both jobs reached every replica that did work
+    for prefix in ("t2i", "clip[0] text", "llm", "vlm"):
+        assert sum(v["mixed"] for name, v in roles.items() if name.startswith(prefix)) > 0, prefix
