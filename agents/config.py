@@ -31,6 +31,7 @@ class CheckpointConfig(StrictModel):
     kind: Literal["sqlite", "postgres"] = Field("sqlite", description="sqlite: a file in the output folder; postgres: a shared database for several drivers.")
     sqlite_file: str = Field("checkpoints.sqlite", description="SQLite file path inside the output folder, relative to it (no absolute path, no '..').")
     postgres_url_env: str = Field("ARPO_POSTGRES_URL", description="Environment variable holding the Postgres connection URL (never the URL itself).")
+    keep_finished_threads: bool = Field(False, description="Keep a finished image's checkpoints (every step of its graph state) after its result is recorded. Off: they are deleted once its line is in results.jsonl (a rerun skips it by that line, never reads them), so the store holds only the optimisations in flight instead of ~0.3 MB per image of the whole batch. Images that failed keep theirs either way: a rerun resumes them.")
 
     @field_validator("sqlite_file")
     @classmethod
@@ -58,7 +59,7 @@ class JobConfig(StrictModel):
     max_file_bytes: int = Field(1 << 30, ge=1, le=1 << 36, description="Image files larger than this many bytes (at most 68719476736 = 64 GiB) are refused (an error record) before they are read or hashed.")
     reference_max_side: int = Field(1024, ge=64, le=8192, description="The reference is stored (reference.png) with its longer side shrunk to at most this many pixels; the models see that copy (CLIP, the captioner and VLMs work far below it), so a huge source is decoded once, not at every step. Changes results: part of the settings fingerprint.")
     startup_timeout_s: float = Field(1800.0, gt=0, le=86_400, description="Most seconds to wait for every role to load its model (hub downloads included) before the job gives up with exit status 2.")
-    summary_refresh_s: float = Field(2.0, ge=0, le=3600, description="Least seconds (at most 3600) between rewrites of results.csv, which is rebuilt from every record, and of report_summary.js (results.jsonl, the per-image folders with their detail pages and the report's rows are written as each image finishes; the summaries always catch up within this time and at the end). 0: after every image.")
+    summary_refresh_s: float = Field(2.0, ge=0, le=3600, description="Least seconds (at most 3600) between refreshes of report_summary.js (the counts of done / failed / running) and of results.csv rows a retried image replaced (results.jsonl, the per-image folders with their detail pages, the report's rows and new results.csv rows are written as each image finishes; the summaries always catch up within this time and at the end). 0: after every image.")
 
 
 class ArpoConfig(StrictModel):

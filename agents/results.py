@@ -3,15 +3,16 @@
 Layout of the output folder::
 
     results.jsonl        one JSON line per finished image (appended, fsynced); the source of truth
-    results.csv          the same records flattened for spreadsheets (rewritten atomically)
+    results.csv          the same records flattened for spreadsheets, one row per image (rebuilt
+                         atomically when a job starts and ends; rows appended as images finish)
     report.html          the results browser's index, with report_rows.js and report_summary.js
                          (see agents/report.py)
     images/<name>/       one folder per image: reference.png, the agent's iteration images,
                          result.json (the whole history), final_prompt.txt, scores.csv, and
                          index.html (the image's page in the results browser)
 
-Every file except the JSONL log and report_rows.js is replaced atomically (temporary file in the same
-folder, fsync, ``os.replace``). The log is append-only; when several lines share an
+Every file except the JSONL log, report_rows.js and results.csv is replaced atomically (temporary file
+in the same folder, fsync, ``os.replace``); results.csv is rebuilt that way and then appended to. The log is append-only; when several lines share an
 image id (an error retried by a later run) the last one counts. A crash can leave at
 most a partial last line, which :class:`ResultsLog` drops and truncates on open.
 """
@@ -342,10 +343,11 @@ def _blank_none(value: Any) -> Any:
     return "" if value is None else value
 
 
-def render_csv(records: Iterable[dict]) -> str:
+def render_csv(records: Iterable[dict], header: bool = True) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
+    if header:
+        writer.writeheader()
     for record in records:
         writer.writerow({k: _csv_safe(v) for k, v in csv_row(record).items()})
     return buf.getvalue()
@@ -360,6 +362,20 @@ def _csv_safe(value: Any) -> Any:
 
 def write_csv(path: str | os.PathLike, records: Iterable[dict]) -> None:
     atomic_write_text(path, render_csv(records))
+
+
+def append_csv_row(path: str | os.PathLike, record: dict) -> None:
+    """Append ``record``'s row to a results.csv that :func:`write_csv` made (a symlink is refused).
+
+    Not fsynced: the file is derived from results.jsonl and rebuilt from it when a job starts, so
+    a row lost or torn by a crash is restored then; a kill -9 loses nothing that was written."""
+    fd = _open_no_follow(Path(path), os.O_WRONLY | os.O_APPEND)
+    try:
+        data = memoryview(render_csv([record], header=False).encode("utf-8"))
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
 
 
 # --------------------------------------------------------------------------- per-image folder

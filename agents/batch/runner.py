@@ -239,7 +239,25 @@ class _ItemRunner:
         except Exception as exc:
             log.debug("optimisation of %s failed:\n%s", item.source.rel, traceback.format_exc())
             return self.fail(item, f"{item.source.rel}: optimisation failed: {type(exc).__name__}: {exc}")
-        self.finish(item, result_record(result, item, self.out_dir, self.identity.fingerprint))
+        record = result_record(result, item, self.out_dir, self.identity.fingerprint)
+        self.finish(item, record)
+        if record.get("status") == "done" and not self.cfg.job.checkpoint.keep_finished_threads:
+            await self.release_thread(item)
+
+    async def release_thread(self, item: WorkItem) -> None:
+        """Delete a recorded image's checkpoints: its fsynced log line is what a rerun reads (it is
+        skipped), so they are never read again, and the store stays the size of what is in flight.
+        A kill between the line and this leaves that one thread behind, unread; a failure here
+        is only logged: the image's result is already safe."""
+        checkpointer = getattr(self.graph, "checkpointer", None)
+        if checkpointer is None or not hasattr(checkpointer, "adelete_thread"):
+            return  # a test double's graph
+        thread_id = self.identity.thread_id(item.image_id)
+        try:
+            await checkpointer.adelete_thread(thread_id)
+        except Exception as exc:  # noqa: BLE001 - see above
+            log.warning("%s: could not delete its finished checkpoints (thread %s): %s: %s",
+                        item.source.rel, thread_id, type(exc).__name__, exc)
 
 
 async def _run_all(todo: list[WorkItem], run: _ItemRunner, concurrency: int, stop: asyncio.Event, progress: Progress) -> None:

@@ -76,15 +76,19 @@ class Patched:
         from agents.batch.captions import Captions
         from agents.batch.writer import BatchWriter
 
-        self.targets = [(BatchWriter, "record"), (BatchWriter, "flush"), (Captions, "write")]
-        self.timers = {f"{cls.__name__}.{name}": Timer() for cls, name in self.targets}
+        # The periodic summary refresh is BatchWriter.refresh since results.csv is appended to; before,
+        # BatchWriter.flush was that refresh. Its timer keeps the key "BatchWriter.flush" either way.
+        refresh = "refresh" if "refresh" in BatchWriter.__dict__ else "flush"
+        self.targets = [(BatchWriter, "record", "BatchWriter.record"), (BatchWriter, refresh, "BatchWriter.flush"),
+                        (Captions, "write", "Captions.write")]
+        self.timers = {key: Timer() for _, _, key in self.targets}
         self._saved = []
 
     def __enter__(self):
-        for cls, name in self.targets:
+        for cls, name, key in self.targets:
             original = cls.__dict__[name]
             self._saved.append((cls, name, original))
-            setattr(cls, name, self.timers[f"{cls.__name__}.{name}"].wrap(original))
+            setattr(cls, name, self.timers[key].wrap(original))
         return self
 
     def __exit__(self, *exc):

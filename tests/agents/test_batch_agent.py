@@ -119,3 +119,34 @@ async def test_batch_cancelled_midway_then_rerun_completes(tmp_path):
     assert second.exit_code == EXIT_OK and second.skipped == len(finished) and second.done == 3 - len(finished)
     assert all((out / d / "result.json").read_bytes() == data for d, data in kept.items())
     assert sorted(r["status"] for r in _jsonl(out)) == ["done"] * 3
+
+
+def _threads(out: Path) -> dict[str, int]:
+    """Checkpoints per thread id in the job's SQLite store."""
+    import sqlite3
+
+    with sqlite3.connect(out / "checkpoints.sqlite") as db:
+        return dict(db.execute("SELECT thread_id, COUNT(*) FROM checkpoints GROUP BY thread_id").fetchall())
+
+
+@pytest.mark.parametrize("keep", [False, True])
+async def test_a_recorded_image_releases_its_checkpoints_a_failed_one_keeps_them(tmp_path, keep):
+    world = _world()
+    _images(tmp_path / "imgs", world)
+    (tmp_path / "imgs" / "notes.png").unlink()
+    out = tmp_path / "out"
+    cfg = _cfg().model_copy(deep=True)
+    cfg.job.checkpoint.keep_finished_threads = keep
+    roles = _roles(world, fail_at={"t2i": {"generate": 4}})  # one image's second iteration fails once
+    first = await run_batch(cfg, tmp_path / "imgs", out, roles, concurrency=1, progress_stream=io.StringIO())
+    assert (first.done, first.failed) == (2, 1)
+    failed = next(r for r in _jsonl(out) if r["status"] == "error")["image_id"]
+    threads = _threads(out)
+    # the failed image's steps stay for the rerun to resume; the done ones are gone unless kept
+    assert [t for t in threads if t.endswith(failed)] and threads[next(t for t in threads if t.endswith(failed))] > 1
+    assert len(threads) == (3 if keep else 1)
+    inits_before = roles.captioner.calls["caption"]
+    second = await run_batch(cfg, tmp_path / "imgs", out, roles, concurrency=1, progress_stream=io.StringIO())
+    assert (second.skipped, second.done, second.failed) == (2, 1, 0)
+    assert roles.captioner.calls["caption"] == inits_before  # resumed from the kept checkpoint
+    assert len(_threads(out)) == (3 if keep else 0)

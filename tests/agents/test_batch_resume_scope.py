@@ -101,6 +101,7 @@ async def test_two_jobs_on_one_shared_store_never_share_a_thread(tmp_path):
     saver = InMemorySaver()
 
     def graph(cfg, out):
+        cfg.job.checkpoint.keep_finished_threads = True  # to count the threads the two jobs made
         roles = _roles(world)
         return roles, compile_graph(build_graph(roles, cfg.agent, 77, base_dir=out), saver)
 
