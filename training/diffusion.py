@@ -12,7 +12,10 @@ One DDPM step (mean) with a noise estimate ε̂ is μ̃_t with x₀ replaced by 
                    (x_t − β_t/√(1−ᾱ_t) ε̂) / √α_t.  With the true ε it *is* μ̃_t(x_t, x₀).
 One DDIM step (η = 0):  √ᾱ_{t−1} x̂₀ + √(1−ᾱ_{t−1}) ε̂.
 
-k-step closed forms (derived here; the thesis' printed Eqs. 3.9–3.11 have index typos).
+k-step closed forms. The thesis' Eqs. 3.9–3.11 hold as printed (tests/training/test_diffusion_math.py
+implements them literally: equal to these to 1e-12). Its misprints are elsewhere: Alg. 9 line 2 and Eq. A.1
+write √α_{t+i−1} for √ᾱ_{t+i−1} in the x₀ coefficient, and Alg. 7 lines 9–10 and Table 3.1 write
+√(ᾱ_t β_{t+1}) for Eq. 3.9's √ᾱ_t β_{t+1}; the chain below follows Eq. 3.9.
 Chaining the posterior mean k times from t+k down to t with the true x₀ is affine:
     x_t = γ_t x_{t+k} + ω_t x₀,
     γ_t = ∏_{s=t+1}^{t+k} c2_s = √(ᾱ_{t+k}/ᾱ_t) · (1−ᾱ_t)/(1−ᾱ_{t+k})      (the product telescopes),

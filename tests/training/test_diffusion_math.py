@@ -205,3 +205,38 @@ def test_to_diffusers_scheduler_carries_the_schedule(diffusion):
     np.testing.assert_allclose(s.betas.double().numpy(), diffusion.betas, rtol=1e-6)
     with pytest.raises(ValueError, match="unknown scheduler"):
         diffusion.to_diffusers_scheduler("euler")
+
+
+def _thesis_eqs_3_9_to_3_11(d, t: int, k: int) -> tuple[float, float]:
+    """γ_t and the total x₀ coefficient of x_t = γ_t x_{t+k} + ω_t x₀ + √ᾱ_t β_{t+1}/(1−ᾱ_{t+1}) x₀,
+    written exactly as the thesis prints Eqs. 3.9–3.11 (ᾱ_i = alphas_cumprod[i], α_i, β_i as indexed)."""
+    a, ab, b = d.alphas, d.alphas_cumprod, d.betas
+    gamma = np.prod([np.sqrt(a[i + 1]) * (1 - ab[i]) / (1 - ab[i + 1]) for i in range(t, t + k)])  # Eq. 3.10
+    omega = sum(np.prod([np.sqrt(a[n + 1]) * (1 - ab[n]) for n in range(t, j + 1)]) * np.sqrt(ab[j + 1]) * b[j + 2]
+                / np.prod([1 - ab[m] for m in range(t + 1, j + 3)]) for j in range(t, t + k - 1))  # Eq. 3.11
+    return gamma, omega + np.sqrt(ab[t]) * b[t + 1] / (1 - ab[t + 1])  # Eq. 3.9's last term
+
+
+def test_thesis_eqs_3_9_to_3_11_as_printed_are_the_closed_form(diffusion):
+    """Eqs. 3.9–3.11 hold as printed (no index typo): they are the k-step posterior-mean chain."""
+    d = diffusion
+    for k in [1, 2, 4, 10]:
+        gamma, omega = d.k_step_coefficients(k)
+        for t in [0, 1, 10, 250, 500, T - k - 2]:
+            g, w = _thesis_eqs_3_9_to_3_11(d, t, k)
+            assert g == pytest.approx(gamma[t], rel=1e-12) and w == pytest.approx(omega[t], rel=1e-12, abs=1e-15), (k, t)
+
+
+def test_the_thesis_misprints_alg_9_eq_a1_and_alg_7_differ_from_the_chain(diffusion):
+    """Where the thesis does misprint: Alg. 9 line 2 and Eq. A.1 write √α_{t+i−1} for √ᾱ_{t+i−1} in the x₀
+    coefficient, and Alg. 7 lines 9–10 and Table 3.1 write √(ᾱ_t β_{t+1}) for Eq. 3.9's √ᾱ_t β_{t+1}; taken
+    literally, each gives another x₀ coefficient than the chain's (by far more than rounding)."""
+    d = diffusion
+    a, ab, b = d.alphas, d.alphas_cumprod, d.betas
+    t = 500  # the gap √α_t vs √ᾱ_t grows with t (×1.4 cosine, ×3.6 linear here)
+    _, omega = d.k_step_coefficients(1)
+    # k = 1: the chain's one step is c1 = √ᾱ_t β_{t+1}/(1−ᾱ_{t+1})
+    as_in_alg9 = np.sqrt(a[t]) * b[t + 1] / (1 - ab[t + 1])
+    as_in_alg7 = np.sqrt(ab[t] * b[t + 1]) / (1 - ab[t + 1])
+    assert omega[t] == pytest.approx(np.sqrt(ab[t]) * b[t + 1] / (1 - ab[t + 1]), rel=1e-12)
+    assert as_in_alg9 / omega[t] > 1.3 and as_in_alg7 / omega[t] > 5

@@ -50,3 +50,22 @@ def test_clear_errors():
         FIDMetric(FashionFeatureNet(), "x").score(torch.zeros(4, 1, 32, 32))
     with pytest.raises(ValueError, match=r"\(B, 1, H, W\)"):
         FashionFeatureNet().features(torch.zeros(2, 3, 32, 32))
+
+
+def test_frechet_distance_matches_the_closed_form_and_scipy():
+    """Public-API formula (no torchmetrics private helper): 1-D closed form, then D-dimensional against scipy's sqrtm."""
+    import numpy as np
+    from scipy import linalg
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4000, 1, generator=gen, dtype=torch.float64)
+    x = (x - x.mean()) / x.std()  # exactly mean 0, std 1 (unbiased, as torch.cov)
+    # N(0, 1) against N(3, 2²): (μ_a − μ_b)² + (σ_a − σ_b)² = 9 + 1
+    assert frechet_distance(x, 3 + 2 * x) == pytest.approx(10.0, rel=1e-9)
+    a = torch.randn(600, 8, generator=gen, dtype=torch.float64) @ torch.randn(8, 8, generator=gen, dtype=torch.float64)
+    b = torch.randn(600, 8, generator=gen, dtype=torch.float64) * 1.5 + 0.3
+    mu_a, mu_b = a.mean(0).numpy(), b.mean(0).numpy()
+    s_a, s_b = np.cov(a.numpy().T), np.cov(b.numpy().T)
+    expected = ((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * np.trace(linalg.sqrtm(s_a @ s_b).real)
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-9)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)

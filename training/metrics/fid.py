@@ -62,14 +62,13 @@ class FIDMetric:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no Inception-v3 FID weights file (torch-fidelity's "
                                     "weights-inception-2015-12-05-6726825d.pth); they cannot be downloaded here")
-        try:
-            from torchmetrics.image.fid import NoTrainInceptionV3
-        except ImportError as exc:  # pragma: no cover - depends on the installed torchmetrics
-            raise ImportError("Inception FID needs torch-fidelity: pip install torch-fidelity") from exc
-        from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
+        import importlib.util
 
-        if not _TORCH_FIDELITY_AVAILABLE:
+        # Asked of the import system, not of torchmetrics' private availability flags (they move between releases).
+        if importlib.util.find_spec("torch_fidelity") is None:
             raise ImportError("Inception FID needs the torch-fidelity package: pip install torch-fidelity")
+        from torchmetrics.image.fid import NoTrainInceptionV3
+
         net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
                                  feature_extractor_weights_path=str(path))
         return cls(_InceptionInput(net), name="fid_inception_v3", batch_size=batch_size)
@@ -100,11 +99,15 @@ class FIDMetric:
 
 
 def frechet_distance(feat_a: torch.Tensor, feat_b: torch.Tensor) -> float:
-    """Fréchet distance between Gaussians fitted to two feature sets (N, D) — torchmetrics' formula."""
-    from torchmetrics.image.fid import _compute_fid
-
+    """Fréchet distance between Gaussians fitted to two feature sets (N, D), in float64:
+    ‖μ_a − μ_b‖² + tr Σ_a + tr Σ_b − 2 tr √(Σ_a Σ_b), the trace of the root taken as the sum of the
+    square roots of Σ_a Σ_b's eigenvalues (the formula torchmetrics' FID computes, written here with
+    public torch calls instead of its private helper)."""
     a, b = feat_a.double(), feat_b.double()
-    return float(_compute_fid(a.mean(0), torch.cov(a.T), b.mean(0), torch.cov(b.T)))
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    sigma_a, sigma_b = torch.atleast_2d(torch.cov(a.T)), torch.atleast_2d(torch.cov(b.T))  # D = 1: 0-d from cov
+    trace_sqrt = torch.linalg.eigvals(sigma_a @ sigma_b).sqrt().real.sum()
+    return float((mu_a - mu_b).square().sum() + sigma_a.trace() + sigma_b.trace() - 2 * trace_sqrt)
 
 
 def default_metric(feature_net_dir: Optional[str | Path] = None, inception_weights: Optional[str | Path] = None
