@@ -61,6 +61,10 @@ def strip_prompt(text: str, prompt: Optional[str]) -> str:
 class CaptionerServer:
     """Async captioning service: concurrent ``caption`` calls share one ``generate`` (the Ray actor wraps it)."""
 
+    #: Cheap methods that must answer while long calls queue (a Ray shell runs them in a concurrency
+    #: group of their own, on another event loop: they touch no asyncio object of the others).
+    CONTROL_METHODS = ("ping", "stats")
+
     def __init__(self, cfg: CaptionerConfig, model: Optional[CaptionerModel] = None):
         if cfg.backend != "transformers" and model is None:
             raise ValueError(f"captioner.backend is {cfg.backend!r}: the captioner has no model of its own and is served "
@@ -97,6 +101,9 @@ class VLMCaptioner:
     actor, so its engine and its cross-caller batching serve the captions too). Decoding is
     greedy and at most ``max_new_tokens`` long, like the transformers captioner's.
     """
+
+    #: See CaptionerServer (``ping`` awaits the VLM server's ``ping``, itself a plain coroutine).
+    CONTROL_METHODS = ("ping", "stats")
 
     def __init__(self, cfg: CaptionerConfig, vlm):
         self.cfg = cfg

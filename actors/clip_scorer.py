@@ -115,6 +115,10 @@ class ClipModel:
 class ClipServer:
     """Async CLIP scoring with cross-caller batching and embedding caches (the Ray actor wraps it)."""
 
+    #: Cheap methods that must answer while long calls queue (a Ray shell runs them in a concurrency
+    #: group of their own, on another event loop: they touch no asyncio object of the others).
+    CONTROL_METHODS = ("ping", "stats")
+
     def __init__(self, cfg: ClipConfig, model: Optional[ClipModel] = None):
         self.cfg = cfg
         self.model = model if model is not None else ClipModel(cfg)

@@ -10,18 +10,29 @@ so many optimisations can queue calls that the server batches.
 Roles that share an actor (one chat engine for the LLM and the VLM, captions from the VLM:
 actors/role_groups.py) get one ``ChatGroupServer`` actor and one client per role, each
 routing its calls to its role inside that actor.
+
+Each server lists its cheap methods (``ping``, ``stats``, the T2I's ``count_tokens``) in a
+class attribute ``CONTROL_METHODS``; here they run in a Ray concurrency group of their own
+(:data:`CONTROL_GROUP`), so they answer at once even when the actor holds more long calls
+(``generate``, ``chat``) than its ``max_concurrency`` and Ray queues the rest. The servers stay
+plain classes (no Ray import): the marking is applied to a subclass built here.
+
+With a shared-roles name (``job.shared_roles``, actors/shared_roles.py) the actors are named,
+detached and got-or-created, so several jobs use one set.
 """
 from __future__ import annotations
 
 import importlib
+import inspect
 import itertools
 import logging
 import os
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence, Union
 
 from actors.config import ResourceConfig
 from actors.role_groups import engine_differences, plan_groups, role_groups  # noqa: F401  (role_groups: re-exported)
 from actors.roles import Roles
+from actors.shared_roles import NAMESPACE, SharedRoles, actor_name, config_snapshot, role_info, with_shared_info
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +46,13 @@ ROLE_SERVERS = {
 }
 #: The server of an actor answering several roles over one chat engine.
 GROUP_SERVER = "actors.chat.server:ChatGroupServer"
+
+
+#: The Ray concurrency group the servers' ``CONTROL_METHODS`` run in (the others run in the default
+#: group, sized by ``resources.max_concurrency``). Each group has its own event loop (thread).
+CONTROL_GROUP = "control"
+#: Concurrent control calls one actor runs (they are short: more simply wait their turn briefly).
+CONTROL_GROUP_CONCURRENCY = 64
 
 
 def import_server(spec: str) -> type:
@@ -57,24 +75,75 @@ def actor_options(res: ResourceConfig, name: str | None = None) -> dict:
     return opts
 
 
+def control_methods(cls: type) -> tuple[str, ...]:
+    """The methods of ``cls`` it declares cheap (``CONTROL_METHODS``) that it has."""
+    return tuple(name for name in getattr(cls, "CONTROL_METHODS", ()) if inspect.isfunction(getattr(cls, name, None)))
+
+
+def _forward(fn):
+    """A new function calling ``fn``, with its name and signature but no ``__wrapped__``: Ray reads a
+    method's options from the function ``inspect.unwrap`` reaches, so a wrapper must not lead back
+    to the (unmarked) server method."""
+    if inspect.iscoroutinefunction(fn):
+        async def method(self, *args, **kwargs):
+            return await fn(self, *args, **kwargs)
+    else:
+        def method(self, *args, **kwargs):
+            return fn(self, *args, **kwargs)
+    method.__name__, method.__qualname__, method.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+    method.__signature__ = inspect.signature(fn)
+    return method
+
+
+def with_control_group(cls: type) -> type:
+    """A subclass of ``cls`` whose ``CONTROL_METHODS`` are marked for :data:`CONTROL_GROUP`
+    (``ray.method(concurrency_group=...)`` on forwarding methods: ``cls`` itself is left as is)."""
+    import ray
+
+    names = control_methods(cls)
+    if not names:
+        return cls
+    marked = {name: ray.method(concurrency_group=CONTROL_GROUP)(_forward(getattr(cls, name))) for name in names}
+    return type(cls.__name__, (cls,), {**marked, "__doc__": cls.__doc__})
+
+
+def remote_class(cls: type):
+    """``ray.remote(cls)``, with the control concurrency group when ``cls`` declares control methods
+    (Ray takes ``concurrency_groups`` only here, not in ``.options()``)."""
+    import ray
+
+    marked = with_control_group(cls)
+    if marked is cls:
+        return ray.remote(cls)
+    return ray.remote(concurrency_groups={CONTROL_GROUP: CONTROL_GROUP_CONCURRENCY})(marked)
+
+
 class RoleClient:
     """Awaitable facade over one or more actors of a role: ``await client.method(...)``.
 
     Calls are spread round-robin over the replicas; each replica batches the calls it gets.
     With ``route`` the actors serve several roles (a ``ChatGroupServer``) and every call goes
-    to ``route``'s interface inside them: ``await client.chat(...)`` is ``call(route, "chat", ...)``.
+    to ``route``'s interface inside them: ``await client.chat(...)`` is ``call(route, "chat", ...)``,
+    and a method in ``control`` (the role's control methods) goes through ``call_control``, which
+    runs in the control concurrency group. ``shared``: what this job asked of shared role actors
+    (actors/shared_roles.py ``role_info``); None for actors of this job's own.
     """
 
-    def __init__(self, role: str, handles: Sequence[Any], route: str | None = None):
+    def __init__(self, role: str, handles: Sequence[Any], route: str | None = None,
+                 control: Sequence[str] = (), shared: Optional[dict] = None):
         if not handles:
             raise ValueError(f"role {role!r} has no actors")
         self.role = role
         self.route = route
+        self.control = frozenset(control)
+        self.shared = shared
         self.handles = list(handles)
         self._next = itertools.cycle(range(len(self.handles)))
 
     def _remote(self, handle: Any, method: str, *args, **kwargs):
         if self.route is not None:
+            if method in self.control:
+                return handle.call_control.remote(self.route, method, *args, **kwargs)
             return handle.call.remote(self.route, method, *args, **kwargs)
         return getattr(handle, method).remote(*args, **kwargs)
 
@@ -136,19 +205,32 @@ def with_log_file(cls: type, log_file: str | os.PathLike) -> type:
 
 
 def start_role(role: str, server: type | str, cfg: Any, res: ResourceConfig,
-               log_file: str | os.PathLike | None = None) -> RoleClient:
+               log_file: str | os.PathLike | None = None, shared: Optional[SharedRoles] = None,
+               group: Optional[str] = None) -> RoleClient:
     """Start ``res.num_replicas`` actors of ``server(cfg)`` and return their client.
 
     ``log_file``: each actor appends its output there (see :func:`with_log_file`) instead of
-    Ray's worker logs; None keeps Ray's own logging."""
-    import ray
+    Ray's worker logs; None keeps Ray's own logging.
 
+    ``shared``: the actors are named ``<shared.name>:<group>:<replica>`` (``group`` defaults to
+    ``role``) in the namespace actors.shared_roles.NAMESPACE, detached, and got if they exist:
+    the first job starts them, later ones join them (``client.shared`` records what this job
+    asked for; actors.shared_roles.check_shared_clients tells started from joined and refuses
+    actors started with another config)."""
     cls = import_server(server) if isinstance(server, str) else server
     if log_file is not None:
         cls = with_log_file(cls, log_file)
-    remote_cls = ray.remote(cls)
-    handles = [remote_cls.options(**actor_options(res)).remote(cfg) for _ in range(res.num_replicas)]
-    return RoleClient(role, handles)
+    if shared is None:
+        remote_cls = remote_class(cls)
+        handles = [remote_cls.options(**actor_options(res)).remote(cfg) for _ in range(res.num_replicas)]
+        return RoleClient(role, handles)
+    group = group or role
+    info = role_info(shared, group, config_snapshot(cfg, res))
+    remote_cls = remote_class(with_shared_info(cls, info))
+    handles = [remote_cls.options(**actor_options(res, name=actor_name(shared.name, group, i)), namespace=NAMESPACE,
+                                  lifetime="detached", get_if_exists=True).remote(cfg)
+               for i in range(res.num_replicas)]
+    return RoleClient(role, handles, shared=info)
 
 
 async def wait_ready(*clients: RoleClient) -> None:
@@ -160,35 +242,55 @@ async def wait_ready(*clients: RoleClient) -> None:
             raise RuntimeError(f"role {client.role!r} failed to start: {exc}") from exc
 
 
-async def stop_roles(*clients: RoleClient, timeout_s: float = 30.0) -> None:
-    """Close every role's actors (see :meth:`RoleClient.close`)."""
+async def stop_roles(*clients: RoleClient, timeout_s: float = 30.0, include_shared: bool = False) -> None:
+    """Close every role's actors (see :meth:`RoleClient.close`), except shared ones (``client.shared``):
+    they outlive the job (actors.shared_roles stops them), unless ``include_shared``."""
     import asyncio
 
     # Clients of roles that share actors (RoleClient(route=...)) close those actors once.
     unique: dict[Any, RoleClient] = {}
+    left: dict[str, list[str]] = {}
     for client in clients:
         handles = getattr(client, "handles", None)
+        shared = getattr(client, "shared", None)
+        if isinstance(shared, dict) and not include_shared:
+            left.setdefault(shared["name"], [])
+            if shared["group"] not in left[shared["name"]]:
+                left[shared["name"]].append(shared["group"])
+            continue
         unique.setdefault(frozenset(handles) if handles else id(client), client)
+    for name, groups in left.items():
+        log.info("left the shared roles %r running (%s): they outlive this job; stop them with "
+                 "python -m actors.shared_roles stop --name %s", name, ", ".join(groups), name)
     await asyncio.gather(*(c.close(timeout_s) for c in unique.values()))
 
 
-def start_roles(cfg: Any, log_dir: str | os.PathLike | None = None) -> Roles:
+def start_roles(cfg: Any, log_dir: str | os.PathLike | None = None,
+                shared: Union[str, SharedRoles, None] = None) -> Roles:
     """Start the actors of an ArpoConfig-like object with t2i/llm/vlm/captioner/clip sections: one
     actor (or pool) per group of actors/role_groups.py, one client per role.
 
     ``log_dir``: each group's actors write their output to ``<log_dir>/<group>.log`` (a role
-    of its own: ``<role>.log``; a shared actor: e.g. ``llm+vlm.log``)."""
+    of its own: ``<role>.log``; a shared actor: e.g. ``llm+vlm.log``).
+
+    ``shared``: a shared-roles name (``job.shared_roles``) or :class:`SharedRoles`: start or join
+    the named actors ``<name>:<group>:<replica>`` (see :func:`start_role`)."""
+    if isinstance(shared, str):
+        shared = SharedRoles(shared)
     clients: dict[str, RoleClient] = {}
     for group in plan_groups(cfg):
         log_file = None if log_dir is None else os.path.join(log_dir, f"{group.name}.log")
         if not group.shared:
             role = group.roles[0]
-            clients[role] = start_role(role, ROLE_SERVERS[role], getattr(cfg, role), group.resources, log_file=log_file)
+            clients[role] = start_role(role, ROLE_SERVERS[role], getattr(cfg, role), group.resources, log_file=log_file,
+                                       shared=shared, group=group.name)
             continue
         sections = {role: getattr(cfg, role) for role in group.roles}
-        shared = start_role(group.name, GROUP_SERVER, sections, group.resources, log_file=log_file)
+        server = import_server(GROUP_SERVER)
+        actors = start_role(group.name, server, sections, group.resources, log_file=log_file, shared=shared, group=group.name)
         for role in group.roles:
-            clients[role] = RoleClient(role, shared.handles, route=role)
+            clients[role] = RoleClient(role, actors.handles, route=role, control=server.role_control_methods(role),
+                                       shared=actors.shared)
         log.info("roles %s share one actor (one model, one engine)", ", ".join(group.roles))
     if clients["llm"].route is None and cfg.llm.model == cfg.vlm.model:
         log.warning("llm and vlm name the same model but differ in %s: two engines load it (make those equal to share one)",

@@ -135,6 +135,10 @@ class T2IModel:
 class T2IServer:
     """Async, cross-caller batched text-to-image service (the Ray actor is a thin shell around it)."""
 
+    #: Cheap methods that must answer while long calls queue (a Ray shell runs them in a concurrency
+    #: group of their own, on another event loop: they touch no asyncio object of the others).
+    CONTROL_METHODS = ("count_tokens", "ping", "stats")
+
     def __init__(self, cfg: T2IConfig, model: Optional[T2IModel] = None):
         self.cfg = cfg
         self.model = model if model is not None else T2IModel(cfg)

@@ -8,6 +8,7 @@ from typing import Literal, Optional
 from pydantic import Field, field_validator
 
 from actors.config import CaptionerConfig, ClipConfig, LLMConfig, T2IConfig, VLMConfig
+from actors.shared_roles import check_name as check_shared_roles_name
 from core.config import StrictModel
 from core.ray_config import RayConfig
 
@@ -59,6 +60,9 @@ class JobConfig(StrictModel):
     max_file_bytes: int = Field(1 << 30, ge=1, le=1 << 36, description="Image files larger than this many bytes (at most 68719476736 = 64 GiB) are refused (an error record) before they are read or hashed.")
     reference_max_side: int = Field(1024, ge=64, le=8192, description="The reference is stored (reference.png) with its longer side shrunk to at most this many pixels; the models see that copy (CLIP, the captioner and VLMs work far below it), so a huge source is decoded once, not at every step. Changes results: part of the settings fingerprint.")
     startup_timeout_s: float = Field(1800.0, gt=0, le=86_400, description="Most seconds to wait for every role to load its model (hub downloads included) before the job gives up with exit status 2.")
+    shared_roles: Optional[str] = Field(None, description="Share the model-role actors with other jobs on the same Ray cluster under this name (1 to 64 letters, digits, '_', '.', '-'). Each role's actors become named, detached Ray actors '<name>:<role or group>:<replica>' in the namespace 'expectdiff-shared-roles': the first job with this name starts them, later ones join them (the log says which), and no job stops them when it ends — stop them with `python -m actors.shared_roles stop --name NAME`. A job whose role sections (model, engine settings, resources, ...) differ from those the actors were started with is refused, naming the differing keys. Needs a Ray that outlives the job (a cluster, or `ray start --head`): a local Ray the job starts itself ends with it, its roles too. None: the job's own actors, stopped at its end.")
+
+    _v_shared_roles = field_validator("shared_roles")(lambda cls, v: v if v is None else check_shared_roles_name(v))
     summary_refresh_s: float = Field(2.0, ge=0, le=3600, description="Least seconds (at most 3600) between refreshes of report_summary.js (the counts of done / failed / running) and of results.csv rows a retried image replaced (results.jsonl, the per-image folders with their detail pages, the report's rows and new results.csv rows are written as each image finishes; the summaries always catch up within this time and at the end). 0: after every image.")
 
 

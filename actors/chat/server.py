@@ -84,6 +84,10 @@ class ChatServer:
     role = "chat"
     vision = False
     config_cls: type[LLMConfig] = LLMConfig
+    #: Cheap methods that must answer while long calls queue (a Ray shell runs them in a concurrency
+    #: group of their own, on another event loop: they touch no asyncio object or engine state of the others).
+    #: Not ``aclose``: it stops the engine, which lives on the default group's event loop.
+    CONTROL_METHODS = ("ping", "stats")
 
     def __init__(self, cfg: LLMConfig | dict, backend: Optional[ChatBackend] = None):
         self.cfg = cfg if isinstance(cfg, self.config_cls) else self.config_cls.model_validate(cfg)
@@ -148,8 +152,12 @@ class ChatGroupServer:
     the VLM's engine, ``captioner`` when captions come from the VLM (``backend: vlm``). The
     backend is built once from the VLM section, with vision on; each role keeps its own
     interface (the LLM still refuses images), default sampling and counters. Callers reach a
-    role through ``call(role, method, ...)`` (``RoleClient(route=role)`` does that).
+    role through ``call(role, method, ...)`` (``RoleClient(route=role)`` does that), or, for a role's
+    cheap control methods (its ``CONTROL_METHODS``), through ``call_control(role, method, ...)``,
+    which a Ray shell runs in the control concurrency group so they do not queue behind chats.
     """
+
+    CONTROL_METHODS = ("ping", "stats", "call_control")
 
     def __init__(self, cfgs: dict[str, Any], backend: Optional[ChatBackend] = None):
         from actors.captioner import VLMCaptioner
@@ -176,6 +184,21 @@ class ChatGroupServer:
         if method.startswith("_") or method in ("aclose", "call") or not callable(getattr(server, method, None)):
             raise AttributeError(f"role {role!r} has no method {method!r}")
         return await getattr(server, method)(*args, **kwargs)
+
+    @staticmethod
+    def role_control_methods(role: str) -> tuple[str, ...]:
+        """The control methods of ``role``'s interface in a group (what ``call_control`` accepts)."""
+        from actors.captioner import VLMCaptioner
+
+        server = {"llm": LLMServer, "vlm": VLMServer, "captioner": VLMCaptioner}.get(role)
+        return tuple(getattr(server, "CONTROL_METHODS", ()))
+
+    async def call_control(self, role: str, method: str, *args, **kwargs):
+        """``call`` for one of ``role``'s control methods only (anything else is refused)."""
+        if method not in self.role_control_methods(role):
+            raise AttributeError(f"role {role!r} has no control method {method!r} (control methods: "
+                                 f"{', '.join(self.role_control_methods(role)) or 'none'})")
+        return await self.call(role, method, *args, **kwargs)
 
     async def ping(self) -> dict:
         return {role: await server.ping() for role, server in self.servers.items()}

@@ -5,6 +5,10 @@ cluster cannot hold (actors.capacity), and gives up on roles not ready within
 ``job.startup_timeout_s``. Shutting down closes every role (a vLLM engine's
 engine-core process included), and when the job started its own local Ray, also kills
 any process of that Ray still alive afterwards: a job leaves nothing running.
+
+With ``job.shared_roles`` the roles are named actors several jobs share (actors/shared_roles.py):
+start-up logs whether this job started or joined each, and refuses actors started with another
+config; shutting down leaves them running (unless the job's own local Ray ends with it).
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ class RunningRoles:
     roles: Any  # actors.roles.Roles of RoleClients
     started_local_ray: bool
     earlier_children: frozenset = frozenset()  # pids of this process's children before Ray started: not ours to stop
+    shared: tuple = ()  # actors.shared_roles.SharedCheck per group of shared roles: started or joined
 
     def clients(self) -> list:
         return [getattr(self.roles, f.name) for f in fields(self.roles)]
@@ -46,25 +51,50 @@ def start_ray_and_roles(cfg: ArpoConfig, log_dir: Optional[Path] = None) -> Runn
     if log_dir is not None and not started:
         log.info("on a cluster the roles' output stays in Ray's logs (ray job logs, /tmp/ray/session_latest/logs "
                  "on each node), not in %s", log_dir)
+    shared = cfg.job.shared_roles
+    if shared and started:
+        log.warning("job.shared_roles is %r but no Ray was running to join: this job started its own local Ray, and "
+                    "its roles end with it. To share roles between jobs, start Ray first (ray start --head) or give "
+                    "ray.address", shared)
     try:
         _check_capacity(cfg)
         from actors.ray_actors import start_roles
 
         if role_logs is not None:
             log.info("the model roles write their output to %s/<role>.log", role_logs)
-            roles = start_roles(cfg, log_dir=str(role_logs))
+            roles = start_roles(cfg, log_dir=str(role_logs), shared=shared)
         else:
-            roles = start_roles(cfg)
+            roles = start_roles(cfg, shared=shared)
         running = RunningRoles(roles, started, earlier)
     except BaseException:
         _shutdown_ray(started, earlier)
         raise
     try:
         asyncio.run(_wait_ready(running.clients(), cfg.job.startup_timeout_s))
+        if shared:
+            running.shared = tuple(asyncio.run(_check_shared(running.clients(), cfg.job.startup_timeout_s)))
     except BaseException:
         stop_ray_and_roles(running)
         raise
     return running
+
+
+async def _check_shared(clients: list, timeout_s: float) -> list:
+    """Which shared roles this job started and which it joined (logged); actors started with another
+    config refuse the job (SetupError naming the differing keys)."""
+    from actors.shared_roles import SharedRolesMismatch, check_shared_clients
+
+    try:
+        checks = await check_shared_clients(clients, timeout_s)
+    except SharedRolesMismatch as exc:
+        raise SetupError(f"cannot use the shared roles: {exc}") from exc
+    except asyncio.TimeoutError:
+        raise SetupError(f"the shared roles did not say what they were started with within {timeout_s:g} s "
+                         "(job.startup_timeout_s)") from None
+    name = next(c.shared["name"] for c in clients if isinstance(getattr(c, "shared", None), dict))
+    for check in checks:
+        log.info("%s", check.describe(name))
+    return checks
 
 
 def _connect(cfg: ArpoConfig, log_to_driver: bool = True) -> bool:
@@ -137,11 +167,15 @@ async def _wait_ready(clients: list, timeout_s: float) -> None:
 
 
 def stop_ray_and_roles(running: RunningRoles, timeout_s: float = 30.0) -> None:
-    """Close every role, then stop the local Ray this job started (if it did) and anything of it left running."""
+    """Close every role, then stop the local Ray this job started (if it did) and anything of it left running.
+
+    Shared roles (``job.shared_roles``) are left running for the other jobs, unless this job started
+    the local Ray they run in (it ends with the job: they are closed first, like the job's own)."""
     from actors.ray_actors import stop_roles
 
     try:
-        asyncio.run(asyncio.wait_for(stop_roles(*running.clients(), timeout_s=timeout_s), timeout_s + 5))
+        asyncio.run(asyncio.wait_for(stop_roles(*running.clients(), timeout_s=timeout_s,
+                                                include_shared=running.started_local_ray), timeout_s + 5))
     except Exception as exc:  # noqa: BLE001 - Ray may already be gone; the shutdown below still runs
         log.debug("closing the roles: %s: %s", type(exc).__name__, exc)
     _shutdown_ray(running.started_local_ray, running.earlier_children)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from actors.ray_actors import RoleClient, actor_options
+from actors.ray_actors import RoleClient, actor_options, remote_class
 from actors.roles import Roles
 from benchmarks.scale.latency import LatencyModel
 from benchmarks.scale.standins import SERVERS, RoleSpec
@@ -35,12 +35,10 @@ def role_specs(cfg: Any, model: LatencyModel) -> dict[str, RoleSpec]:
 
 def start_or_join_roles(cfg: Any, specs: dict[str, RoleSpec], prefix: str, namespace: str) -> dict[str, list]:
     """Actor handles per role: ``<prefix>-<role>-<i>`` in ``namespace``, started if missing."""
-    import ray
-
     handles: dict[str, list] = {}
     for role in ROLES:
         res = getattr(cfg, role).resources
-        cls = ray.remote(SERVERS[role])
+        cls = remote_class(SERVERS[role])  # as start_role builds it: cheap methods in their own concurrency group
         handles[role] = [cls.options(**actor_options(res, name=f"{prefix}-{role}-{i}"), namespace=namespace,
                                      get_if_exists=True).remote(specs[role])
                          for i in range(res.num_replicas)]
