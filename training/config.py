@@ -22,6 +22,17 @@ from training.samplers import SamplerConfig
 from training.strategies import StrategyConfig
 
 
+# Ray's own resources, which custom_resources_per_worker must not name (Ray reads them as CPU/GPU/memory,
+# or, in another case, as a custom resource no node offers: a worker that waits forever).
+RESERVED_RESOURCES = {
+    "CPU": "CPU is not a custom resource: set cpus_per_worker",
+    "GPU": "GPU is not a custom resource: set use_gpu (one GPU per worker); Ray's ScalingConfig refuses a GPU "
+           "amount with use_gpu false",
+    "MEMORY": "memory is not a custom resource (Ray's heap-memory reservation is not configurable here)",
+    "OBJECT_STORE_MEMORY": "object_store_memory is not a custom resource",
+}
+MAX_CUSTOM_RESOURCE = 64.0
+
 # Strategies whose Strategy.uses_xi is True (the model gets ξ channels); tests check this against build_strategy.
 XI_STRATEGIES = ("sdss", "mdss", "sdss_ddim", "mdss_ddim")
 
@@ -176,6 +187,13 @@ class TrainConfig(StrictModel):
     num_workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel replicas).")
     use_gpu: bool = Field(False, description="One GPU per worker.")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker.")
+    custom_resources_per_worker: dict[str, float] = Field(
+        default_factory=dict,
+        description="Ray custom resources each worker also reserves, on top of cpus_per_worker and use_gpu's GPU: "
+                    "e.g. {gpu_small: 1} puts every worker on a node of cluster.yaml's gpu_small type, alone on its "
+                    "GPU (serving roles there ask for fractions of it). Amounts in (0, 64]; above 1 whole numbers; "
+                    "at most 4 decimals (Ray's resource precision). CPU and GPU are not custom resources: use "
+                    "cpus_per_worker and use_gpu. {}: no custom resource (any node with the CPUs/GPU).")
     bf16: bool = Field(True, description="bf16 autocast for forward passes on GPU (ignored on CPU).")
     seed: int = Field(0, description="Seeds model init, data order, noise and timesteps.")
     max_failures: int = Field(3, ge=-1, description="Worker-group restarts (each resumes from the latest "
@@ -185,6 +203,29 @@ class TrainConfig(StrictModel):
         None, ge=1, description="TESTS ONLY (fault injection): rank 0 hard-exits (os._exit) just before this step, "
                                 "once per run folder (a marker file in the run folder stops a second crash). "
                                 "Leave None.")
+
+    @field_validator("custom_resources_per_worker")
+    @classmethod
+    def _custom_resources(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, amount in value.items():
+            where = f"custom_resources_per_worker.{name}"
+            if not name or name != name.strip():
+                raise ValueError(f"{where}: a resource name must be non-empty, without surrounding blanks")
+            if name.upper() in RESERVED_RESOURCES:
+                raise ValueError(f"{where}: {RESERVED_RESOURCES[name.upper()]}")
+            if not 0 < amount <= MAX_CUSTOM_RESOURCE:
+                raise ValueError(f"{where}: amount must be in (0, {MAX_CUSTOM_RESOURCE:g}], got {amount:g}")
+            if amount > 1 and amount != int(amount):
+                raise ValueError(f"{where}: an amount above 1 must be a whole number (got {amount:g})")
+            if round(amount, 4) != amount:
+                raise ValueError(f"{where}: at most 4 decimals (Ray's resource precision is 0.0001), got {amount!r}")
+        return value
+
+    def worker_resources(self) -> dict[str, float]:
+        """What each Ray Train worker reserves (``ScalingConfig.resources_per_worker``): CPUs, one GPU when
+        ``use_gpu``, and the custom resources that pin it to a node type."""
+        return {"CPU": self.cpus_per_worker, **({"GPU": 1.0} if self.use_gpu else {}),
+                **{k: float(v) for k, v in self.custom_resources_per_worker.items()}}
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":

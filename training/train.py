@@ -57,8 +57,9 @@ def build_trainer(cfg: TrainConfig):
     from training.loop import train_loop_per_worker
     from training.process_group import LoopbackTorchConfig
 
-    scaling = ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                            resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})})
+    # cpus_per_worker, one GPU with use_gpu, and the custom resources (custom_resources_per_worker, e.g.
+    # {gpu_small: 1}) that put each worker on a node of one cluster.yaml node type.
+    scaling = ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=cfg.worker_resources())
     run = RunConfig(name=cfg.name, storage_path=cfg.run_dir,
                     failure_config=FailureConfig(max_failures=cfg.max_failures),
                     checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints))

@@ -79,8 +79,11 @@ def loopback_environment() -> None:
 
 
 def start_cluster(counts: dict[str, int], *, path: Path = CLUSTER_YAML, temp_dir: Optional[str] = None,
-                  object_store_mb: int = 80) -> SimCluster:
-    """Start a head of cluster.yaml's head type plus ``counts[type]`` worker nodes of each other type."""
+                  object_store_mb: int = 80, dashboard_port: Optional[int] = None) -> SimCluster:
+    """Start a head of cluster.yaml's head type plus ``counts[type]`` worker nodes of each other type.
+
+    ``dashboard_port``: also start the head's dashboard (and its job server, which ``ray job submit``
+    needs) on 127.0.0.1 at that port; None: no dashboard."""
     loopback_environment()
     from ray.cluster_utils import Cluster
 
@@ -92,7 +95,12 @@ def start_cluster(counts: dict[str, int], *, path: Path = CLUSTER_YAML, temp_dir
     common = dict(node_ip_address="127.0.0.1", object_store_memory=object_store_mb * 2**20)
     head = types[head_name]
     head_args = dict(num_cpus=int(head.num_cpus), num_gpus=int(head.num_gpus), resources=dict(head.custom),
-                     include_dashboard=False, dashboard_host="127.0.0.1", **common)
+                     include_dashboard=dashboard_port is not None, dashboard_host="127.0.0.1", **common)
+    if dashboard_port is not None:
+        # The job server hands each job to the head's dashboard agent over HTTP: give that agent a free
+        # port (its default, 52365, may be taken by another Ray on the machine, and then `ray job submit`
+        # answers "No available agent to submit job" forever).
+        head_args.update(dashboard_port=dashboard_port, dashboard_agent_listen_port=free_port())
     if temp_dir:
         head_args["temp_dir"] = temp_dir
     cluster = Cluster(initialize_head=True, head_node_args=head_args)
@@ -103,8 +111,24 @@ def start_cluster(counts: dict[str, int], *, path: Path = CLUSTER_YAML, temp_dir
         for _ in range(n):
             cluster.add_node(num_cpus=int(t.num_cpus), num_gpus=int(t.num_gpus), resources=dict(t.custom), **common)
     cluster.wait_for_nodes()
+    if temp_dir:
+        # Processes of this cluster that look for "the local Ray" (the job server's supervisor does, to
+        # hand a submitted job its RAY_ADDRESS) read <temp_dir>/ray_current_cluster; Cluster writes only
+        # /tmp/ray's, and without ours they fall back to any Ray found on the machine — another user's.
+        from ray._private.utils import write_ray_address
+
+        write_ray_address(cluster.address, temp_dir)
     return SimCluster(cluster, cluster.address, head_name, counts={head_name: 1, **{k: v for k, v in counts.items() if k != head_name}},
                       temp_dir=temp_dir)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def classify_nodes(sim: SimCluster) -> dict[str, str]:
