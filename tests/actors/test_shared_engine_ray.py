@@ -42,6 +42,18 @@ def engine_cores() -> list[int]:
     return found
 
 
+async def new_engine_cores(before: list[int], expected: int, timeout_s: float = 30.0) -> int:
+    """How many engine cores appeared since ``before``, polled until it is ``expected`` or ``timeout_s``
+    passed: a freshly spawned engine core may still show its ``spawn_main`` command line for a
+    moment before vLLM titles it (seen under heavy load), so one look could undercount."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        count = len(set(engine_cores()) - set(before))
+        if count == expected or time.monotonic() > deadline:
+            return count
+        await asyncio.sleep(0.5)
+
+
 def process_tree() -> str:
     import psutil
 
@@ -91,7 +103,7 @@ async def test_one_engine_serves_llm_vlm_and_captioner(ray_local, tiny_vlm_secti
         ids = actor_ids(roles)
         assert ids["llm"] == ids["vlm"] == ids["captioner"]
         assert len(set().union(*ids.values())) == 3  # t2i, the shared chat actor, clip
-        assert len(engine_cores()) - len(before) == 1, process_tree()
+        assert await new_engine_cores(before, 1) == 1, process_tree()
         image = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
         text, described, caption = await asyncio.gather(
             roles.llm.chat([{"role": "user", "content": "Write a prompt for a cat."}]),
@@ -121,7 +133,7 @@ async def test_an_engine_setting_that_differs_starts_a_second_engine(ray_local, 
         ids = actor_ids(roles)
         assert ids["llm"] != ids["vlm"] == ids["captioner"]
         assert len(set().union(*ids.values())) == 4
-        assert len(engine_cores()) - len(before) == 2, process_tree()
+        assert await new_engine_cores(before, 2) == 2, process_tree()
         pings = [(await getattr(roles, r).broadcast("ping"))[0] for r in ("llm", "vlm")]
         assert pings[0]["engine"] != pings[1]["engine"]
         assert isinstance(await roles.llm.chat([{"role": "user", "content": "hello"}]), str)
