@@ -32,7 +32,8 @@ from typing import Any, Optional, Sequence, Union
 from actors.config import ResourceConfig
 from actors.role_groups import engine_differences, plan_groups, role_groups  # noqa: F401  (role_groups: re-exported)
 from actors.roles import Roles
-from actors.shared_roles import NAMESPACE, SharedRoles, actor_name, config_snapshot, role_info, with_shared_info
+from actors.shared_roles import (NAMESPACE, SharedRoles, actor_name, check_layout, config_snapshot, role_info,
+                                 with_shared_info)
 
 log = logging.getLogger(__name__)
 
@@ -277,8 +278,11 @@ def start_roles(cfg: Any, log_dir: str | os.PathLike | None = None,
     the named actors ``<name>:<group>:<replica>`` (see :func:`start_role`)."""
     if isinstance(shared, str):
         shared = SharedRoles(shared)
+    groups = plan_groups(cfg)
+    if shared is not None:
+        check_layout(shared.name, {group.name: group.resources.num_replicas for group in groups})
     clients: dict[str, RoleClient] = {}
-    for group in plan_groups(cfg):
+    for group in groups:
         log_file = None if log_dir is None else os.path.join(log_dir, f"{group.name}.log")
         if not group.shared:
             role = group.roles[0]

@@ -146,6 +146,31 @@ class SharedCheck:
         return f"shared roles {name!r}: {joined}"
 
 
+def running_layout(name: str) -> dict[str, int]:
+    """Replicas per group (``<role or group>`` of :func:`actor_name`) of the shared roles ``name`` now alive."""
+    layout: dict[str, int] = {}
+    for actor in list_shared_roles(name):
+        group = actor.split(":")[1]
+        layout[group] = layout.get(group, 0) + 1
+    return layout
+
+
+def check_layout(name: str, planned: dict[str, int]) -> None:
+    """Refuse, before any actor starts, a job whose actor layout differs from the shared roles running
+    under ``name``: other groups (which roles share one actor) or other replica counts. Joining by name
+    would otherwise start a second set of actors beside the running ones (more GPUs, silently)."""
+    running = running_layout(name)
+    if running and running != planned:
+        def describe(layout: dict[str, int]) -> str:
+            return ", ".join(f"{group} ×{count}" for group, count in sorted(layout.items()))
+
+        raise SharedRolesMismatch(
+            f"shared roles {name!r} run the actors {describe(running)}; this config would make {describe(planned)} "
+            f"(roles share an actor when they name the same engine; num_replicas sets the count). Use the same "
+            f"role settings as the job that started them, another job.shared_roles name, or stop them first "
+            f"(python -m actors.shared_roles stop --name {name})")
+
+
 async def check_shared_clients(clients: Sequence[Any], timeout_s: Optional[float] = None) -> list[SharedCheck]:
     """For each role client of shared actors (``client.shared``; clients of one group checked once): ask
     every actor what it was started with and compare with what this job asked for. Returns, per

@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
+from actors.shared_roles import SharedRolesMismatch
 from agents.batch.errors import SetupError
 from agents.config import ArpoConfig
 
@@ -66,6 +67,9 @@ def start_ray_and_roles(cfg: ArpoConfig, log_dir: Optional[Path] = None) -> Runn
         else:
             roles = start_roles(cfg, shared=shared)
         running = RunningRoles(roles, started, earlier)
+    except SharedRolesMismatch as exc:  # other actor layout under the name: refused before any actor started
+        _shutdown_ray(started, earlier)
+        raise SetupError(f"cannot use the shared roles: {exc}") from exc
     except BaseException:
         _shutdown_ray(started, earlier)
         raise

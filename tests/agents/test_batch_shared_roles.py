@@ -208,6 +208,43 @@ def test_a_job_with_another_role_config_is_refused_naming_the_keys(ray_local, fa
     assert _wait_gone(name) == []
 
 
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_job_with_another_actor_layout_is_refused_before_starting_any(ray_local, fake_servers):
+    """The LLM on another model: its own actor instead of the shared llm+vlm+captioner one. Joining by
+    name would have started a second set of actors beside the running ones; it is refused instead."""
+    from actors.shared_roles import list_shared_roles, stop_shared_roles
+    from agents.batch.startup import start_ray_and_roles, stop_ray_and_roles
+
+    name = f"layout-{uuid.uuid4().hex[:8]}"
+    first = start_ray_and_roles(job_config(name))
+    before = list_shared_roles(name)
+    other = job_config(name)
+    other.llm.model = "stub/another-chat"
+    with pytest.raises(SetupError) as refused:
+        start_ray_and_roles(other)
+    message = str(refused.value)
+    assert "run the actors clip ×1, llm+vlm+captioner ×1, t2i ×1" in message, message
+    assert "this config would make clip ×1, llm ×1, t2i ×1, vlm+captioner ×1" in message, message
+    assert list_shared_roles(name) == before  # nothing started beside them
+    stop_ray_and_roles(first)
+    assert len(stop_shared_roles(name, timeout_s=10)) == 3
+    assert _wait_gone(name) == []
+
+
+def test_the_layout_check_compares_groups_and_replicas(monkeypatch):
+    import actors.shared_roles as sr
+
+    running = ["n:t2i:0", "n:t2i:1", "n:llm+vlm:0", "n:clip:0"]
+    monkeypatch.setattr(sr, "list_shared_roles", lambda name=None: running)
+    assert sr.running_layout("n") == {"t2i": 2, "llm+vlm": 1, "clip": 1}
+    sr.check_layout("n", {"t2i": 2, "llm+vlm": 1, "clip": 1})  # the same: joins
+    with pytest.raises(sr.SharedRolesMismatch, match="t2i ×1"):
+        sr.check_layout("n", {"t2i": 1, "llm+vlm": 1, "clip": 1})  # fewer T2I replicas
+    monkeypatch.setattr(sr, "list_shared_roles", lambda name=None: [])
+    sr.check_layout("n", {"anything": 3})  # nothing running: this job starts them
+
+
 def test_the_shared_roles_name_is_validated():
     from pydantic import ValidationError
 
