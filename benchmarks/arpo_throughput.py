@@ -76,6 +76,17 @@ def mean_batch(before: dict, after: dict) -> float:
     return (after["items"] - before["items"]) / batches if batches else 0.0
 
 
+def level_images(work: Path, concurrency: int, images: int, baseline_images: int) -> Path:
+    """The image folder for one concurrency level (made once per size): concurrency 1 runs on the
+    baseline's fewer images, the others on all of them."""
+    n = baseline_images if concurrency == 1 else images
+    image_dir = work / f"images-{n}"
+    if not image_dir.exists():
+        make_images(n, image_dir)
+    print(f"concurrency {concurrency}: {n} images ...", file=sys.stderr)
+    return image_dir
+
+
 async def run_once(cfg: ArpoConfig, roles: Roles, image_dir: Path, out_dir: Path, concurrency: int) -> dict:
     from agents.batch.runner import run_batch
 
@@ -142,11 +153,7 @@ def main(argv=None) -> int:
     rows = []
     try:
         for c in levels:
-            n = a.baseline_images if c == 1 else a.images
-            image_dir = work / f"images-{n}"
-            if not image_dir.exists():
-                make_images(n, image_dir)
-            print(f"concurrency {c}: {n} images ...", file=sys.stderr)
+            image_dir = level_images(work, c, a.images, a.baseline_images)
             rows.append(asyncio.run(run_once(cfg, roles, image_dir, work / f"out-c{c}", c)))
     finally:
         shutil.rmtree(work, ignore_errors=True)

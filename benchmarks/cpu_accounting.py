@@ -43,7 +43,7 @@ from typing import Iterable, Mapping
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.arpo_throughput import DEFAULT_OVERRIDES, make_images, run_once  # noqa: E402
+from benchmarks.arpo_throughput import DEFAULT_OVERRIDES, level_images, run_once  # noqa: E402
 
 #: Ray process title prefix of each role actor (``ray::T2IServer`` or ``ray::T2IServer.generate``).
 ROLE_TITLES = {"T2IServer": "t2i", "LLMServer": "llm", "VLMServer": "vlm", "CaptionerServer": "captioner",
@@ -294,11 +294,7 @@ def main(argv=None) -> int:
     results = []
     try:
         for c in levels:
-            n = a.baseline_images if c == 1 else a.images
-            image_dir = work / f"images-{n}"
-            if not image_dir.exists():
-                make_images(n, image_dir)
-            print(f"concurrency {c}: {n} images ...", file=sys.stderr)
+            image_dir = level_images(work, c, a.images, a.baseline_images)
             tokens0 = asyncio.run(chat_tokens(roles))
             before = take_snapshot()
             row = asyncio.run(run_once(cfg, roles, image_dir, work / f"out-c{c}", c))
