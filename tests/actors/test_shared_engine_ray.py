@@ -28,16 +28,24 @@ def ray_local():
 
 
 def engine_cores() -> list[int]:
-    """vLLM engine-core processes under this test process (Ray's workers and their children are; vLLM
-    titles them VLLM::EngineCore)."""
+    """vLLM engine-core processes under this test process (Ray's workers and their children are).
+
+    vLLM titles them VLLM::EngineCore, but only once the spawned process has imported vLLM and
+    called ``run_engine_core``: until then (and on a loaded machine that was seen to last) it shows
+    ``multiprocessing.spawn`` as its command line. A role actor (``ray::...``) starts no other spawned
+    child, so such a child of a role actor counts as its engine core too."""
     import psutil
 
     found = []
     for proc in psutil.Process().children(recursive=True):
         try:
-            if "EngineCore" in " ".join(proc.cmdline()) and proc.status() != psutil.STATUS_ZOMBIE:
+            cmdline = " ".join(proc.cmdline())
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            untitled = "multiprocessing.spawn" in cmdline and " ".join(proc.parent().cmdline()).startswith("ray::")
+            if "EngineCore" in cmdline or untitled:
                 found.append(proc.pid)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+        except (psutil.NoSuchProcess, psutil.AccessDenied, AttributeError):
             continue
     return found
 
