@@ -144,9 +144,7 @@ def append_bytes_durably(path: str | os.PathLike, line: bytes) -> None:
         if size and os.pread(fd, 1, size - 1) != b"\n":
             line = b"\n" + line
         try:
-            view = memoryview(line)
-            while view:
-                view = view[os.write(fd, view):]
+            _write_all(fd, line)
             os.fsync(fd)
         except BaseException:
             os.ftruncate(fd, size)
@@ -155,6 +153,13 @@ def append_bytes_durably(path: str | os.PathLike, line: bytes) -> None:
         os.close(fd)
     if not existed:
         _fsync_dir(path.parent)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until all of ``data`` is written (one call may write less)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _open_no_follow(path: Path, flags: int) -> int:
@@ -371,9 +376,7 @@ def append_csv_row(path: str | os.PathLike, record: dict) -> None:
     a row lost or torn by a crash is restored then; a kill -9 loses nothing that was written."""
     fd = _open_no_follow(Path(path), os.O_WRONLY | os.O_APPEND)
     try:
-        data = memoryview(render_csv([record], header=False).encode("utf-8"))
-        while data:
-            data = data[os.write(fd, data):]
+        _write_all(fd, render_csv([record], header=False).encode("utf-8"))
     finally:
         os.close(fd)
 
