@@ -17,6 +17,7 @@ COMMANDS = {
     "expectdiff-edit": "agents.edit:main",
     "expectdiff-train": "training.train:main",
     "expectdiff-plan": "actors.plan:main",
+    "expectdiff-serve": "agents.serve.__main__:main",
 }
 
 
@@ -32,7 +33,8 @@ def test_installed_entry_points_match():
     assert installed == COMMANDS, "reinstall: .venv/bin/pip install -q --no-deps -e ."
 
 
-@pytest.mark.parametrize("name", ["expectdiff-reverse", "expectdiff-evaluate", "expectdiff-edit", "expectdiff-train"])
+@pytest.mark.parametrize("name", ["expectdiff-reverse", "expectdiff-evaluate", "expectdiff-edit", "expectdiff-train",
+                                  "expectdiff-serve"])
 def test_each_main_returns_its_exit_status_as_an_int(name, capsys):
     module, attr = COMMANDS[name].split(":")
     main = getattr(importlib.import_module(module), attr)

@@ -1,0 +1,118 @@
+"""``python -m agents.serve --config FILE [--host 127.0.0.1] [--port 8000] [--data DIR] [--batch OUT ...]``
+
+Starts the model roles the way the batch job does (a local loopback Ray, or the cluster under
+``RAY_ADDRESS`` / ``ray.address``; ``job.shared_roles`` shares them with batch jobs), then serves the
+interactive page until Ctrl-C. Runs live under ``--data`` and survive a restart: the next start with
+the same config resumes the runs that were going. The port is taken before any model loads, so a
+busy port fails fast. Exit status: 0 after a clean stop, 2 for a setup error.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import socket
+import sys
+from pathlib import Path
+from typing import Optional
+
+from pydantic import ValidationError
+
+from agents.batch.errors import EXIT_OK, EXIT_SETUP_ERROR, SetupError
+from agents.config import ArpoConfig
+from agents.serve.options import ServeOptions
+from core.cli import prog_name
+from core.config import SET_HELP, ConfigError, load_config
+
+log = logging.getLogger("agents.serve")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog_name("agents.serve"), description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML config (agents.config.ArpoConfig), as for the batch job; default: built-in defaults.")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
+    p.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1; any other is reachable "
+                                                       "from the network: the page has no login).")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one).")
+    p.add_argument("--data", default="outputs/serve", help="Folder for uploads, runs and the checkpoint database (default %(default)s).")
+    p.add_argument("--batch", action="append", default=[], metavar="OUT",
+                   help="A batch job's output folder the page may open in the results browser (repeatable; read-only).")
+    p.add_argument("--max-running", type=int, default=4, help="Optimisations at once; later uploads queue (default %(default)s).")
+    p.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
+    return p
+
+
+def bind(options: ServeOptions) -> socket.socket:
+    """The listening socket, taken before any model loads (a busy port fails fast)."""
+    family = socket.AF_INET6 if ":" in options.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((options.host, options.port))
+    except OSError as exc:
+        sock.close()
+        raise SetupError(f"cannot listen on {options.host}:{options.port}: {exc.strerror or exc}") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(ArpoConfig, args.config, args.set)
+        options = ServeOptions(host=args.host, port=args.port, data_dir=Path(args.data), batches=[Path(b) for b in args.batch],
+                               max_running=args.max_running)
+    except (ConfigError, ValidationError) as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_SETUP_ERROR
+    if not options.is_loopback():
+        log.warning("listening on %s: anyone who can reach this address can upload images and use the models "
+                    "(the page has no login)", options.host)
+    try:
+        sock = bind(options)
+    except SetupError as exc:
+        print(f"setup error: {exc}", file=sys.stderr)
+        return EXIT_SETUP_ERROR
+    from agents.batch.startup import start_ray_and_roles, stop_ray_and_roles
+
+    try:
+        options.data_dir.mkdir(parents=True, exist_ok=True)
+        running = start_ray_and_roles(cfg, log_dir=options.data_dir / "logs")
+    except SetupError as exc:
+        sock.close()
+        print(f"setup error: {exc}", file=sys.stderr)
+        return EXIT_SETUP_ERROR
+    except KeyboardInterrupt:
+        sock.close()
+        return 130
+    try:
+        asyncio.run(serve(cfg, running.roles, options, sock))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_ray_and_roles(running)
+    return EXIT_OK
+
+
+async def serve(cfg: ArpoConfig, roles, options: ServeOptions, sock: socket.socket) -> None:
+    import uvicorn
+
+    from agents.serve.app import create_app
+
+    app = create_app(cfg, roles, options)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5))
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"serving on http://{shown}:{port}/ (data: {options.data_dir}); Ctrl-C stops, runs resume at the next start",
+          file=sys.stderr, flush=True)
+    await server.serve(sockets=[sock])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

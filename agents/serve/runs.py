@@ -1,0 +1,302 @@
+"""``RunManager``: every upload is one optimisation thread on the shared checkpointer and the shared roles.
+
+Runs start at once up to ``max_running`` (the rest queue); several users' runs share the role actors,
+whose batchers put their requests into the same forward passes. After each node the run's view (its
+graph state as a ``ReverseResult``, its timeline, its edits) is published on the run's channel.
+
+A stop cancels the run where the checkpointer last saved it (resume continues from there). A server
+shutdown cancels the same way but leaves ``run.json`` saying running or queued: the next start resumes
+those runs, unless the server's result-changing settings differ from the run's (then it is ``stale``,
+shown but not resumed: its images would mix two models).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import zipfile
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Optional
+
+from agents.batch.identity import fingerprint, result_settings
+from agents.config import AgentConfig, ArpoConfig
+from agents.edit import generate_edit
+from agents.edit_strip import read_edit_index
+from agents.graph import build_graph, compile_graph, thread_config
+from agents.image_id import ID_HEX_DIGITS
+from agents.images import save_png
+from agents.prompt_edit import PromptEdit, parts_of_record
+from agents.report import random_weight_roles
+from agents.result import result_from_state
+from agents.results import atomic_write_bytes, atomic_write_text
+from agents.serve.events import Channel
+from agents.serve.options import ServeOptions
+from agents.serve.store import REFERENCE_PNG, RESULT_JSON, RUN_JSON, UNFINISHED, RunMeta, RunRequest, RunStore, new_run_id
+from agents.serve.uploads import check_upload
+
+log = logging.getLogger("agents.serve")
+
+
+class RunConflict(RuntimeError):
+    """The run is not in a state that allows this (HTTP 409); the message says why."""
+
+
+class RunManager:
+    def __init__(self, cfg: ArpoConfig, roles: Any, checkpointer: Any, store: RunStore, options: ServeOptions,
+                 optimise_fn: Optional[Callable[..., Awaitable[Any]]] = None):
+        if optimise_fn is None:
+            from agents.api import optimise as optimise_fn
+        self.cfg, self.roles, self.checkpointer, self.store, self.options = cfg, roles, checkpointer, store, options
+        self.optimise_fn = optimise_fn
+        self.fingerprint = fingerprint(result_settings(cfg))
+        self.random_weight_roles = random_weight_roles(cfg)
+        self.index = Channel()  # run summaries, for every page's run list
+        self._channels: dict[str, Channel] = {}
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._live: dict[str, RunMeta] = {}  # the meta of runs in flight (their timeline grows in memory)
+        self._stopping: set[str] = set()
+        self._graphs: dict[str, Any] = {}
+        self._edit_locks: dict[str, asyncio.Lock] = {}
+        self._slots = asyncio.Semaphore(options.max_running)
+
+    # ------------------------------------------------------------------ requests
+    def request(self, framework: Optional[str], max_steps: Optional[int], seeds: Optional[list[int]],
+                init_prompt: Optional[str]) -> RunRequest:
+        """The user's choices, defaults from the config's agent section; ValueError names a bad one."""
+        agent, opts = self.cfg.agent, self.options
+        framework = framework or agent.framework
+        if framework not in ("vanilla", "enhanced"):
+            raise ValueError(f"framework must be vanilla or enhanced, got {framework!r}")
+        max_steps = agent.max_steps if max_steps is None else max_steps
+        if not 1 <= max_steps <= opts.max_steps_limit:
+            raise ValueError(f"steps must be between 1 and {opts.max_steps_limit}, got {max_steps}")
+        seeds = list(agent.seeds) if not seeds else seeds
+        if len(seeds) > opts.max_seeds:
+            raise ValueError(f"at most {opts.max_seeds} seeds, got {len(seeds)}")
+        if len(set(seeds)) != len(seeds) or any(not 0 <= s < 2 ** 32 for s in seeds):
+            raise ValueError(f"seeds must be distinct integers from 0 to 4294967295, got {seeds}")
+        init_prompt = (init_prompt or "").strip() or None
+        if init_prompt is not None and len(init_prompt) > 2000:
+            raise ValueError(f"the starting prompt has {len(init_prompt)} characters; at most 2000")
+        return RunRequest(framework=framework, max_steps=max_steps, seeds=seeds, init_prompt=init_prompt)
+
+    def agent_config(self, request: RunRequest) -> AgentConfig:
+        data = self.cfg.agent.model_dump()
+        data.update(framework=request.framework, max_steps=request.max_steps, seeds=request.seeds, init_prompt=None)
+        return AgentConfig.model_validate(data)
+
+    def _graph(self, agent_cfg: AgentConfig) -> Any:
+        key = agent_cfg.model_dump_json()
+        if key not in self._graphs:
+            graph = build_graph(self.roles, agent_cfg, self.cfg.t2i.max_prompt_tokens,
+                                max_image_pixels=self.cfg.job.max_image_pixels, base_dir=self.store.data_dir)
+            self._graphs[key] = compile_graph(graph, self.checkpointer)
+        return self._graphs[key]
+
+    # ------------------------------------------------------------------ lifecycle
+    async def create(self, data: bytes, filename: str, request: RunRequest) -> RunMeta:
+        """Check and store the upload, then start its run; UploadRefused for a bad file."""
+        name, pixels = await asyncio.to_thread(check_upload, data, filename, self.cfg.job, self.options.max_upload_bytes)
+        png = await asyncio.to_thread(save_png, pixels)
+        run_id = new_run_id()
+        folder = self.store.run_dir(run_id)
+        folder.mkdir(parents=True)
+        await asyncio.to_thread(atomic_write_bytes, folder / REFERENCE_PNG, png)
+        meta = RunMeta(run_id=run_id, filename=name, image_id=hashlib.sha256(png).hexdigest()[:ID_HEX_DIGITS],
+                       created_at=self.store.now(), request=request, settings_fingerprint=self.fingerprint)
+        await asyncio.to_thread(self.store.save, meta)
+        self.start(meta)
+        return meta
+
+    def start(self, meta: RunMeta) -> None:
+        task = self._tasks.get(meta.run_id)
+        if task is not None and not task.done():
+            return
+        meta.status, meta.error = "queued", None
+        self._live[meta.run_id] = meta
+        self._tasks[meta.run_id] = asyncio.create_task(self._run(meta), name=f"arpo-run-{meta.run_id}")
+
+    async def resume_unfinished(self) -> list[str]:
+        """At server start: runs left queued or running by the last server continue (same settings only)."""
+        resumed = []
+        for meta in self.store.all():
+            if meta.status not in UNFINISHED:
+                continue
+            if meta.settings_fingerprint != self.fingerprint:
+                meta.status = "stale"
+                meta.error = ("started under other model or agent settings than this server's; not resumed "
+                              "(restart the server with the config it started with to continue it)")
+                self.store.save(meta)
+                continue
+            meta.timeline.append({"node": "server restarted", "t": round(self.store.now() - meta.created_at, 3)})
+            self.start(meta)
+            resumed.append(meta.run_id)
+        if resumed:
+            log.info("resumed %d run(s) left unfinished by the last server: %s", len(resumed), ", ".join(resumed))
+        return resumed
+
+    async def stop(self, run_id: str) -> None:
+        task = self._tasks.get(run_id)
+        if task is None or task.done():
+            raise RunConflict(f"run {run_id} is not running")
+        self._stopping.add(run_id)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def resume(self, run_id: str) -> None:
+        meta = self._meta(run_id)
+        if meta.run_id in self._tasks and not self._tasks[run_id].done():
+            raise RunConflict(f"run {run_id} is already {meta.status}")
+        if meta.status == "done":
+            raise RunConflict(f"run {run_id} is finished")
+        if meta.status == "stale" or meta.settings_fingerprint != self.fingerprint:
+            raise RunConflict(f"run {run_id} was started under other model or agent settings than this server's")
+        self.start(meta)
+
+    async def close(self) -> None:
+        """Server shutdown: cancel every run where it was last saved; run.json keeps it resumable."""
+        tasks = [t for t in self._tasks.values() if not t.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run(self, meta: RunMeta) -> None:
+        run_id, folder = meta.run_id, self.store.run_dir(meta.run_id)
+        dirty = asyncio.Event()
+        publisher = asyncio.create_task(self._publisher(meta, dirty))
+        dirty.set()
+        try:
+            async with self._slots:
+                meta.status = "running"
+                dirty.set()
+                agent_cfg = self.agent_config(meta.request)
+
+                def on_node(name: str) -> None:
+                    meta.timeline.append({"node": name, "t": round(self.store.now() - meta.created_at, 3)})
+                    dirty.set()
+
+                result = await self.optimise_fn(
+                    meta.image_id, folder / REFERENCE_PNG, folder, self.roles, agent_cfg, self.cfg.t2i.max_prompt_tokens,
+                    graph=self._graph(agent_cfg), init_prompt=meta.request.init_prompt, on_node=on_node,
+                    thread_id=run_id, base_dir=self.store.data_dir)
+            result.source = meta.filename
+            await asyncio.to_thread(atomic_write_text, folder / RESULT_JSON, result.model_dump_json(indent=1))
+            meta.status, meta.error = ("done", None) if result.status == "done" else ("error", result.error)
+        except asyncio.CancelledError:
+            if run_id not in self._stopping:  # server shutdown: stays queued/running, resumed at the next start
+                await self._flush(meta, publisher)
+                raise
+            meta.status = "stopped"
+        except Exception as exc:  # noqa: BLE001 - one run's failure is its status, never the server's
+            log.exception("run %s failed", run_id)
+            meta.status, meta.error = "error", f"{type(exc).__name__}: {exc}"
+        self._stopping.discard(run_id)
+        await self._flush(meta, publisher)
+        self._live.pop(run_id, None)
+
+    async def _flush(self, meta: RunMeta, publisher: asyncio.Task) -> None:
+        publisher.cancel()
+        await asyncio.gather(publisher, return_exceptions=True)
+        await asyncio.to_thread(self.store.save, meta.model_copy(deep=True))
+        await self._publish(meta.run_id)
+
+    async def _publisher(self, meta: RunMeta, dirty: asyncio.Event) -> None:
+        """Saves run.json and publishes the view after every change, coalescing bursts, in order."""
+        while True:
+            await dirty.wait()
+            dirty.clear()
+            try:
+                await asyncio.to_thread(self.store.save, meta.model_copy(deep=True))
+                await self._publish(meta.run_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a view that cannot be built now is rebuilt at the next node
+                log.warning("run %s: could not publish its progress: %s: %s", meta.run_id, type(exc).__name__, exc)
+
+    async def _publish(self, run_id: str) -> None:
+        channel = self._channels.get(run_id)
+        if channel is not None and channel.subscribers:
+            channel.publish("run", await self.view(run_id))
+        self.index.publish("summary", self._meta(run_id).summary())
+
+    # ------------------------------------------------------------------ reading
+    def _meta(self, run_id: str) -> RunMeta:
+        return self._live.get(run_id) or self.store.load(run_id)
+
+    def channel(self, run_id: str) -> Channel:
+        self._meta(run_id)  # KeyError for an unknown run
+        return self._channels.setdefault(run_id, Channel())
+
+    def summaries(self) -> list[dict]:
+        return [self._live.get(m.run_id, m).summary() for m in self.store.all()]
+
+    def url(self, run_id: str, rel_to_data: str) -> Optional[str]:
+        prefix = f"runs/{run_id}/"
+        return f"/api/runs/{run_id}/files/{rel_to_data[len(prefix):]}" if rel_to_data.startswith(prefix) else None
+
+    async def state_result(self, run_id: str) -> Optional[dict]:
+        """The run's graph state as a ReverseResult dict (paths relative to the data folder); None before init."""
+        meta = self._meta(run_id)
+        agent_cfg = self.agent_config(meta.request)
+        snapshot = await self._graph(agent_cfg).aget_state(thread_config(run_id, agent_cfg))
+        values = snapshot.values or {}
+        if not values.get("image_id"):
+            return None
+        result = result_from_state(values, meta.filename).model_dump(mode="json")
+        result["next"] = list(snapshot.next)
+        return result
+
+    async def view(self, run_id: str) -> dict:
+        meta = self._meta(run_id)
+        result = await self.state_result(run_id)
+        for it in (result or {}).get("iterations", []):
+            it["image_urls"] = [self.url(run_id, p) for p in it["image_paths"]]
+        edits = []
+        for entry in read_edit_index(self.store.run_dir(run_id)):
+            images = [f"runs/{run_id}/{p}" for p in entry.get("images") or []]
+            edits.append({**entry, "image_urls": [self.url(run_id, p) for p in images]})
+        return {"run": meta.model_dump(mode="json"), "result": result, "edits": edits,
+                "reference_url": f"/api/runs/{run_id}/files/{REFERENCE_PNG}",
+                "random_weight_roles": self.random_weight_roles}
+
+    # ------------------------------------------------------------------ edits and download
+    async def edit(self, run_id: str, edit: PromptEdit) -> dict:
+        """Render ``edit`` of the run's best prompt so far with the run's seeds (agents.edit.generate_edit)."""
+        meta = self._meta(run_id)
+        record = await self.state_result(run_id)
+        if record is None or record.get("prompt") is None:
+            raise RunConflict(f"run {run_id} has no generated prompt yet to edit")
+        parts_of_record(record)
+        lock = self._edit_locks.setdefault(run_id, asyncio.Lock())
+        async with lock:  # edits.json is read, extended and replaced
+            outcome = await generate_edit(record, self.store.run_dir(run_id), edit, self.roles.t2i, meta.request.seeds)
+        await self._publish(run_id)
+        entry = outcome.to_dict(self.store.run_dir(run_id))
+        return {**entry, "image_urls": [self.url(run_id, f"runs/{run_id}/{p}") for p in entry["images"]]}
+
+    async def download(self, run_id: str) -> bytes:
+        """A zip of the run: result.json (its state now), run.json, the reference, every image and edit."""
+        result = await self.state_result(run_id)
+        meta = self._meta(run_id)
+        return await asyncio.to_thread(self._zip, run_id, result, meta)
+
+    def _zip(self, run_id: str, result: Optional[dict], meta: RunMeta) -> bytes:
+        folder = self.store.run_dir(run_id)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(RESULT_JSON, _json(result if result is not None else {"status": meta.status}))
+            zf.writestr(RUN_JSON, meta.model_dump_json(indent=1))
+            for path in sorted(folder.rglob("*")):
+                rel = path.relative_to(folder).as_posix()
+                if (path.is_file() and not path.is_symlink() and rel not in (RESULT_JSON, RUN_JSON)
+                        and not any(part.startswith(".") for part in Path(rel).parts)):
+                    zf.write(path, rel)
+        return buffer.getvalue()
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, indent=1, ensure_ascii=False)

@@ -1,0 +1,104 @@
+"""One folder per upload under ``<data>/runs/<run id>/``: ``run.json`` (what was asked, the status, the
+timeline), ``reference.png``, the generated ``iter_XX/`` images, ``result.json`` and ``edits/``.
+
+``run.json`` is replaced atomically, so a crash leaves the previous one; run ids are random
+(``secrets``), 16 hex digits, and every path is checked to stay inside the run's folder.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import time
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, Field, ValidationError
+
+from agents.results import atomic_write_text, contained_path
+
+log = logging.getLogger("agents.serve")
+
+RUNS_DIR, RUN_JSON, REFERENCE_PNG, RESULT_JSON = "runs", "run.json", "reference.png", "result.json"
+RUN_ID = re.compile(r"^[0-9a-f]{16}$")
+
+Status = Literal["queued", "running", "stopped", "done", "error", "stale"]
+#: Statuses a server start picks up again.
+UNFINISHED: tuple[str, ...] = ("queued", "running")
+
+
+class RunRequest(BaseModel):
+    """What the user asked for (validated against the server's limits in RunManager.request)."""
+
+    framework: Literal["vanilla", "enhanced"]
+    max_steps: int
+    seeds: list[int]
+    init_prompt: Optional[str] = None
+
+
+class RunMeta(BaseModel):
+    run_id: str
+    filename: str = Field(description="The uploaded file's name, display-safe (agents.images.display_name).")
+    image_id: str = Field(description="Content id of the stored reference (the CLIP cache key).")
+    created_at: float
+    request: RunRequest
+    settings_fingerprint: str = Field(description="The server config's result-changing settings when the run started.")
+    status: Status = "queued"
+    error: Optional[str] = None
+    timeline: list[dict] = Field(default_factory=list, description="{'node', 't'}: seconds after the upload each node finished.")
+
+    def summary(self) -> dict:
+        return {"run_id": self.run_id, "filename": self.filename, "status": self.status, "created_at": self.created_at,
+                "framework": self.request.framework, "error": self.error}
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(8)
+
+
+class RunStore:
+    def __init__(self, data_dir: Path):
+        self.data_dir = Path(data_dir).resolve()
+        self.runs_dir = self.data_dir / RUNS_DIR
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+
+    def run_dir(self, run_id: str) -> Path:
+        if not isinstance(run_id, str) or not RUN_ID.match(run_id):
+            raise KeyError(run_id)
+        return self.runs_dir / run_id
+
+    def file(self, run_id: str, rel: str) -> Path:
+        """A file inside the run's folder (KeyError for an unknown run, UnsafePathError for a path leaving it)."""
+        return contained_path(self.run_dir(run_id), *rel.split("/"))
+
+    def rel(self, path: Path) -> str:
+        """``path`` relative to the data folder, as the graph state stores it."""
+        return path.resolve().relative_to(self.data_dir).as_posix()
+
+    def save(self, meta: RunMeta) -> None:
+        folder = self.run_dir(meta.run_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / RUN_JSON, meta.model_dump_json(indent=1))
+
+    def load(self, run_id: str) -> RunMeta:
+        path = self.run_dir(run_id) / RUN_JSON
+        if not path.is_file():
+            raise KeyError(run_id)
+        return RunMeta.model_validate_json(path.read_text(encoding="utf-8"))
+
+    def all(self) -> list[RunMeta]:
+        """Every readable run, newest first; an unreadable run.json is logged and left out."""
+        metas = []
+        for folder in self.runs_dir.iterdir():
+            if not RUN_ID.match(folder.name) or not (folder / RUN_JSON).is_file():
+                continue
+            try:
+                metas.append(self.load(folder.name))
+            except (ValidationError, json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+                log.warning("%s: unreadable %s, left out: %s", folder, RUN_JSON, exc)
+        return sorted(metas, key=lambda m: m.created_at, reverse=True)
+
+    @staticmethod
+    def now() -> float:
+        return time.time()

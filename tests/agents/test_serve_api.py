@@ -1,0 +1,275 @@
+"""The interactive page's HTTP API (agents.serve) over scripted doubles: every endpoint, bad input,
+live events, stop/resume, edits, downloads, a restart mid-run, several users, batch folders."""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from agents.images import save_png
+from agents.serve.options import ServeOptions
+from agents.serve.store import RUN_JSON
+from tests.agents.doubles import make_roles
+from tests.agents.serve_doubles import HEADERS, REPLIES, Gate, config, png_of, read_events, serving, upload, wait_status, world
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_an_upload_runs_to_the_end_and_every_image_of_the_view_is_served(tmp_path):
+    with serving(tmp_path) as (server, client, roles, w):
+        made = upload(client, png_of(w), "my cat.png", framework="enhanced", max_steps=3, seeds="0,1")
+        assert made.status_code == 201, made.text
+        run_id = made.json()["run_id"]
+        view = wait_status(client, run_id, ("done", "error"))
+        assert view["run"]["status"] == "done", view["run"]["error"]
+        result = view["result"]
+        assert result["source"] == "my cat.png" and result["initial_prompt"] == "a black and white cat"
+        assert result["prompt"]["content"][:2] == ["a black and white cat", "whiskers"]
+        assert len(result["iterations"]) >= 2
+        for it in result["iterations"]:
+            assert len(it["image_urls"]) == 2
+            for url in it["image_urls"]:
+                got = client.get(url)
+                assert got.status_code == 200 and got.content[:8] == b"\x89PNG\r\n\x1a\n"
+        assert client.get(view["reference_url"]).content == png_of(w)
+        nodes = [e["node"] for e in view["run"]["timeline"]]
+        assert nodes[:3] == ["init", "generate", "describe"] and nodes.count("generate") == len(result["iterations"])
+        assert json.loads((tmp_path / "data" / "runs" / run_id / "result.json").read_text())["status"] == "done"
+        assert [r["run_id"] for r in client.get("/api/runs").json()] == [run_id]
+        assert client.get("/api/health").json() == {"ok": True, "runs": 1}
+
+
+def test_events_carry_each_iteration_as_it_happens(tmp_path):
+    w = world()
+    roles = make_roles(w, REPLIES)
+    gate = Gate(roles.t2i, "generate")
+    with serving(tmp_path, w, roles) as (server, client, _, _):
+        run_id = upload(client, png_of(w), max_steps=3).json()["run_id"]
+        server.call(_open_after(gate, 0.3))  # generate calls pass one by one, 0.3 s apart
+        events = read_events(client, f"/api/runs/{run_id}/events", lambda ev: ev[-1][1]["run"]["status"] == "done")
+    counts = [len((data["result"] or {}).get("iterations", [])) for name, data in events if name == "run"]
+    assert counts == sorted(counts)  # never backwards
+    assert 1 in counts and counts[-1] >= 2  # iterations one at a time, not all at the end
+    assert events[0][1]["run"]["status"] in ("queued", "running")
+
+
+def _open_after(gate: Gate, delay: float):
+    async def go():
+        import asyncio
+
+        async def trickle():
+            for _ in range(int(10 / delay)):
+                await asyncio.sleep(delay)
+                gate.opened.set()
+                await asyncio.sleep(0)
+                gate.opened.clear()
+
+        asyncio.get_running_loop().create_task(trickle())
+    return go
+
+
+def test_stop_keeps_the_run_where_it_was_and_resume_continues_it(tmp_path):
+    w = world()
+    roles = make_roles(w, REPLIES)
+    gate = Gate(roles.t2i, "generate")
+    with serving(tmp_path, w, roles) as (server, client, _, _):
+        run_id = upload(client, png_of(w), max_steps=2).json()["run_id"]
+        _wait(lambda: gate.waiting >= 1)
+        stopped = client.post(f"/api/runs/{run_id}/stop", headers=HEADERS)
+        assert stopped.status_code == 200 and stopped.json()["run"]["status"] == "stopped"
+        assert stopped.json()["result"]["initial_prompt"] == "a black and white cat"  # init was saved
+        assert client.post(f"/api/runs/{run_id}/stop", headers=HEADERS).status_code == 409
+        server.call(_set(gate))
+        resumed = client.post(f"/api/runs/{run_id}/resume", headers=HEADERS)
+        assert resumed.status_code == 200
+        view = wait_status(client, run_id, ("done", "error"))
+        assert view["run"]["status"] == "done" and len(view["result"]["iterations"]) >= 2
+        assert roles.captioner.calls["caption"] == 1  # resumed, not restarted
+        assert client.post(f"/api/runs/{run_id}/resume", headers=HEADERS).status_code == 409
+
+
+def _set(gate: Gate):
+    async def go():
+        gate.opened.set()
+    return go
+
+
+def _wait(cond, timeout: float = 20) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_edits_regenerate_with_the_runs_seeds_and_bad_edits_are_refused(tmp_path):
+    w = world()
+    roles = make_roles(w, REPLIES)
+    gate = Gate(roles.captioner, "caption")
+    with serving(tmp_path, w, roles) as (server, client, _, _):
+        run_id = upload(client, png_of(w), seeds="3,5").json()["run_id"]
+        early = client.post(f"/api/runs/{run_id}/edits", json={"substitutions": "-cat +dog"}, headers=HEADERS)
+        assert early.status_code == 409 and "no generated prompt yet" in early.json()["error"]
+        server.call(_set(gate))
+        wait_status(client, run_id, ("done",))
+        bad = client.post(f"/api/runs/{run_id}/edits", json={"substitutions": "cat dog"}, headers=HEADERS)
+        assert bad.status_code == 400 and bad.json()["error"].startswith("edit:")
+        empty = client.post(f"/api/runs/{run_id}/edits", json={"content": "  "}, headers=HEADERS)
+        assert empty.status_code == 400 and "changes nothing" in empty.json()["error"]
+        made = client.post(f"/api/runs/{run_id}/edits", json={"substitutions": "-cat +dog", "style": "watercolour"},
+                           headers=HEADERS)
+        assert made.status_code == 200, made.text
+        edit = made.json()
+        assert edit["prompt"].startswith("a black and white dog") and edit["style"] == ["watercolour"]
+        assert [u.rsplit("/", 1)[1] for u in edit["image_urls"]] == ["seed3.png", "seed5.png"]
+        assert all(client.get(u).status_code == 200 for u in edit["image_urls"])
+        assert roles.t2i.prompts[-1] == edit["prompt"]
+        view = client.get(f"/api/runs/{run_id}").json()
+        assert [e["prompt"] for e in view["edits"]] == [edit["prompt"]]
+
+
+def test_download_zips_the_result_json_and_every_image(tmp_path):
+    with serving(tmp_path) as (server, client, roles, w):
+        run_id = upload(client, png_of(w)).json()["run_id"]
+        view = wait_status(client, run_id, ("done",))
+        got = client.get(f"/api/runs/{run_id}/download")
+        assert got.status_code == 200 and got.headers["content-type"] == "application/zip"
+        assert f'filename="arpo-{run_id}.zip"' in got.headers["content-disposition"]
+        names = set(zipfile.ZipFile(io.BytesIO(got.content)).namelist())
+        result = json.loads(zipfile.ZipFile(io.BytesIO(got.content)).read("result.json"))
+        assert result["prompt"] == view["result"]["prompt"]
+        assert {"result.json", "run.json", "reference.png"} <= names
+        images = {p.split("/", 2)[2] for it in view["result"]["iterations"] for p in it["image_paths"]}
+        assert images and images <= names
+
+
+@pytest.mark.parametrize("name, data, status, words", [
+    ("notes.png", b"just some text, not an image", 415, "not a readable image"),
+    ("photo.svg", None, 415, "extension '.svg'"),
+    ("empty.png", b"", 400, "is empty"),
+])
+def test_bad_uploads_are_refused_naming_the_file_and_cause(tmp_path, name, data, status, words):
+    with serving(tmp_path) as (server, client, roles, w):
+        got = upload(client, png_of(w) if data is None else data, name)
+        assert got.status_code == status and got.json()["error"].startswith(name + ":") and words in got.json()["error"]
+        assert client.get("/api/runs").json() == []  # nothing stored
+
+
+def test_size_and_pixel_limits_refuse_big_uploads(tmp_path):
+    big = save_png(np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8))
+    cfg = config(tmp_path)
+    cfg.job.max_image_pixels = 100 * 100
+    with serving(tmp_path, cfg=cfg, max_upload_bytes=len(big) - 1) as (server, client, roles, w):
+        got = upload(client, big, "big.png")
+        assert got.status_code == 413 and "more than the limit" in got.json()["error"]
+    with serving(tmp_path / "b", cfg=cfg) as (server, client, roles, w):
+        got = upload(client, big, "bomb.png")
+        assert got.status_code == 400 and "decompression bomb" in got.json()["error"]
+
+
+@pytest.mark.parametrize("fields, words", [
+    ({"max_steps": 0}, "steps must be between 1 and 50"),
+    ({"max_steps": 51}, "steps must be between 1 and 50"),
+    ({"max_steps": "ten"}, "steps must be a whole number"),
+    ({"seeds": "1,x"}, "seeds must be comma-separated"),
+    ({"seeds": ",".join(map(str, range(9)))}, "at most 8 seeds"),
+    ({"seeds": "1,1"}, "distinct"),
+    ({"framework": "fancy"}, "framework must be vanilla or enhanced"),
+])
+def test_bad_run_options_are_refused(tmp_path, fields, words):
+    with serving(tmp_path) as (server, client, roles, w):
+        got = upload(client, png_of(w), **fields)
+        assert got.status_code == 400 and words in got.json()["error"], got.text
+
+
+def test_changes_need_the_page_header_and_a_loopback_host(tmp_path):
+    with serving(tmp_path) as (server, client, roles, w):
+        got = client.post("/api/runs", files={"file": ("a.png", png_of(w), "image/png")})
+        assert got.status_code == 403 and "X-Expectdiff" in got.json()["error"]
+        assert client.get("/api/runs", headers={"Host": "evil.example:8000"}).status_code == 421
+        assert client.get("/api/runs", headers={"Host": "localhost:8000"}).status_code == 200
+        page = client.get("/")
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        assert "http://" not in page.text and "https://" not in page.text  # no remote assets
+        assert "random-weight" not in page.text  # the default config names real models: no banner
+    assert not ServeOptions(host="0.0.0.0").is_loopback() and ServeOptions(host="::1").is_loopback()
+
+
+def test_unknown_runs_and_paths_leaving_a_run_are_404(tmp_path):
+    with serving(tmp_path) as (server, client, roles, w):
+        run_id = upload(client, png_of(w)).json()["run_id"]
+        wait_status(client, run_id, ("done",))
+        for url in ("/api/runs/0123456789abcdef", "/api/runs/not-a-run", "/api/runs/0123456789abcdef/events",
+                    f"/api/runs/{run_id}/files/%2e%2e/%2e%2e/checkpoints.sqlite", f"/api/runs/{run_id}/files/nope.png",
+                    "/static/../serve/app.py", "/static/evil.js"):
+            assert client.get(url).status_code == 404, url
+        assert client.get(f"/api/runs/{run_id}/files/{RUN_JSON}").status_code == 200
+
+
+def test_a_run_survives_a_server_restart_and_resumes_where_it_was(tmp_path):
+    w = world()
+    roles = make_roles(w, REPLIES)
+    gate = Gate(roles.t2i, "generate")
+    with serving(tmp_path, w, roles) as (server, client, _, _):
+        run_id = upload(client, png_of(w), max_steps=2).json()["run_id"]
+        _wait(lambda: gate.waiting >= 1)  # init saved, generate in flight when the server stops
+    assert json.loads((tmp_path / "data" / "runs" / run_id / RUN_JSON).read_text())["status"] == "running"
+    roles2 = make_roles(w, REPLIES)
+    with serving(tmp_path, w, roles2) as (server, client, _, _):
+        view = wait_status(client, run_id, ("done", "error"))
+        assert view["run"]["status"] == "done" and len(view["result"]["iterations"]) >= 2
+        assert roles2.captioner.calls["caption"] == 0  # the caption came from the checkpoint
+        assert "server restarted" in [e["node"] for e in view["run"]["timeline"]]
+
+
+def test_a_restart_with_other_settings_marks_unfinished_runs_stale(tmp_path):
+    w = world()
+    roles = make_roles(w, REPLIES)
+    gate = Gate(roles.t2i, "generate")
+    with serving(tmp_path, w, roles) as (server, client, _, _):
+        run_id = upload(client, png_of(w)).json()["run_id"]
+        _wait(lambda: gate.waiting >= 1)
+    other = config(tmp_path)
+    other.t2i.num_inference_steps = other.t2i.num_inference_steps + 1
+    with serving(tmp_path, w, make_roles(w, REPLIES), cfg=other) as (server, client, _, _):
+        view = client.get(f"/api/runs/{run_id}").json()
+        assert view["run"]["status"] == "stale" and "other model or agent settings" in view["run"]["error"]
+        assert client.post(f"/api/runs/{run_id}/resume", headers=HEADERS).status_code == 409
+
+
+def test_two_users_at_once_share_the_roles_and_extra_runs_queue(tmp_path):
+    w = world()
+    roles = make_roles(w, REPLIES)
+    gate = Gate(roles.t2i, "generate")
+    with serving(tmp_path, w, roles, max_running=1) as (server, client, _, _):
+        first = upload(client, png_of(w)).json()["run_id"]
+        second = upload(client, png_of(w), "other.png", framework="vanilla").json()["run_id"]
+        _wait(lambda: gate.waiting >= 1)
+        assert client.get(f"/api/runs/{second}").json()["run"]["status"] == "queued"
+        server.call(_set(gate))
+        views = [wait_status(client, r, ("done", "error")) for r in (first, second)]
+        assert [v["run"]["status"] for v in views] == ["done", "done"]
+        assert views[1]["run"]["request"]["framework"] == "vanilla"
+        assert {r["run_id"] for r in client.get("/api/runs").json()} == {first, second}
+
+
+def test_batch_folders_are_listed_and_only_the_results_browser_is_served(tmp_path):
+    from tests.agents.report_synthetic import write_synthetic_output
+
+    out = tmp_path / "batch_out"
+    records = write_synthetic_output(out, 12, durable=False)
+    (out / "checkpoints.sqlite").write_bytes(b"secret state")
+    with serving(tmp_path, batches=[out, tmp_path / "not_yet"]) as (server, client, roles, w):
+        listing = client.get("/api/batches").json()
+        assert listing[0]["done"] == sum(r["status"] == "done" for r in records)
+        assert listing[0]["failed"] == sum(r["status"] == "error" for r in records)
+        assert listing[1]["exists"] is False
+        page = client.get(listing[0]["url"])
+        assert page.status_code == 200 and "<html" in page.text
+        for url in ("/batches/0/checkpoints.sqlite", "/batches/0/.batch.lock", "/batches/0/%2e%2e/secret.txt",
+                    "/batches/2/report.html", "/batches/1/report.html"):
+            assert client.get(url).status_code == 404, url
