@@ -38,3 +38,20 @@ def test_the_default_listens_on_loopback_only():
         assert sock.getsockname()[0] == "127.0.0.1"
     finally:
         sock.close()
+
+
+def test_another_host_is_used_when_asked_with_a_warning(tmp_path, capsys, caplog, monkeypatch):
+    import agents.batch.startup as startup
+    from agents.batch.errors import SetupError
+
+    seen = {}
+
+    def no_roles(cfg, log_dir=None):
+        seen["called"] = True
+        raise SetupError("no roles in this test")
+
+    monkeypatch.setattr(startup, "start_ray_and_roles", no_roles)
+    with caplog.at_level("WARNING", logger="agents.serve"):
+        assert main(["--host", "0.0.0.0", "--port", "0", "--data", str(tmp_path / "d")]) == 2
+    assert seen and "listening on 0.0.0.0: anyone who can reach this address" in caplog.text
+    assert "no roles in this test" in capsys.readouterr().err
