@@ -23,7 +23,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="CI-sized smoke run (the default)")
     size.add_argument("--full", action="store_true", help="the recorded run (hours; resumable)")
+    size.add_argument("--converged", action="store_true",
+                      help="issue #13's protocol: converged 16×16 model, controls, 3 training seeds (CPU-hours; resumable)")
     p.add_argument("--out", default=None, help="tables/plots folder (default docs/exposure_bias for --full, "
+                                               "docs/exposure_bias_converged for --converged, "
                                                "runs/exposure_bias_quick/report for --quick)")
     p.add_argument("--work", default=None, help="models and records (default runs/exposure_bias_<preset>)")
     p.add_argument("--stage", action="append", choices=STAGES, help="run only these stages (repeatable)")
@@ -36,7 +39,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     args = p.parse_args(argv)
 
-    preset = "full" if args.full else "quick"
+    preset = "full" if args.full else "converged" if args.converged else "quick"
     cfg = PRESETS[preset]()
     updates = {k: v for k, v in (("device", args.device), ("threads", args.threads),
                                  ("inception_weights", args.inception_weights)) if v is not None}
@@ -46,7 +49,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(json.dumps(cfg.model_dump(mode="json"), indent=2))
         return 0
     work = Path(args.work or f"runs/exposure_bias_{preset}")
-    out = Path(args.out or ("docs/exposure_bias" if preset == "full" else work / "report"))
+    default_out = {"full": "docs/exposure_bias", "converged": "docs/exposure_bias_converged"}
+    out = Path(args.out or default_out.get(preset, work / "report"))
     stages = tuple(s for s in STAGES if s in args.stage) if args.stage else STAGES
     started = time.perf_counter()
     try:

@@ -36,6 +36,16 @@ class Variant(StrictModel):
 
     label: str = Field(pattern=r"^[a-z0-9_]+$", description="Name used in tables and folders, e.g. mdss_k4.")
     strategy: StrategyConfig = Field(description="The training strategy.")
+    oracle_rollout: bool = Field(False, description="Chain-only control: the chain's one-step prediction uses the "
+                                                    "true ε instead of the model's, so x̂_t = x_t and only the chain's "
+                                                    "effect on the input (e.g. the posterior mean's noise shrinkage) "
+                                                    "remains, with no model error.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Variant":
+        if self.oracle_rollout and self.strategy.name in ("ddpm", "ip"):
+            raise ValueError(f"{self.label}: oracle_rollout needs a strategy with a sampling chain, not {self.strategy.name}")
+        return self
 
 
 class Cell(StrictModel):
@@ -62,6 +72,10 @@ class EvalSpec(StrictModel):
                                                                  "cells (None: every variant).")
     batch_size: int = Field(256, ge=1, description="Images per sampling batch.")
     xi_ablation_label: str = Field("sdss", description="Variant sampled also without ξ-denoising (Table 3.5).")
+    k_selection_labels: list[str] = Field(default_factory=list, description="MDSS variants (one per k) among which "
+                                          "'mdss (k by held-out)' picks, per cell and training seed, the one with the "
+                                          "best held-out score: k is never chosen on the test split.")
+    bootstrap: int = Field(2000, ge=100, description="Bootstrap resamples of the training-seed confidence intervals.")
 
     @model_validator(mode="after")
     def _check(self) -> "EvalSpec":
@@ -113,6 +127,18 @@ class SamplesSpec(StrictModel):
     seed: int = Field(0, description="Sampling seed: the same initial noise for every variant.")
 
 
+class PretrainCurveSpec(StrictModel):
+    """Is the pretrained model converged? The metric at every pretraining snapshot, and the final model at several
+    DDIM step counts (on a converged model more steps should not be worse)."""
+
+    cell: Cell = Field(description="Sampler cell scored at every snapshot.")
+    num_samples: int = Field(ge=2, description="Images per snapshot.")
+    seed: int = Field(0, description="Sampling seed (the same noise at every snapshot).")
+    final_cells: list[Cell] = Field(description="Cells the final pretrained model is scored at (e.g. DDIM 10/30/100).")
+    converged_below: float = Field(0.05, gt=0, lt=1, description="Converged when the last quarter of pretraining "
+                                                                  "improves the metric by less than this fraction.")
+
+
 class ProtocolConfig(StrictModel):
     """The whole exposure-bias benchmark."""
 
@@ -126,8 +152,14 @@ class ProtocolConfig(StrictModel):
                                                               "FID instead of the feature network.")
     schedule: ScheduleConfig = Field(description="Diffusion noise schedule.")
     unet_config: dict[str, Any] = Field(description="diffusers UNet2DModel arguments (1×32×32).")
+    image_size: int = Field(32, description="Training and sampling resolution: 32 (Fashion-MNIST padded) or 16 "
+                                            "(2×2 average-pooled); the metric sees both at 32×32.")
     pretrain: TrainSpec = Field(description="DDPM pretraining from scratch (the 'well-trained model').")
+    pretrain_curve: Optional[PretrainCurveSpec] = Field(None, description="Convergence evidence of the pretrained model.")
     finetune: TrainSpec = Field(description="Fine-tuning budget, identical for every variant.")
+    train_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1,
+                                   description="Independent fine-tuning runs per variant (seed offsets of batches, "
+                                               "timesteps and noise; every variant of one seed shares them).")
     variants: list[Variant] = Field(min_length=1, description="Fine-tuning methods.")
     evaluation: EvalSpec = Field(description="Main grid.")
     noise_floor: NoiseFloorSpec = Field(description="Metric spread.")
@@ -150,7 +182,25 @@ class ProtocolConfig(StrictModel):
                 raise ValueError(f"{name} names unknown variants {missing}")
         if self.val_size + self.test_size > 10_000:
             raise ValueError("val_size + test_size must fit in the 10,000 test images")
+        missing = sorted(set(self.evaluation.k_selection_labels) - set(labels))
+        if missing:
+            raise ValueError(f"evaluation.k_selection_labels names unknown variants {missing}")
+        if self.image_size not in (16, 32):
+            raise ValueError(f"image_size must be 16 or 32, got {self.image_size}")
+        if self.unet_config.get("sample_size") != self.image_size:
+            raise ValueError(f"unet_config.sample_size {self.unet_config.get('sample_size')} differs from image_size "
+                             f"{self.image_size}")
+        if len(set(self.train_seeds)) != len(self.train_seeds):
+            raise ValueError(f"train_seeds must be distinct, got {self.train_seeds}")
         return self
+
+    def searched_labels(self) -> list[str]:
+        """Variants with a held-out search: the ε-scaled ones (full λ grid) and the k candidates (λ = 1 only)."""
+        wanted = set(self.scaled_labels()) | set(self.evaluation.k_selection_labels)
+        return [v.label for v in self.variants if v.label in wanted]
+
+    def lambda_grid_for(self, label: str) -> list[float]:
+        return list(self.evaluation.lambda_grid) if label in self.scaled_labels() else [1.0]
 
     def scaled_labels(self) -> list[str]:
         """Variants that get the ε-scaling search and the scaled cells."""
@@ -171,27 +221,43 @@ def _variants(ks: list[int], ddim_k: int) -> list[Variant]:
     return out
 
 
+def _controls(k: int) -> list[Variant]:
+    """The controls that decide what MDSS does (issue #13): the posterior *sample* chains (x_t keeps the forward
+    marginal's noise) beside the default posterior-mean ones, and the chain-only control (the k-step chain with the
+    true ε: the chain's input shrinkage alone, no model error)."""
+    s = StrategyConfig
+    return [Variant(label="sdss_sample", strategy=s(name="sdss", posterior="sample")),
+            Variant(label=f"mdss_k{k}_sample", strategy=s(name="mdss", k=k, posterior="sample")),
+            Variant(label=f"chain_only_k{k}", strategy=s(name="mdss", k=k), oracle_rollout=True)]
+
+
 def _cells(spec: dict[str, list[int]]) -> list[Cell]:
     return [Cell(sampler=name, steps=n) for name, steps in spec.items() for n in steps]
 
 
 def quick() -> ProtocolConfig:
-    """Small enough for CI (about 1-3 min on 2 shared cores); its numbers mean nothing."""
-    unet = dict(sample_size=32, in_channels=1, out_channels=1, block_out_channels=[8, 16], layers_per_block=1,
+    """Small enough for CI (about 2-3 min on 2 shared cores); its numbers mean nothing. It runs every feature of
+    the converged protocol: 16×16 images, two training seeds, the controls, the pretraining curve, k by held-out."""
+    unet = dict(sample_size=16, in_channels=1, out_channels=1, block_out_channels=[8, 16], layers_per_block=1,
                 down_block_types=["DownBlock2D", "DownBlock2D"], up_block_types=["UpBlock2D", "UpBlock2D"],
                 norm_num_groups=4)
     return ProtocolConfig(
         preset="quick", train_limit=2000, val_size=48, test_size=48,
         feature_net=FeatureNetTrainConfig(epochs=1, batch_size=64, train_limit=1024, test_limit=500),
         schedule=ScheduleConfig(kind="linear", num_train_timesteps=100),
-        unet_config=unet,
-        pretrain=TrainSpec(steps=40, batch_size=16, lr=1e-3, ema_decay=0.9, ema_warmup=True, checkpoint_every=20),
+        unet_config=unet, image_size=16,
+        pretrain=TrainSpec(steps=40, batch_size=16, lr=1e-3, ema_decay=0.9, ema_warmup=True, checkpoint_every=20,
+                           snapshot_every=20),
+        pretrain_curve=PretrainCurveSpec(cell=Cell(sampler="ddim", steps=4), num_samples=16,
+                                         final_cells=_cells({"ddim": [2, 4, 8]})),
         finetune=TrainSpec(steps=6, batch_size=16, lr=1e-4, ema_decay=0.5, ema_warmup=False, checkpoint_every=6,
                            snapshot_every=3),
-        variants=_variants([4, 2], 4),
+        train_seeds=[0, 1],
+        variants=_variants([4, 2], 4) + _controls(4),
         evaluation=EvalSpec(cells=_cells({"ddpm": [4, 8], "ddim": [4, 8], "dpm1": [4], "dpm2": [4], "dpm3": [4]}),
-                            num_samples=16, seeds=[0, 1], lambda_grid=[1.0, 1.01], lambda_samples=16,
-                            lambda_labels=["ddpm", "mdss_k4"]),
+                            num_samples=16, seeds=[0, 1], lambda_grid=[0.99, 1.0, 1.01], lambda_samples=16,
+                            lambda_labels=["ddpm", "mdss_k4"], k_selection_labels=["mdss_k4", "mdss_k2"],
+                            bootstrap=200),
         noise_floor=NoiseFloorSpec(cell=Cell(sampler="ddim", steps=4), sizes=[8, 16], seeds=[0, 1]),
         curve=CurveSpec(labels=["ddpm", "mdss_k4"], cell=Cell(sampler="ddim", steps=4), num_samples=16, seeds=[0]),
         diagnostics=DiagnosticsSpec(samplers=_cells({"ddpm": [8], "ddim": [8]}), num_images=8, num_trajectories=8),
@@ -232,4 +298,38 @@ def full() -> ProtocolConfig:
     )
 
 
-PRESETS = {"quick": quick, "full": full}
+def converged() -> ProtocolConfig:
+    """Issue #13's protocol: a pretrained model that can converge within this machine's budget (16×16
+    Fashion-MNIST, a 0.28 M-parameter UNet, 20k pretraining steps = 21 epochs, with its metric curve), the
+    controls, three fine-tuning seeds per method, k and a two-sided λ chosen on the held-out split. About 3.6
+    CPU-hours here (``python -m benchmarks.exposure_bias.timing --converged`` measures and extrapolates)."""
+    unet = dict(sample_size=16, in_channels=1, out_channels=1, block_out_channels=[16, 32, 32], layers_per_block=1,
+                down_block_types=["DownBlock2D", "DownBlock2D", "AttnDownBlock2D"],
+                up_block_types=["AttnUpBlock2D", "UpBlock2D", "UpBlock2D"], norm_num_groups=8, attention_head_dim=8,
+                dropout=0.1)
+    headline = Cell(sampler="ddim", steps=30)
+    return ProtocolConfig(
+        preset="converged", val_size=5000, test_size=5000,
+        feature_net=FeatureNetTrainConfig(epochs=3),
+        schedule=ScheduleConfig(kind="linear", num_train_timesteps=1000),
+        unet_config=unet, image_size=16,
+        pretrain=TrainSpec(steps=20_000, batch_size=64, lr=5e-4, warmup_steps=500, ema_decay=0.999, ema_warmup=True,
+                           checkpoint_every=1000, snapshot_every=2000),
+        pretrain_curve=PretrainCurveSpec(cell=headline, num_samples=500, final_cells=_cells({"ddim": [10, 30, 100]})),
+        finetune=TrainSpec(steps=1000, batch_size=64, lr=1e-4, ema_decay=0.995, ema_warmup=False,
+                           checkpoint_every=250, snapshot_every=250),
+        train_seeds=[0, 1, 2],
+        variants=_variants([4, 10], 4) + _controls(4),
+        evaluation=EvalSpec(cells=_cells({"ddpm": [30], "ddim": [10, 30, 100], "dpm2": [10]}),
+                            num_samples=500, seeds=[0, 1], batch_size=500,
+                            lambda_grid=[0.98, 0.99, 0.995, 1.0, 1.005, 1.01, 1.02], lambda_samples=500,
+                            lambda_labels=["ddpm"], k_selection_labels=["mdss_k4", "mdss_k10"]),
+        noise_floor=NoiseFloorSpec(cell=Cell(sampler="ddim", steps=10), sizes=[500], seeds=[0, 1, 2, 3, 4]),
+        curve=CurveSpec(labels=["ddpm", "mdss_k4"], cell=headline, num_samples=500, seeds=[0]),
+        diagnostics=DiagnosticsSpec(samplers=_cells({"ddpm": [30], "ddim": [30]}), num_images=64, num_trajectories=64),
+        samples=SamplesSpec(cells=_cells({"ddim": [30, 100]}), num_images=12),
+        threads=None,
+    )
+
+
+PRESETS = {"quick": quick, "full": full, "converged": converged}

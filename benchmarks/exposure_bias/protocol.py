@@ -1,8 +1,11 @@
 """The protocol's stages. Each stage (and each variant within one) is a resumable unit under ``work_dir``
 (see :mod:`benchmarks.exposure_bias.units`); ``report`` turns the units' records into ``out_dir``.
 
-    feature_net → pretrain → finetune (one unit per variant) → noise_floor → lambda → evaluate
-                → curve → diagnostics → samples → report
+    feature_net → pretrain → pretrain_curve → finetune (one unit per variant and training seed) → noise_floor
+                → lambda → evaluate → curve → diagnostics → samples → report
+
+Per-variant units live in ``<kind>/<label>/s<training seed>/``. The curve, diagnostics and samples stages use
+the first training seed only.
 """
 from __future__ import annotations
 
@@ -16,13 +19,13 @@ import torch
 from benchmarks.exposure_bias import units
 from benchmarks.exposure_bias.config import Cell, ProtocolConfig, Variant
 from benchmarks.exposure_bias.diagnostics import step_errors, variance_error
-from benchmarks.exposure_bias.sampling import Scorer, generate, sampler_config
+from benchmarks.exposure_bias.sampling import Scorer, at_resolution, generate, sampler_config
 from benchmarks.exposure_bias.trainer import FINAL, load_model, snapshot_folders, train
 from training.diffusion import GaussianDiffusion
 from training.metrics.feature_net import load_fashion_split, train_feature_net
 from training.strategies import StrategyConfig, build_strategy
 
-STAGES = ("feature_net", "pretrain", "finetune", "noise_floor", "lambda", "evaluate", "curve", "diagnostics", "samples",
+STAGES = ("feature_net", "pretrain", "pretrain_curve", "finetune", "noise_floor", "lambda", "evaluate", "curve", "diagnostics", "samples",
           "report")
 
 
@@ -50,30 +53,33 @@ class Protocol:
         self.timings: dict[str, float] = {}
 
     # ------------------------------------------------------------------ fingerprints
-    def fp(self, stage: str, variant: Optional[Variant] = None) -> str:
+    def fp(self, stage: str, variant: Optional[Variant] = None, seed: Optional[int] = None) -> str:
         c = self.cfg
         if stage == "feature_net":
             return units.fingerprint("feature_net", c.feature_net, c.data_root)
         if stage == "metric":  # what every score depends on
             return units.fingerprint(self.fp("feature_net"), c.inception_weights, c.val_size, c.test_size)
         if stage == "pretrain":
-            return units.fingerprint("pretrain", c.schedule, c.unet_config, c.pretrain, c.train_limit, c.data_root)
+            return units.fingerprint("pretrain", c.schedule, c.unet_config, c.pretrain, c.train_limit, c.data_root,
+                                     c.image_size)
+        if stage == "pretrain_curve":
+            return units.fingerprint("pretrain_curve", self.fp("metric"), self.fp("pretrain"), c.pretrain_curve)
         if stage == "finetune":
-            return units.fingerprint("finetune", self.fp("pretrain"), c.finetune, variant)
+            return units.fingerprint("finetune", self.fp("pretrain"), c.finetune, variant, seed)
         if stage == "noise_floor":
             return units.fingerprint("noise_floor", self.fp("metric"), self.fp("pretrain"), c.noise_floor)
         if stage == "lambda":
             e = c.evaluation
-            return units.fingerprint("lambda", self.fp("metric"), self.fp("finetune", variant), e.cells,
-                                     e.lambda_grid, e.lambda_samples, e.lambda_seed)
+            return units.fingerprint("lambda", self.fp("metric"), self.fp("finetune", variant, seed), e.cells,
+                                     c.lambda_grid_for(variant.label), e.lambda_samples, e.lambda_seed)
         if stage == "evaluate":
-            return units.fingerprint("evaluate", self.fp("lambda", variant), c.evaluation)
+            return units.fingerprint("evaluate", self.fp("lambda", variant, seed), c.evaluation)
         if stage == "curve":
-            return units.fingerprint("curve", self.fp("metric"), self.fp("finetune", variant), c.curve)
+            return units.fingerprint("curve", self.fp("metric"), self.fp("finetune", variant, seed), c.curve)
         if stage == "diagnostics":
-            return units.fingerprint("diagnostics", self.fp("finetune", variant), c.diagnostics)
+            return units.fingerprint("diagnostics", self.fp("finetune", variant, seed), c.diagnostics)
         if stage == "samples":
-            return units.fingerprint("samples", self.fp("finetune", variant), c.samples)
+            return units.fingerprint("samples", self.fp("finetune", variant, seed), c.samples)
         raise ValueError(f"unknown stage {stage!r}")
 
     # ------------------------------------------------------------------ shared inputs
@@ -86,19 +92,28 @@ class Protocol:
     @property
     def train_images(self) -> torch.Tensor:
         if self._train_images is None:
-            self._train_images, _ = load_fashion_split(self.cfg.data_root, "train", self.cfg.train_limit)
+            images, _ = load_fashion_split(self.cfg.data_root, "train", self.cfg.train_limit)
+            self._train_images = at_resolution(images, self.cfg.image_size)
         return self._train_images
+
+    def unit_dir(self, kind: str, variant: Variant, seed: int) -> Path:
+        return self.work / kind / variant.label / f"s{seed}"
+
+    @property
+    def first_seed(self) -> int:
+        return self.cfg.train_seeds[0]
 
     def _require(self, folder: Path, fp: str, stage: str) -> None:
         if not units.is_done(folder, fp):
             raise RuntimeError(f"{folder}: stage {stage!r} has not been run for this config (run --stage {stage} "
                                "first, or run all stages)")
 
-    def model(self, variant: Optional[Variant]):
+    def model(self, variant: Optional[Variant], seed: Optional[int] = None):
         if variant is None:
             folder, fp, stage = self.work / "models" / "pretrained", self.fp("pretrain"), "pretrain"
         else:
-            folder, fp, stage = self.work / "models" / variant.label, self.fp("finetune", variant), "finetune"
+            seed = self.first_seed if seed is None else seed
+            folder, fp, stage = self.unit_dir("models", variant, seed), self.fp("finetune", variant, seed), "finetune"
         self._require(folder, fp, stage)
         return load_model(folder / FINAL, self.cfg.device)
 
@@ -144,16 +159,46 @@ class Protocol:
             return {"parameters": sum(p.numel() for p in model.parameters()), "final_loss": out["history"][-1]["loss"]}
         self._unit(self.work / "models" / "pretrained", self.fp("pretrain"), "pretrain", body)
 
+    def stage_pretrain_curve(self) -> None:
+        pc = self.cfg.pretrain_curve
+        if pc is None:
+            self.log("  no pretrain_curve in this preset: skipped")
+            return
+        self._require(self.work / "models" / "pretrained", self.fp("pretrain"), "pretrain")
+
+        def body(folder: Path) -> dict:
+            ev = self.cfg.evaluation
+            rows = []
+            for step, path in snapshot_folders(self.work / "models" / "pretrained"):
+                x = generate(load_model(path, self.cfg.device), self.diffusion, sampler_config(pc.cell, xi_denoise=False),
+                             pc.num_samples, pc.seed, ev.batch_size, self.cfg.device)
+                rows.append({"kind": "snapshot", "step": step, "sampler": pc.cell.sampler, "steps": pc.cell.steps,
+                             "score": self.scorer(x, "val")})
+            final = self.model(None)
+            for cell in pc.final_cells:
+                x = generate(final, self.diffusion, sampler_config(cell, xi_denoise=False), pc.num_samples, pc.seed,
+                             ev.batch_size, self.cfg.device)
+                rows.append({"kind": "final", "step": self.cfg.pretrain.steps, "sampler": cell.sampler,
+                             "steps": cell.steps, "score": self.scorer(x, "val")})
+            _write_jsonl(folder / "rows.jsonl", rows)
+            return {}
+        self._unit(self.work / "pretrain_curve", self.fp("pretrain_curve"), "pretrain curve", body)
+
     def stage_finetune(self) -> None:
         self._require(self.work / "models" / "pretrained", self.fp("pretrain"), "pretrain")
-        for v in self.variants:
-            def body(folder: Path, v: Variant = v) -> dict:
-                strategy = build_strategy(v.strategy, self.diffusion)
-                model = load_model(self.work / "models" / "pretrained" / FINAL, self.cfg.device, widen_xi=strategy.uses_xi)
-                out = train(model, strategy, self.train_images, self.cfg.finetune, folder, self.cfg.device)
-                _write_jsonl(folder / "history.jsonl", out["history"])
-                return {"final_loss": out["history"][-1]["loss"]}
-            self._unit(self.work / "models" / v.label, self.fp("finetune", v), f"finetune {v.label}", body)
+        for seed in self.cfg.train_seeds:
+            for v in self.variants:
+                def body(folder: Path, v: Variant = v, seed: int = seed) -> dict:
+                    strategy = build_strategy(v.strategy, self.diffusion)
+                    torch.manual_seed(self.cfg.finetune.seed + seed)  # fresh ξ channels: the same per seed
+                    model = load_model(self.work / "models" / "pretrained" / FINAL, self.cfg.device,
+                                       widen_xi=strategy.uses_xi)
+                    spec = self.cfg.finetune.model_copy(update={"seed": self.cfg.finetune.seed + seed})
+                    out = train(model, strategy, self.train_images, spec, folder, self.cfg.device, oracle=v.oracle_rollout)
+                    _write_jsonl(folder / "history.jsonl", out["history"])
+                    return {"final_loss": out["history"][-1]["loss"]}
+                self._unit(self.unit_dir("models", v, seed), self.fp("finetune", v, seed), f"finetune {v.label} s{seed}",
+                           body)
 
     def stage_noise_floor(self) -> None:
         nf, ev = self.cfg.noise_floor, self.cfg.evaluation
@@ -176,20 +221,20 @@ class Protocol:
         self._unit(self.work / "noise_floor", self.fp("noise_floor"), "noise floor", body)
 
     def stage_lambda(self) -> None:
+        """Held-out scores: the λ grid for the ε-scaled variants, λ = 1 for the k candidates (k by held-out)."""
         ev = self.cfg.evaluation
-        for v in (v for v in self.variants if v.label in self.cfg.scaled_labels()):
-            def body(folder: Path, v: Variant = v) -> dict:
-                model = self.model(v)
-                choice = {}
-                for cell in ev.cells:
-                    scores = {}
-                    for lam in ev.lambda_grid:
-                        scores[str(lam)] = self.held_out_score(model, cell, lam)
-                    best = min(scores, key=scores.get)
-                    choice[cell.key] = {"lambda": float(best), "val_scores": scores}
-                (folder / "lambda.json").write_text(json.dumps(choice, indent=2))
-                return {}
-            self._unit(self.work / "lambda" / v.label, self.fp("lambda", v), f"lambda {v.label}", body)
+        for seed in self.cfg.train_seeds:
+            for v in (v for v in self.variants if v.label in self.cfg.searched_labels()):
+                def body(folder: Path, v: Variant = v, seed: int = seed) -> dict:
+                    model = self.model(v, seed)
+                    choice = {}
+                    for cell in ev.cells:
+                        scores = {str(lam): self.held_out_score(model, cell, lam) for lam in self.cfg.lambda_grid_for(v.label)}
+                        best = min(scores, key=scores.get)
+                        choice[cell.key] = {"lambda": float(best), "val_scores": scores}
+                    (folder / "lambda.json").write_text(json.dumps(choice, indent=2))
+                    return {}
+                self._unit(self.unit_dir("lambda", v, seed), self.fp("lambda", v, seed), f"lambda {v.label} s{seed}", body)
 
     def held_out_score(self, model, cell: Cell, lam: float) -> float:
         """The λ search's score of one (model, cell, λ): its own sampling seed and image count, on the held-out
@@ -200,43 +245,50 @@ class Protocol:
         return self.scorer(x, "val")
 
     def stage_evaluate(self) -> None:
+        for seed in self.cfg.train_seeds:
+            for v in self.variants:
+                self._evaluate(v, seed)
+
+    def _evaluate(self, v: Variant, seed: int) -> None:
         ev = self.cfg.evaluation
-        for v in self.variants:
-            def body(folder: Path, v: Variant = v) -> dict:
-                scaled = v.label in self.cfg.scaled_labels()
-                if scaled:
-                    self._require(self.work / "lambda" / v.label, self.fp("lambda", v), "lambda")
-                    choice = json.loads((self.work / "lambda" / v.label / "lambda.json").read_text())
-                model = self.model(v)
-                rows = []
-                for cell in ev.cells:
-                    settings = [("off", 1.0, model.has_xi)]
-                    lam = choice[cell.key]["lambda"] if scaled else None
-                    if lam is not None and lam != 1.0:
-                        settings.append(("eps_scaled", lam, model.has_xi))
-                    if v.label == ev.xi_ablation_label and model.has_xi and cell.sampler in ("ddpm", "ddim"):
-                        settings.append(("no_xi_denoise", 1.0, False))
-                    for setting, lam_s, xi in settings:
-                        for s in ev.seeds:
-                            x = generate(model, self.diffusion, sampler_config(cell, xi_denoise=xi, lam=lam_s),
-                                         ev.num_samples, s, ev.batch_size, self.cfg.device)
-                            rows.append({"variant": v.label, "sampler": cell.sampler, "steps": cell.steps,
-                                         "setting": setting, "lambda": lam_s, "xi_denoise": xi, "seed": s,
-                                         "score": self.scorer(x, "test")})
-                    if lam == 1.0:  # the search kept λ = 1: the scaled cell is the unscaled one
-                        rows += [dict(r, setting="eps_scaled") for r in rows if r["sampler"] == cell.sampler
-                                 and r["steps"] == cell.steps and r["setting"] == "off"]
-                _write_jsonl(folder / "rows.jsonl", rows)
-                return {}
-            self._unit(self.work / "eval" / v.label, self.fp("evaluate", v), f"evaluate {v.label}", body)
+
+        def body(folder: Path) -> dict:
+            scaled = v.label in self.cfg.scaled_labels()
+            if scaled:
+                lam_dir = self.unit_dir("lambda", v, seed)
+                self._require(lam_dir, self.fp("lambda", v, seed), "lambda")
+                choice = json.loads((lam_dir / "lambda.json").read_text())
+            model = self.model(v, seed)
+            rows = []
+            for cell in ev.cells:
+                settings = [("off", 1.0, model.has_xi)]
+                lam = choice[cell.key]["lambda"] if scaled else None
+                if lam is not None and lam != 1.0:
+                    settings.append(("eps_scaled", lam, model.has_xi))
+                if v.label == ev.xi_ablation_label and model.has_xi and cell.sampler in ("ddpm", "ddim"):
+                    settings.append(("no_xi_denoise", 1.0, False))
+                for setting, lam_s, xi in settings:
+                    for s in ev.seeds:
+                        x = generate(model, self.diffusion, sampler_config(cell, xi_denoise=xi, lam=lam_s),
+                                     ev.num_samples, s, ev.batch_size, self.cfg.device)
+                        rows.append({"variant": v.label, "train_seed": seed, "sampler": cell.sampler,
+                                     "steps": cell.steps, "setting": setting, "lambda": lam_s, "xi_denoise": xi,
+                                     "seed": s, "score": self.scorer(x, "test")})
+                if lam == 1.0:  # the search kept λ = 1: the scaled cell is the unscaled one
+                    rows += [dict(r, setting="eps_scaled") for r in rows if r["sampler"] == cell.sampler
+                             and r["steps"] == cell.steps and r["setting"] == "off"]
+            _write_jsonl(folder / "rows.jsonl", rows)
+            return {}
+        self._unit(self.unit_dir("eval", v, seed), self.fp("evaluate", v, seed), f"evaluate {v.label} s{seed}", body)
 
     def stage_curve(self) -> None:
         cv, ev = self.cfg.curve, self.cfg.evaluation
         for v in (v for v in self.variants if v.label in cv.labels):
             def body(folder: Path, v: Variant = v) -> dict:
-                self._require(self.work / "models" / v.label, self.fp("finetune", v), "finetune")
+                model_dir = self.unit_dir("models", v, self.first_seed)
+                self._require(model_dir, self.fp("finetune", v, self.first_seed), "finetune")
                 points = [(0, self.work / "models" / "pretrained" / FINAL)]
-                points += snapshot_folders(self.work / "models" / v.label)
+                points += snapshot_folders(model_dir)
                 rows = []
                 for step, path in points:
                     model = load_model(path, self.cfg.device)
@@ -246,11 +298,11 @@ class Protocol:
                         rows.append({"variant": v.label, "step": step, "seed": s, "score": self.scorer(x, "test")})
                 _write_jsonl(folder / "rows.jsonl", rows)
                 return {}
-            self._unit(self.work / "curve" / v.label, self.fp("curve", v), f"curve {v.label}", body)
+            self._unit(self.work / "curve" / v.label, self.fp("curve", v, self.first_seed), f"curve {v.label}", body)
 
     def stage_diagnostics(self) -> None:
         dg = self.cfg.diagnostics
-        test_images = self.scorer.refs["test"]
+        test_images = self.scorer.native["test"]
         x0 = test_images[:dg.num_images]
         for v in self.variants:
             def body(folder: Path, v: Variant = v) -> dict:
@@ -265,7 +317,8 @@ class Protocol:
                 _write_jsonl(folder / "step_errors.jsonl", errors)
                 _write_jsonl(folder / "variance_error.jsonl", variances)
                 return {}
-            self._unit(self.work / "diagnostics" / v.label, self.fp("diagnostics", v), f"diagnostics {v.label}", body)
+            self._unit(self.work / "diagnostics" / v.label, self.fp("diagnostics", v, self.first_seed),
+                       f"diagnostics {v.label}", body)
 
     def stage_samples(self) -> None:
         sp = self.cfg.samples
@@ -277,7 +330,7 @@ class Protocol:
                                  sp.seed, self.cfg.evaluation.batch_size, self.cfg.device)
                     torch.save(x, folder / f"{cell.key}.pt")
                 return {}
-            self._unit(self.work / "samples" / v.label, self.fp("samples", v), f"samples {v.label}", body)
+            self._unit(self.work / "samples" / v.label, self.fp("samples", v, self.first_seed), f"samples {v.label}", body)
 
     def stage_report(self) -> None:
         from benchmarks.exposure_bias.report import write_report

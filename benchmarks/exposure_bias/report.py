@@ -90,6 +90,38 @@ def _paired(rows: list[dict], cells: list[tuple[str, int]], labels: list[str], s
     return out
 
 
+def pretrain_section(cfg, work: Path, out: Path) -> list[str]:
+    """The pretrained model's metric per snapshot, the last-quarter improvement, and DDIM at several step counts."""
+    from benchmarks.exposure_bias.protocol import read_jsonl
+
+    pc, f = cfg.pretrain_curve, work / "pretrain_curve" / "rows.jsonl"
+    if pc is None or not f.is_file():
+        return []
+    rows = read_jsonl(f)
+    _write_csv(out / "pretrain_curve.csv", rows)
+    snaps = sorted((r["step"], r["score"]) for r in rows if r["kind"] == "snapshot")
+    finals = [(r["sampler"], r["steps"], r["score"]) for r in rows if r["kind"] == "final"]
+    md = [_table(f"Pretraining convergence: {pc.cell.key} on the held-out split, {pc.num_samples} images per snapshot",
+                 ["step"] + [str(s) for s, _ in snaps], [["score"] + [f"{v:.3g}" for _, v in snaps]])]
+    total = cfg.pretrain.steps
+    quarter = [(s, v) for s, v in snaps if s >= 0.75 * total]
+    before = [(s, v) for s, v in snaps if s < 0.75 * total]
+    if before and quarter:
+        start, end = before[-1][1], quarter[-1][1]
+        gain = (start - end) / start
+        verdict = "converged" if gain < pc.converged_below else "NOT converged"
+        md += [f"Last quarter (steps {before[-1][0]} → {quarter[-1][0]}): {start:.3g} → {end:.3g}, an improvement of "
+               f"{100 * gain:.1f} % (criterion < {100 * pc.converged_below:.0f} %): **{verdict}**.", ""]
+    if finals:
+        scores = [v for _, _, v in finals]
+        monotone = all(b <= a * 1.02 for a, b in zip(scores, scores[1:]))
+        md += [_table("Final pretrained model at several step counts (held-out split)", ["cell", "score"],
+                      [[f"{s} {n}", f"{v:.3g}"] for s, n, v in finals]),
+               f"More steps {'do not make it worse (within 2 %)' if monotone else '**make it worse**'}: "
+               + " → ".join(f"{v:.3g}" for v in scores) + ".", ""]
+    return md
+
+
 def write_report(protocol) -> None:
     from benchmarks.exposure_bias.protocol import read_jsonl
 
@@ -127,22 +159,31 @@ def write_report(protocol) -> None:
         md.append(_table("Metric spread over seeds (noise floor)", ["source", "images", "score mean ± std"],
                          [[s, str(n), _fmt(*_mean_std(v))] for (s, n), v in sorted(groups.items())]))
 
-    # ---- main grid
-    eval_rows = []
+    # ---- pretraining convergence
+    md += pretrain_section(cfg, work, out)
+
+    # ---- main grid (the first training seed; the statistics over training seeds follow it)
+    all_rows = []
     for lab in labels:
-        f = work / "eval" / lab / "rows.jsonl"
-        if f.is_file():
-            eval_rows += read_jsonl(f)
-    _write_csv(out / "results.csv", eval_rows)
+        for seed in cfg.train_seeds:
+            f = work / "eval" / lab / f"s{seed}" / "rows.jsonl"
+            if f.is_file():
+                all_rows += [dict(r, train_seed=r.get("train_seed", seed)) for r in read_jsonl(f)]
+    _write_csv(out / "results.csv", all_rows)
+    first = cfg.train_seeds[0]
+    eval_rows = [r for r in all_rows if r["train_seed"] == first]
     if not eval_rows:
         md += ["> **No results recorded yet**: the evaluate stage has not run for this config.", ""]
+    if len(cfg.train_seeds) > 1:
+        md += [f"The tables from here to the training-seed section are **training seed {first} only** "
+               "(spreads over sampling seeds).", ""]
     groups = {}
     for r in eval_rows:
         groups.setdefault((r["variant"], r["sampler"], r["steps"], r["setting"]), []).append(r["score"])
     summary = {k: _mean_std(v) for k, v in groups.items()}
     lambdas = {}
-    for lab in labels:
-        f = work / "lambda" / lab / "lambda.json"
+    for lab in cfg.scaled_labels():
+        f = work / "lambda" / lab / f"s{first}" / "lambda.json"
         if f.is_file():
             lambdas[lab] = {k: c["lambda"] for k, c in json.loads(f.read_text()).items()}
     _write_csv(out / "summary.csv", [{"variant": k[0], "sampler": k[1], "steps": k[2], "setting": k[3], "mean": m,
@@ -179,6 +220,11 @@ def write_report(protocol) -> None:
                                                                if v.strategy.name == "mdss_ddim"] if c in labels]
     md.append(_table("DDPM-based vs DDIM-based scheduled sampling (Table 3.8)", ["sampler steps"] + ddim_cols,
                      _grid(summary, cells, [(c, "off") for c in ddim_cols])))
+
+    # ---- over training seeds: the headline cells with CIs, the controls, k and λ by held-out
+    from benchmarks.exposure_bias.seed_stats import training_seed_section
+
+    md += training_seed_section(cfg, work, all_rows, out)
 
     # ---- curve
     curve_rows = []

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
 from benchmarks.exposure_bias.config import Cell, ProtocolConfig
 from training.diffusion import GaussianDiffusion
@@ -33,11 +34,33 @@ def generate(model, diffusion: GaussianDiffusion, cfg: SamplerConfig, n: int, se
     return torch.cat(chunks)
 
 
+METRIC_SIZE = 32  # the feature network's (and Inception's loader's) input: Fashion-MNIST padded to 32×32
+
+
+def at_resolution(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Fashion-MNIST (N, 1, 32, 32) at the protocol's resolution: 2×2 average pooling for 16."""
+    if size == images.shape[-1]:
+        return images
+    return F.avg_pool2d(images, images.shape[-1] // size)
+
+
+def to_metric_size(images: torch.Tensor) -> torch.Tensor:
+    """Any protocol resolution back to 32×32 (bilinear) for the metric: the references go through the same
+    down-and-up, so both sides carry the same loss of detail."""
+    if images.shape[-1] == METRIC_SIZE:
+        return images
+    return F.interpolate(images, size=(METRIC_SIZE, METRIC_SIZE), mode="bilinear", align_corners=False).clamp(-1, 1)
+
+
 class Scorer:
     """The distance of a generated set to the held-out ('val', for the λ search) or the test reference."""
 
     def __init__(self, cfg: ProtocolConfig, feature_dir: Optional[Path]):
         images, _ = load_fashion_split(cfg.data_root, "test", cfg.val_size + cfg.test_size)
+        native = at_resolution(images, cfg.image_size)
+        #: the reference splits at the protocol's resolution (diagnostics' clean images)
+        self.native = {"val": native[:cfg.val_size], "test": native[cfg.val_size:]}
+        images = to_metric_size(native)
         self.refs = {"val": images[:cfg.val_size], "test": images[cfg.val_size:]}
         self.metrics = {}
         for split, ref in self.refs.items():
@@ -46,4 +69,4 @@ class Scorer:
         self.name = self.metrics["test"].name
 
     def __call__(self, images: torch.Tensor, split: str = "test") -> float:
-        return self.metrics[split].score(images)
+        return self.metrics[split].score(to_metric_size(images))

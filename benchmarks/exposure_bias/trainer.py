@@ -14,6 +14,7 @@ from benchmarks.exposure_bias.config import TrainSpec
 from training.checkpoint import EMA_DIR, MODEL_DIR, read_history, read_training_state, write_checkpoint
 from training.ema import EMA
 from training.loop import step_seed
+from training.diffusion import GaussianDiffusion
 from training.strategies import Strategy
 from training.xi_head import XiUNet
 
@@ -24,10 +25,32 @@ def _lr(spec: TrainSpec, step: int) -> float:
     return spec.lr * (step + 1) / spec.warmup_steps if step < spec.warmup_steps else spec.lr
 
 
+class _IgnoringOracleInput(torch.nn.Module):
+    """The trained model, called with the oracle's extra keyword (which only the rollout reads)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, t, oracle_x0=None, **kwargs):
+        return self.model(x, t, **kwargs)
+
+
+def oracle_rollout(diffusion: GaussianDiffusion):
+    """The chain-only control's rollout model: the true ε of its input given the clean batch (passed as
+    ``oracle_x0``, subset with the batch by the strategy), so x̂ = x: no model error enters the chain."""
+
+    def model(x: torch.Tensor, t: torch.Tensor, oracle_x0: torch.Tensor, **_ignored):
+        return diffusion.predict_eps_from_x0(x, t, oracle_x0.to(x.dtype)), None
+
+    return model
+
+
 def train(model: XiUNet, strategy: Strategy, images: torch.Tensor, spec: TrainSpec, out_dir: Path,
-          device: str = "cpu", log_every: int = 0) -> dict:
+          device: str = "cpu", log_every: int = 0, oracle: bool = False) -> dict:
     """Train ``model`` on ``images`` (N, C, H, W) in [-1, 1]; write ``final/`` (EMA weights), ``snapshots/step_*``
-    (EMA weights, every ``snapshot_every``) and ``history``; resume from ``checkpoint/`` if present."""
+    (EMA weights, every ``snapshot_every``) and ``history``; resume from ``checkpoint/`` if present.
+    ``oracle``: the chain-only control (:func:`oracle_rollout` makes the chain's prediction)."""
     out_dir = Path(out_dir)
     ckpt = out_dir / CKPT
     step, history, model = 0, [], model.to(device)
@@ -49,7 +72,12 @@ def train(model: XiUNet, strategy: Strategy, images: torch.Tensor, spec: TrainSp
         x0 = images[idx].to(device)
         for group in opt.param_groups:
             group["lr"] = _lr(spec, step)
-        out = strategy.training_losses(model, x0, step=step, total_steps=spec.steps, generator=gen)
+        if oracle:
+            out = strategy.training_losses(_IgnoringOracleInput(model), x0, step=step, total_steps=spec.steps,
+                                           generator=gen, model_kwargs={"oracle_x0": x0},
+                                           rollout_model=oracle_rollout(strategy.diffusion))
+        else:
+            out = strategy.training_losses(model, x0, step=step, total_steps=spec.steps, generator=gen)
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)

@@ -46,17 +46,21 @@ def test_tables_and_csvs_are_well_formed(quick_run):
         rows = [line for line in block.splitlines() if line.startswith("|")]
         assert len({line.count("|") for line in rows}) == 1, block[:80]
 
-    results = _csv(out / "results.csv")
-    ev = cfg.evaluation
-    off = [r for r in results if r["setting"] == "off"]
-    assert len(off) == len(cfg.variants) * len(ev.cells) * len(ev.seeds)
+    all_results = _csv(out / "results.csv")
+    ev, n_train = cfg.evaluation, len(cfg.train_seeds)
+    assert {int(r["train_seed"]) for r in all_results} == set(cfg.train_seeds)
+    off = [r for r in all_results if r["setting"] == "off"]
+    assert len(off) == len(cfg.variants) * len(ev.cells) * len(ev.seeds) * n_train
+    results = [r for r in all_results if r["train_seed"] == str(cfg.train_seeds[0])]
     assert {r["variant"] for r in results} == {v.label for v in cfg.variants}
     assert all(float(r["score"]) >= 0 for r in results)
     scaled = [r for r in results if r["setting"] == "eps_scaled"]
     # one ε-scaled cell per unscaled cell of the searched variants (a copy when the search kept λ = 1)
     assert {r["variant"] for r in scaled} == set(ev.lambda_labels) == set(cfg.scaled_labels())
     assert len(scaled) == len(ev.lambda_labels) * len(ev.cells) * len(ev.seeds)
-    assert sorted(p.name for p in (work / "lambda").iterdir()) == sorted(ev.lambda_labels)
+    # the ε-scaled variants and the k candidates have held-out searches, one per training seed
+    assert sorted(p.name for p in (work / "lambda").iterdir()) == sorted(cfg.searched_labels())
+    assert sorted(p.name for p in (work / "lambda" / "mdss_k2").iterdir()) == [f"s{t}" for t in cfg.train_seeds]
     overview = md.split("### Every method × every cell")[1].split("###")[0]
     assert "| ddpm + ε-scaling |" in overview and "| ip + ε-scaling |" not in overview
     paired = md.split("### Paired difference to `ddpm`")[1].split("###")[0]
@@ -72,7 +76,7 @@ def test_tables_and_csvs_are_well_formed(quick_run):
 
     summary = _csv(out / "summary.csv")
     assert all(r["seeds"] == str(len(ev.seeds)) for r in summary)
-    lam = json.loads((work / "lambda" / "mdss_k4" / "lambda.json").read_text())
+    lam = json.loads((work / "lambda" / "mdss_k4" / "s0" / "lambda.json").read_text())
     assert set(lam) == {c.key for c in ev.cells} and all(v["lambda"] in ev.lambda_grid for v in lam.values())
 
     mse = _csv(out / "step_mse.csv")
@@ -86,7 +90,7 @@ def test_tables_and_csvs_are_well_formed(quick_run):
     assert 0 < info["test_accuracy"] <= 1
     assert "![samples ddim_4](fig_samples_ddim_4.png)" in md
     grid = torch.load(work / "samples" / "ddpm" / "ddim_4.pt", weights_only=True)
-    assert grid.shape == (cfg.samples.num_images, 1, 32, 32) and grid.abs().max() <= 1
+    assert grid.shape == (cfg.samples.num_images, 1, cfg.image_size, cfg.image_size) and grid.abs().max() <= 1
     # the same seed and noise for every method: the rows differ only through the models
     other = torch.load(work / "samples" / "mdss_k4" / "ddim_4.pt", weights_only=True)
     assert not torch.equal(grid, other)
@@ -102,8 +106,12 @@ def test_a_second_run_skips_every_unit(quick_run, capsys):
     log = capsys.readouterr().out
     ran = [line for line in log.splitlines() if line.startswith("  ") and "skipped" not in line]
     assert ran == [], ran
-    cfg = quick()  # feature net, pretrain, noise floor; finetune, evaluate, diagnostics, samples per variant; λ; curve
-    assert log.count("skipped") == 3 + 4 * len(cfg.variants) + len(cfg.scaled_labels()) + len(cfg.curve.labels)
+    # feature net, pretrain, pretrain curve, noise floor; finetune and evaluate per variant and training seed;
+    # diagnostics and samples per variant; λ per searched variant and training seed; curve
+    cfg = quick()
+    n_train = len(cfg.train_seeds)
+    assert log.count("skipped") == (4 + 2 * len(cfg.variants) * n_train + 2 * len(cfg.variants)
+                                    + len(cfg.searched_labels()) * n_train + len(cfg.curve.labels))
 
 
 def test_an_unknown_variant_is_refused_by_name(tmp_path, capsys):
@@ -129,9 +137,39 @@ def test_the_lambda_probe_scores_extra_factors_on_the_held_out_split(quick_run, 
     assert record["split"] == "val" and record["seed"] == quick().evaluation.lambda_seed
     assert [(r["cell"], r["lambda"]) for r in record["rows"]] == [("ddim_4", 0.99), ("ddim_4", 1.0)]
     # λ = 1 reproduces the protocol's own held-out score for that cell (same seed, images and split)
-    search = json.loads((work / "lambda" / "ddpm" / "lambda.json").read_text())["ddim_4"]["val_scores"]
+    search = json.loads((work / "lambda" / "ddpm" / "s0" / "lambda.json").read_text())["ddim_4"]["val_scores"]
     assert abs(record["rows"][1]["val_score"] - search["1.0"]) < 1e-6
     assert record["rows"][0]["val_score"] != record["rows"][1]["val_score"]
     assert probe(["--work", str(work), "--variant", "ddpm", "--lam", "0.99", "--cell", "ddim_999",
                   "--out", str(out)]) == 2
     assert "ddim_999" in capsys.readouterr().err
+
+
+def test_training_seed_statistics_controls_and_pretraining_convergence(quick_run):
+    work, out = quick_run
+    cfg = quick()
+    md = (out / "tables.md").read_text()
+    assert "### Pretraining convergence" in md and ("**converged**" in md or "**NOT converged**" in md)
+    assert "### Final pretrained model at several step counts" in md
+    curve = _csv(out / "pretrain_curve.csv")
+    assert sorted(int(r["step"]) for r in curve if r["kind"] == "snapshot") == [20, 40]
+    assert [(r["sampler"], int(r["steps"])) for r in curve if r["kind"] == "final"] == [("ddim", 2), ("ddim", 4), ("ddim", 8)]
+    head = _csv(out / "headline.csv")
+    methods = {r["method"] for r in head}
+    assert {"sdss_sample", "mdss_k4_sample", "chain_only_k4", "ddpm + ε-scaling", "mdss (k by held-out)"} <= methods
+    for r in head:
+        assert int(r["n_train_seeds"]) == len(cfg.train_seeds)
+        if r["method"] == "ddpm":
+            assert r["diff_vs_ddpm"] == ""
+            continue
+        lo, hi = float(r["ci_low"]), float(r["ci_high"])
+        assert lo <= float(r["diff_vs_ddpm"]) <= hi and float(r["mde"]) >= 0
+        assert r["verdict"] == ("better" if hi < 0 else "worse" if lo > 0 else "inconclusive")
+        if r["method"] == "mdss (k by held-out)":
+            assert set(json.loads(r["k_chosen"]).values()) <= set(cfg.evaluation.k_selection_labels)
+    # the headline's per-seed mean for one cell is the mean over that seed's sampling seeds
+    results = _csv(out / "results.csv")
+    ddpm = [float(r["score"]) for r in results if (r["variant"], r["sampler"], r["steps"], r["setting"]) == ("ddpm", "ddim", "4", "off")]
+    row = next(r for r in head if (r["method"], r["sampler"], r["steps"]) == ("ddpm", "ddim", "4"))
+    assert abs(float(row["mean"]) - sum(ddpm) / len(ddpm)) < 1e-9
+    assert "### Over training seeds" in md

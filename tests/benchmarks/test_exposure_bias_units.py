@@ -4,7 +4,7 @@ import torch
 from pydantic import ValidationError
 
 from benchmarks.exposure_bias import units
-from benchmarks.exposure_bias.config import Cell, EvalSpec, full, quick
+from benchmarks.exposure_bias.config import Cell, EvalSpec, converged, full, quick
 from benchmarks.exposure_bias.diagnostics import eps_effective, step_errors, variance_error
 from training.diffusion import GaussianDiffusion, ScheduleConfig
 
@@ -105,3 +105,35 @@ def test_variance_error_is_small_for_an_exact_model_of_a_gaussian():
     scaled = lambda x, t: (0.9 * model(x, t)[0], None)  # noqa: E731
     worse = variance_error(scaled, d, cell, data, n=2000, seed=0)
     assert abs(worse[-1]["variance_error"]) > 2 * exact
+
+
+def test_the_chain_only_control_has_no_model_error():
+    """With the oracle rollout, x̂_t = x_t exactly: only the chain's own effect on the input remains."""
+    from benchmarks.exposure_bias.trainer import oracle_rollout
+    from training.rollout import RolloutChain
+
+    d = GaussianDiffusion.from_config(ScheduleConfig(kind="linear", num_train_timesteps=100))
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(6, 1, 4, 4, generator=g, dtype=torch.float64)
+    noise = torch.randn(6, 1, 4, 4, generator=g, dtype=torch.float64)
+    t = torch.tensor([0, 5, 20, 40, 60, 90])
+    oracle = oracle_rollout(d)
+    x_hat, x_true = RolloutChain(d, 4, "ddpm", "mean").run(oracle, x0, t, noise, model_kwargs={"oracle_x0": x0})
+    torch.testing.assert_close(x_hat, x_true, rtol=0, atol=1e-10)
+
+
+def test_the_converged_preset_has_the_controls_seeds_and_a_two_sided_lambda_grid():
+    c = converged()
+    labels = {v.label for v in c.variants}
+    assert {"ddpm", "ip", "ss", "sdss", "sdss_sample", "mdss_k4", "mdss_k4_sample", "chain_only_k4",
+            "mdss_ddim_k4", "mdss_k10"} <= labels
+    assert next(v for v in c.variants if v.label == "chain_only_k4").oracle_rollout
+    assert len(c.train_seeds) >= 3 and c.image_size == 16 and c.pretrain_curve is not None
+    grid = c.evaluation.lambda_grid
+    assert min(grid) < 1.0 < max(grid)
+    assert {cell.key for cell in c.evaluation.cells} >= {"ddim_30", "ddim_100", "ddpm_30", "dpm2_10"}
+    assert set(c.evaluation.k_selection_labels) == {"mdss_k4", "mdss_k10"}
+    with pytest.raises(ValidationError, match="oracle_rollout needs"):
+        type(c.variants[0]).model_validate({"label": "x", "strategy": {"name": "ddpm"}, "oracle_rollout": True})
+    with pytest.raises(ValidationError, match="sample_size"):
+        quick().model_validate({**quick().model_dump(), "image_size": 32})

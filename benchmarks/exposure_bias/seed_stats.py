@@ -1,0 +1,164 @@
+"""Statistics over independent fine-tuning runs (training seeds), sampling seeds nested within each.
+
+For every method and cell: mean ± std over training seeds of the per-seed mean score; the paired difference to
+the DDPM fine-tune (same training seed, same sampling seed: the same data stream and initial noise), with a
+hierarchical bootstrap CI (training seeds resampled, then each one's sampling seeds) and, because a percentile
+bootstrap over 3 seeds is too narrow, the t interval over the training seeds' mean differences; the reported CI is
+the union of the two. A verdict: better / worse when that CI excludes 0, else inconclusive; and the minimal
+detectable effect (80 % power, two-sided 5 %: (t₀.₉₇₅ + t₀.₈) · sd over training seeds / √n, n − 1 degrees of
+freedom). Two selected rows: ``ddpm + ε-scaling`` (λ per cell and seed on the held-out
+split) and ``mdss (k by held-out)`` (per cell and seed, the k candidate with the best held-out score).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+BASE = ("ddpm", "off")
+
+
+def _scores(rows: list[dict]) -> dict:
+    """{(variant, setting, sampler, steps): {train_seed: {sampling seed: score}}}"""
+    out: dict = defaultdict(lambda: defaultdict(dict))
+    for r in rows:
+        out[(r["variant"], r["setting"], r["sampler"], r["steps"])][r["train_seed"]][r["seed"]] = r["score"]
+    return out
+
+
+def k_choices(cfg, work: Path) -> dict:
+    """{(train_seed, cell key): label} — the k candidate with the lowest held-out score at λ = 1."""
+    out = {}
+    for seed in cfg.train_seeds:
+        held = {}
+        for lab in cfg.evaluation.k_selection_labels:
+            f = work / "lambda" / lab / f"s{seed}" / "lambda.json"
+            if f.is_file():
+                held[lab] = {k: c["val_scores"]["1.0"] for k, c in json.loads(f.read_text()).items()}
+        for cell in cfg.evaluation.cells:
+            cands = {lab: h[cell.key] for lab, h in held.items() if cell.key in h}
+            if len(cands) == len(cfg.evaluation.k_selection_labels) and cands:
+                out[(seed, cell.key)] = min(cands, key=cands.get)
+    return out
+
+
+def hierarchical_ci(diffs: dict, n_boot: int, seed: int = 0) -> tuple[float, float]:
+    """95 % CI of the mean paired difference; ``diffs`` = {train seed: [per-sampling-seed differences]}."""
+    groups = [np.asarray(v, dtype=float) for v in diffs.values() if len(v)]
+    if len(groups) < 2:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    for b in range(n_boot):
+        picked = rng.integers(0, len(groups), len(groups))
+        means[b] = np.mean([groups[i][rng.integers(0, len(groups[i]), len(groups[i]))].mean() for i in picked])
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def t_interval(d: np.ndarray) -> tuple[float, float]:
+    """95 % t interval of the mean of ``d`` (one value per training seed)."""
+    from scipy import stats
+
+    if len(d) < 2:
+        return (math.nan, math.nan)
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+    return float(d.mean() - half), float(d.mean() + half)
+
+
+def min_detectable_effect(d: np.ndarray) -> float:
+    from scipy import stats
+
+    if len(d) < 2:
+        return math.nan
+    df = len(d) - 1
+    return float((stats.t.ppf(0.975, df) + stats.t.ppf(0.8, df)) * d.std(ddof=1) / math.sqrt(len(d)))
+
+
+def verdict(ci: tuple[float, float]) -> str:
+    lo, hi = ci
+    if math.isnan(lo):
+        return "n/a"
+    return "better" if hi < 0 else "worse" if lo > 0 else "inconclusive"
+
+
+def summarise(cfg, work: Path, rows: list[dict]) -> list[dict]:
+    scores = _scores(rows)
+    chosen = k_choices(cfg, work)
+    methods = [(v.label, v.label, "off") for v in cfg.variants]
+    methods += [(f"{lab} + ε-scaling", lab, "eps_scaled") for lab in cfg.scaled_labels()]
+    if cfg.evaluation.k_selection_labels:
+        methods.append(("mdss (k by held-out)", None, "off"))
+    out = []
+    for cell in cfg.evaluation.cells:
+        base = scores.get((*BASE, cell.sampler, cell.steps), {})
+        for name, label, setting in methods:
+            per_seed, picked = {}, {}
+            for t in cfg.train_seeds:
+                lab = label if label is not None else chosen.get((t, cell.key))
+                got = scores.get((lab, setting, cell.sampler, cell.steps), {}).get(t) if lab else None
+                if got:
+                    per_seed[t], picked[t] = got, lab
+            if not per_seed:
+                continue
+            means = np.array([np.mean(list(v.values())) for v in per_seed.values()])
+            row = {"method": name, "sampler": cell.sampler, "steps": cell.steps, "n_train_seeds": len(per_seed),
+                   "mean": float(means.mean()), "std_over_train_seeds": float(means.std(ddof=1)) if len(means) > 1 else math.nan}
+            if label is None:
+                row["k_chosen"] = {str(t): lab for t, lab in picked.items()}
+            if (label, setting) != BASE:
+                diffs = {t: [v[s] - base[t][s] for s in v if s in base.get(t, {})] for t, v in per_seed.items()}
+                diffs = {t: d for t, d in diffs.items() if d}
+                if diffs:
+                    d_t = np.array([np.mean(d) for d in diffs.values()])
+                    boot, tci = hierarchical_ci(diffs, cfg.evaluation.bootstrap), t_interval(d_t)
+                    ci = (min(boot[0], tci[0]), max(boot[1], tci[1]))
+                    row.update(diff_vs_ddpm=float(d_t.mean()), ci_low=ci[0], ci_high=ci[1], verdict=verdict(ci),
+                               bootstrap_ci=list(boot), t_ci=list(tci), mde=min_detectable_effect(d_t))
+            out.append(row)
+    return out
+
+
+def _f(x, nd=3):
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}g}"
+
+
+def training_seed_section(cfg, work: Path, rows: list[dict], out: Path) -> list[str]:
+    summary = summarise(cfg, work, rows)
+    if not summary:
+        return []
+    keys = list(dict.fromkeys(k for r in summary for k in r))
+    with (out / "headline.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows([{**r, "k_chosen": json.dumps(r.get("k_chosen"))} if "k_chosen" in r else r for r in summary])
+    cells = [(c.sampler, c.steps) for c in cfg.evaluation.cells]
+    by = {(r["method"], r["sampler"], r["steps"]): r for r in summary}
+    names = list(dict.fromkeys(r["method"] for r in summary))
+    md = [f"### Over training seeds {cfg.train_seeds} (sampling seeds {cfg.evaluation.seeds} nested)", "",
+          "Each cell: mean ± std over training seeds of the per-seed mean; below it the paired difference to the "
+          "DDPM fine-tune [95 % CI: the union of the hierarchical bootstrap and the t interval], the verdict (better / worse when the CI excludes 0), and "
+          "the effect these seeds could detect (MDE, 80 % power). k and λ are chosen on the held-out split.", "",
+          "| method | " + " | ".join(f"{s} {n}" for s, n in cells) + " |", "|---|" + "---|" * len(cells)]
+    for name in names:
+        parts = []
+        for s, n in cells:
+            r = by.get((name, s, n))
+            if r is None:
+                parts.append("–")
+                continue
+            text = f"{_f(r['mean'])} ± {_f(r['std_over_train_seeds'], 2)}"
+            if "diff_vs_ddpm" in r:
+                text += (f"<br>Δ {r['diff_vs_ddpm']:+.3g} [{_f(r['ci_low'])}, {_f(r['ci_high'])}] {r['verdict']}"
+                         f"<br>MDE {_f(r['mde'], 2)}")
+            parts.append(text)
+        md.append(f"| {name} | " + " | ".join(parts) + " |")
+    chosen = [r for r in summary if "k_chosen" in r]
+    if chosen:
+        md += ["", "k chosen on the held-out split (per training seed): " + "; ".join(
+            f"{r['sampler']} {r['steps']}: " + ", ".join(f"s{t} {lab}" for t, lab in r["k_chosen"].items())
+            for r in chosen), ""]
+    return md + [""]
