@@ -126,6 +126,10 @@ def write_report(protocol) -> None:
     from benchmarks.exposure_bias.protocol import read_jsonl
 
     cfg, work, out = protocol.cfg, protocol.work, protocol.out
+    recorded = out / "results.csv"
+    if recorded.is_file() and recorded.stat().st_size and not any((work / "eval").glob("*/s*/rows.jsonl")):
+        raise RuntimeError(f"{out} holds recorded results and {work} has no evaluated units for this config: the "
+                           "report would replace them with empty tables (give another --out, or the --work of that run)")
     out.mkdir(parents=True, exist_ok=True)
     labels = [v.label for v in cfg.variants]
     mdss = [v.label for v in cfg.variants if v.strategy.name == "mdss"]

@@ -173,3 +173,11 @@ def test_training_seed_statistics_controls_and_pretraining_convergence(quick_run
     row = next(r for r in head if (r["method"], r["sampler"], r["steps"]) == ("ddpm", "ddim", "4"))
     assert abs(float(row["mean"]) - sum(ddpm) / len(ddpm)) < 1e-9
     assert "### Over training seeds" in md
+
+
+def test_the_report_never_replaces_recorded_results_with_empty_tables(quick_run, tmp_path, capsys):
+    _, out = quick_run
+    before = (out / "tables.md").read_text()
+    assert main(["--quick", "--work", str(tmp_path / "nothing"), "--out", str(out), "--stage", "report"]) == 2
+    assert "would replace them with empty tables" in capsys.readouterr().err
+    assert (out / "tables.md").read_text() == before
