@@ -7,9 +7,19 @@ from typing import Literal, Optional, Union
 from pydantic import Field, ValidationInfo, field_validator
 
 from core.config import StrictModel, expand_path
+from core.ray_resources import check_custom_resources
 
 Device = Literal["auto", "cpu", "cuda", "cuda:0", "cuda:1", "cuda:2", "cuda:3", "mps"]
 DType = Literal["float32", "float16", "bfloat16", "auto"]
+
+
+# Ray's own resources, which an actor's custom_resources must not name.
+ACTOR_RESERVED_RESOURCES = {
+    "CPU": "CPU is not a custom resource: set num_cpus",
+    "GPU": "GPU is not a custom resource: set num_gpus",
+    "MEMORY": "memory is not a custom resource (an actor's heap-memory reservation is not configurable here)",
+    "OBJECT_STORE_MEMORY": "object_store_memory is not a custom resource",
+}
 
 
 class ResourceConfig(StrictModel):
@@ -21,7 +31,12 @@ class ResourceConfig(StrictModel):
     max_restarts: int = Field(3, ge=-1, le=1000, description="Ray restarts of a dead actor, at most 1000 (-1: unlimited).")
     max_task_retries: int = Field(3, ge=-1, le=1000, description="Ray retries of an in-flight call after the actor died, at most 1000 (-1: unlimited).")
     max_concurrency: int = Field(1024, ge=1, le=100_000, description="Concurrent calls an async actor accepts, at most 100000; requests above the batch size queue inside the actor.")
-    custom_resources: dict[str, float] = Field(default_factory=dict, description="Ray custom resources the actor requests, e.g. {gpu_large: 1} to pin it to a node type of cluster.yaml.")
+    custom_resources: dict[str, float] = Field(default_factory=dict, description="Ray custom resources the actor requests, e.g. {gpu_large: 1} to pin it to a node type of cluster.yaml. Amounts in (0, 64]; above 1 whole numbers; at most 4 decimals (Ray's resource precision). CPU and GPU are not custom resources: use num_cpus and num_gpus.")
+
+    @field_validator("custom_resources")
+    @classmethod
+    def _custom_resources(cls, value: dict[str, float]) -> dict[str, float]:
+        return check_custom_resources(value, "custom_resources", ACTOR_RESERVED_RESOURCES)
 
 
 class BatchingConfig(StrictModel):

@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 
 from core.config import StrictModel
 from core.ray_config import RayConfig
+from core.ray_resources import check_custom_resources
 from training.diffusion import ScheduleConfig
 from training.samplers import SamplerConfig
 from training.strategies import StrategyConfig
@@ -31,7 +32,6 @@ RESERVED_RESOURCES = {
     "MEMORY": "memory is not a custom resource (Ray's heap-memory reservation is not configurable here)",
     "OBJECT_STORE_MEMORY": "object_store_memory is not a custom resource",
 }
-MAX_CUSTOM_RESOURCE = 64.0
 
 # Strategies whose Strategy.uses_xi is True (the model gets ξ channels); tests check this against build_strategy.
 XI_STRATEGIES = ("sdss", "mdss", "sdss_ddim", "mdss_ddim")
@@ -207,19 +207,7 @@ class TrainConfig(StrictModel):
     @field_validator("custom_resources_per_worker")
     @classmethod
     def _custom_resources(cls, value: dict[str, float]) -> dict[str, float]:
-        for name, amount in value.items():
-            where = f"custom_resources_per_worker.{name}"
-            if not name or name != name.strip():
-                raise ValueError(f"{where}: a resource name must be non-empty, without surrounding blanks")
-            if name.upper() in RESERVED_RESOURCES:
-                raise ValueError(f"{where}: {RESERVED_RESOURCES[name.upper()]}")
-            if not 0 < amount <= MAX_CUSTOM_RESOURCE:
-                raise ValueError(f"{where}: amount must be in (0, {MAX_CUSTOM_RESOURCE:g}], got {amount:g}")
-            if amount > 1 and amount != int(amount):
-                raise ValueError(f"{where}: an amount above 1 must be a whole number (got {amount:g})")
-            if round(amount, 4) != amount:
-                raise ValueError(f"{where}: at most 4 decimals (Ray's resource precision is 0.0001), got {amount!r}")
-        return value
+        return check_custom_resources(value, "custom_resources_per_worker", RESERVED_RESOURCES)
 
     def worker_resources(self) -> dict[str, float]:
         """What each Ray Train worker reserves (``ScalingConfig.resources_per_worker``): CPUs, one GPU when

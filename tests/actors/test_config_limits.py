@@ -119,3 +119,20 @@ def test_other_bad_base_urls(url, reason):
         load_config(ArpoConfig, None, [f"llm.openai.base_url={url}"])
     assert e.value.key == "llm.openai.base_url" and reason in e.value.reason
     assert "s3cr3t-pw" not in str(e.value)  # an echoed value never carries the password
+
+
+@pytest.mark.parametrize("value, reason", [
+    ("{GPU: 1}", "custom_resources.GPU: GPU is not a custom resource: set num_gpus"),
+    ("{cpu: 2}", "custom_resources.cpu: CPU is not a custom resource: set num_cpus"),
+    ("{object_store_memory: 1}", "object_store_memory is not a custom resource"),
+    ("{gpu_large: 0}", "custom_resources.gpu_large: amount must be in (0, 64], got 0"),
+    ("{gpu_large: 1.5}", "an amount above 1 must be a whole number"),
+    ("{gpu_small: 0.00001}", "at most 4 decimals"),
+])
+def test_an_actors_custom_resources_are_checked_like_trainings(value, reason):
+    """The checks the training config had (core.ray_resources): Ray would refuse these only when placing the actor."""
+    with pytest.raises(ConfigError) as err:
+        load_config(ArpoConfig, None, [f"llm.resources.custom_resources={value}"])
+    assert err.value.key == "llm.resources.custom_resources" and reason in err.value.reason
+    ok = load_config(ArpoConfig, None, ["llm.resources.custom_resources={gpu_large: 1, gpu_small: 0.25}"])
+    assert ok.llm.resources.custom_resources == {"gpu_large": 1.0, "gpu_small": 0.25}
