@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from benchmarks.exposure_bias.config import PRESETS
+from benchmarks.exposure_bias.config import PRESETS, gpu_cifar10
 from benchmarks.exposure_bias.protocol import STAGES, Protocol
 
 
@@ -25,6 +25,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     size.add_argument("--full", action="store_true", help="the recorded run (hours; resumable)")
     size.add_argument("--converged", action="store_true",
                       help="issue #13's protocol: converged 16×16 model, controls, 3 training seeds (CPU-hours; resumable)")
+    size.add_argument("--gpu-cifar10", action="store_true",
+                      help="the same protocol on CIFAR-10 with the released DDPM UNet and Inception FID, on a GPU; "
+                           "needs --train-images, --test-images, --pretrained and --inception-weights")
+    p.add_argument("--train-images", help="--gpu-cifar10: folder of the 50k CIFAR-10 training images (PNG)")
+    p.add_argument("--test-images", help="--gpu-cifar10: folder of the 10k CIFAR-10 test images (PNG)")
+    p.add_argument("--pretrained", help="--gpu-cifar10: a local google/ddpm-cifar10-32 snapshot (UNet2DModel folder)")
     p.add_argument("--out", default=None, help="tables/plots folder (default docs/exposure_bias for --full, "
                                                "docs/exposure_bias_converged for --converged, "
                                                "runs/exposure_bias_quick/report for --quick)")
@@ -39,8 +45,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     args = p.parse_args(argv)
 
-    preset = "full" if args.full else "converged" if args.converged else "quick"
-    cfg = PRESETS[preset]()
+    preset = "full" if args.full else "converged" if args.converged else "gpu_cifar10" if args.gpu_cifar10 else "quick"
+    if args.gpu_cifar10:
+        missing = [f"--{n.replace('_', '-')}" for n in ("train_images", "test_images", "pretrained", "inception_weights")
+                   if not getattr(args, n)]
+        if missing:
+            print(f"error: --gpu-cifar10 needs {', '.join(missing)}", file=sys.stderr)
+            return 2
+        cfg = gpu_cifar10(args.train_images, args.test_images, args.pretrained, args.inception_weights)
+    else:
+        cfg = PRESETS[preset]()
     updates = {k: v for k, v in (("device", args.device), ("threads", args.threads),
                                  ("inception_weights", args.inception_weights)) if v is not None}
     if updates:
@@ -49,7 +63,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(json.dumps(cfg.model_dump(mode="json"), indent=2))
         return 0
     work = Path(args.work or f"runs/exposure_bias_{preset}")
-    default_out = {"full": "docs/exposure_bias", "converged": "docs/exposure_bias_converged"}
+    default_out = {"full": "docs/exposure_bias", "converged": "docs/exposure_bias_converged",
+                   "gpu_cifar10": "docs/exposure_bias_gpu_cifar10"}
     out = Path(args.out or default_out.get(preset, work / "report"))
     stages = tuple(s for s in STAGES if s in args.stage) if args.stage else STAGES
     started = time.perf_counter()

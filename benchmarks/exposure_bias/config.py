@@ -5,7 +5,7 @@ rerun skips a stage whose artefacts exist for the same settings and redoes it wh
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import Field, model_validator
 
@@ -139,11 +139,26 @@ class PretrainCurveSpec(StrictModel):
                                                                   "improves the metric by less than this fraction.")
 
 
+class ImageFolders(StrictModel):
+    """Another dataset than Fashion-MNIST: its images as files (e.g. CIFAR-10 exported to PNG), any layout below
+    each folder, read sorted; the reference splits come from the first images of ``test``."""
+
+    train: str = Field(description="Folder of training images.")
+    test: str = Field(description="Folder of test images (held-out and test references).")
+    channels: Literal[1, 3] = Field(3, description="1 (grey) or 3 (RGB).")
+    limit: Optional[int] = Field(None, ge=1, description="Use only the first N training images.")
+
+
 class ProtocolConfig(StrictModel):
     """The whole exposure-bias benchmark."""
 
     preset: str = Field(description="quick or full (recorded in every output).")
     data_root: str = Field("/usr/share/datasets/fashion-mnist", description="Fashion-MNIST idx files.")
+    image_folders: Optional[ImageFolders] = Field(None, description="Train and test images from folders instead of "
+                                                                    "Fashion-MNIST (RGB needs inception_weights).")
+    pretrained: Optional[str] = Field(None, description="A diffusers UNet2DModel folder (e.g. a local snapshot of "
+                                                        "google/ddpm-cifar10-32) used as the pretrained model instead "
+                                                        "of pretraining one here.")
     train_limit: Optional[int] = Field(None, ge=1, description="Use only the first N training images.")
     val_size: int = Field(ge=2, description="Held-out reference images (λ search): the first N of the test split.")
     test_size: int = Field(ge=2, description="Reference images of the reported metric: the next N of the test split.")
@@ -151,7 +166,9 @@ class ProtocolConfig(StrictModel):
     inception_weights: Optional[str] = Field(None, description="torch-fidelity Inception-v3 weights file: use standard "
                                                               "FID instead of the feature network.")
     schedule: ScheduleConfig = Field(description="Diffusion noise schedule.")
-    unet_config: dict[str, Any] = Field(description="diffusers UNet2DModel arguments (1×32×32).")
+    unet_config: Optional[dict[str, Any]] = Field(None, description="diffusers UNet2DModel arguments of the model "
+                                                                    "pretrained here (exactly one of this and "
+                                                                    "`pretrained`).")
     image_size: int = Field(32, description="Training and sampling resolution: 32 (Fashion-MNIST padded) or 16 "
                                             "(2×2 average-pooled); the metric sees both at 32×32.")
     pretrain: TrainSpec = Field(description="DDPM pretraining from scratch (the 'well-trained model').")
@@ -187,9 +204,13 @@ class ProtocolConfig(StrictModel):
             raise ValueError(f"evaluation.k_selection_labels names unknown variants {missing}")
         if self.image_size not in (16, 32):
             raise ValueError(f"image_size must be 16 or 32, got {self.image_size}")
-        if self.unet_config.get("sample_size") != self.image_size:
+        if (self.unet_config is None) == (self.pretrained is None):
+            raise ValueError("give exactly one of unet_config (pretrain here) and pretrained (a UNet folder)")
+        if self.unet_config is not None and self.unet_config.get("sample_size") != self.image_size:
             raise ValueError(f"unet_config.sample_size {self.unet_config.get('sample_size')} differs from image_size "
                              f"{self.image_size}")
+        if self.image_folders is not None and self.image_folders.channels == 3 and not self.inception_weights:
+            raise ValueError("RGB image folders need inception_weights: the feature network is Fashion-MNIST's (grey)")
         if len(set(self.train_seeds)) != len(self.train_seeds):
             raise ValueError(f"train_seeds must be distinct, got {self.train_seeds}")
         return self
@@ -330,6 +351,28 @@ def converged() -> ProtocolConfig:
         samples=SamplesSpec(cells=_cells({"ddim": [30, 100]}), num_images=12),
         threads=None,
     )
+
+
+def gpu_cifar10(train_images: str, test_images: str, pretrained: str, inception_weights: str) -> ProtocolConfig:
+    """The converged protocol on the thesis' data, for one GPU: CIFAR-10 (exported as PNG folders: 50k train,
+    10k test), the released DDPM CIFAR-10 UNet (a local snapshot of google/ddpm-cifar10-32: 1000-step linear
+    schedule, as here) as the pretrained model, Inception FID on 5,000 images per set against 5,000 references.
+    Fine-tuning is 5k steps, not the thesis' 50k (Table A.1): 33 fine-tuning runs (11 methods × 3 seeds) of 50k
+    steps each would be far beyond one GPU-day. Not run here (no GPU, no CIFAR-10, no Inception weights); the
+    cost knobs are ``finetune.steps``, ``evaluation.num_samples`` and the variant list."""
+    base = converged()
+    return ProtocolConfig.model_validate({**base.model_dump(), **dict(
+        preset="gpu_cifar10", image_size=32, unet_config=None, pretrained=pretrained,
+        image_folders=ImageFolders(train=train_images, test=test_images, channels=3),
+        inception_weights=inception_weights, device="cuda", pretrain_curve=PretrainCurveSpec(
+            cell=Cell(sampler="ddim", steps=30), num_samples=5000, final_cells=_cells({"ddim": [10, 30, 100]})),
+        finetune=TrainSpec(steps=5000, batch_size=128, lr=1e-4, ema_decay=0.9999, ema_warmup=False,
+                           checkpoint_every=1000, snapshot_every=1000),
+        evaluation=base.evaluation.model_copy(update=dict(num_samples=5000, lambda_samples=5000, batch_size=1000)),
+        noise_floor=NoiseFloorSpec(cell=Cell(sampler="ddim", steps=10), sizes=[5000], seeds=[0, 1, 2]),
+        curve=CurveSpec(labels=["ddpm", "mdss_k4"], cell=Cell(sampler="ddim", steps=30), num_samples=5000, seeds=[0]),
+        samples=SamplesSpec(cells=_cells({"ddim": [30, 100]}), num_images=16),
+    )})
 
 
 PRESETS = {"quick": quick, "full": full, "converged": converged}

@@ -22,7 +22,8 @@ from benchmarks.exposure_bias.diagnostics import step_errors, variance_error
 from benchmarks.exposure_bias.sampling import Scorer, at_resolution, generate, sampler_config
 from benchmarks.exposure_bias.trainer import FINAL, load_model, snapshot_folders, train
 from training.diffusion import GaussianDiffusion
-from training.metrics.feature_net import load_fashion_split, train_feature_net
+from benchmarks.exposure_bias.data import load_split, train_limit
+from training.metrics.feature_net import train_feature_net
 from training.strategies import StrategyConfig, build_strategy
 
 STAGES = ("feature_net", "pretrain", "pretrain_curve", "finetune", "noise_floor", "lambda", "evaluate", "curve", "diagnostics", "samples",
@@ -58,10 +59,11 @@ class Protocol:
         if stage == "feature_net":
             return units.fingerprint("feature_net", c.feature_net, c.data_root)
         if stage == "metric":  # what every score depends on
-            return units.fingerprint(self.fp("feature_net"), c.inception_weights, c.val_size, c.test_size)
+            return units.fingerprint(self.fp("feature_net"), c.inception_weights, c.val_size, c.test_size,
+                                     c.image_folders, c.image_size)
         if stage == "pretrain":
             return units.fingerprint("pretrain", c.schedule, c.unet_config, c.pretrain, c.train_limit, c.data_root,
-                                     c.image_size)
+                                     c.image_size, c.image_folders, c.pretrained)
         if stage == "pretrain_curve":
             return units.fingerprint("pretrain_curve", self.fp("metric"), self.fp("pretrain"), c.pretrain_curve)
         if stage == "finetune":
@@ -92,7 +94,7 @@ class Protocol:
     @property
     def train_images(self) -> torch.Tensor:
         if self._train_images is None:
-            images, _ = load_fashion_split(self.cfg.data_root, "train", self.cfg.train_limit)
+            images = load_split(self.cfg, "train", train_limit(self.cfg))
             self._train_images = at_resolution(images, self.cfg.image_size)
         return self._train_images
 
@@ -139,6 +141,10 @@ class Protocol:
             self.timings[stage] = time.perf_counter() - started
 
     def stage_feature_net(self) -> None:
+        if self.cfg.inception_weights:
+            self.log("  scoring with Inception FID (inception_weights): no feature network to train")
+            return
+
         def body(folder: Path) -> dict:
             info = train_feature_net(self.cfg.feature_net, self.cfg.data_root, folder)
             self.log(f"  feature net test accuracy {info['test_accuracy']:.4f}")
@@ -151,6 +157,13 @@ class Protocol:
 
             from training.xi_head import XiUNet
 
+            if self.cfg.pretrained:  # a released checkpoint is the pretrained model: nothing to train here
+                unet = UNet2DModel.from_pretrained(self.cfg.pretrained)
+                if unet.config.sample_size != self.cfg.image_size:
+                    raise RuntimeError(f"{self.cfg.pretrained}: sample_size {unet.config.sample_size} is not the "
+                                       f"protocol's image_size {self.cfg.image_size}")
+                XiUNet.plain(unet).save_pretrained(folder / FINAL)
+                return {"parameters": sum(p.numel() for p in unet.parameters()), "loaded_from": self.cfg.pretrained}
             torch.manual_seed(self.cfg.pretrain.seed)
             model = XiUNet.plain(UNet2DModel(**self.cfg.unet_config))
             strategy = build_strategy(StrategyConfig(name="ddpm"), self.diffusion)

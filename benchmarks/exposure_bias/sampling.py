@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 from benchmarks.exposure_bias.config import Cell, ProtocolConfig
 from training.diffusion import GaussianDiffusion
-from training.metrics.feature_net import load_fashion_split
 from training.metrics.fid import default_metric
 from training.samplers import SamplerConfig, sample
 
@@ -56,7 +55,9 @@ class Scorer:
     """The distance of a generated set to the held-out ('val', for the λ search) or the test reference."""
 
     def __init__(self, cfg: ProtocolConfig, feature_dir: Optional[Path]):
-        images, _ = load_fashion_split(cfg.data_root, "test", cfg.val_size + cfg.test_size)
+        from benchmarks.exposure_bias.data import load_split
+
+        images = load_split(cfg, "test", cfg.val_size + cfg.test_size)
         native = at_resolution(images, cfg.image_size)
         #: the reference splits at the protocol's resolution (diagnostics' clean images)
         self.native = {"val": native[:cfg.val_size], "test": native[cfg.val_size:]}

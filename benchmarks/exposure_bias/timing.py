@@ -22,7 +22,7 @@ from training.xi_head import XiUNet
 
 def _step_cost(model, strategy, batch: int, size: int, repeats: int = 5) -> float:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x0 = torch.randn(batch, 1, size, size).clamp(-1, 1)
+    x0 = torch.randn(batch, model.config.in_channels, size, size).clamp(-1, 1)
     for i in range(repeats + 1):
         if i == 1:
             t0 = time.process_time()
@@ -36,7 +36,7 @@ def _step_cost(model, strategy, batch: int, size: int, repeats: int = 5) -> floa
 @torch.no_grad()
 def _nfe_cost(model, n: int, size: int, repeats: int = 3) -> float:
     model.eval()
-    x, t = torch.randn(n, 1, size, size), torch.full((n,), 500)
+    x, t = torch.randn(n, model.config.in_channels, size, size), torch.full((n,), 500)
     model(x, t)
     t0 = time.process_time()
     for _ in range(repeats):
@@ -49,7 +49,8 @@ def budget(cfg: ProtocolConfig) -> dict:
 
     d = GaussianDiffusion.from_config(cfg.schedule)
     size = cfg.image_size
-    plain = XiUNet.plain(UNet2DModel(**cfg.unet_config))
+    unet = UNet2DModel.from_pretrained(cfg.pretrained) if cfg.pretrained else UNet2DModel(**cfg.unet_config)
+    plain = XiUNet.plain(unet)
     parameters = sum(p.numel() for p in plain.parameters())
     k = max([v.strategy.k for v in cfg.variants if v.strategy.name == "mdss"] or [1])
     pre = _step_cost(plain, build_strategy(StrategyConfig(name="ddpm"), d), cfg.pretrain.batch_size, size)
