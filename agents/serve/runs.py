@@ -139,9 +139,9 @@ class RunManager:
         return resumed
 
     async def stop(self, run_id: str) -> None:
-        task = self._tasks.get(run_id)
-        if task is None or task.done():
-            raise RunConflict(f"run {run_id} is not running")
+        task, live = self._tasks.get(run_id), self._live.get(run_id)
+        if task is None or task.done() or live is None or live.status not in ("queued", "running"):
+            raise RunConflict(f"run {run_id} is not running")  # (a run whose end is being saved has ended)
         self._stopping.add(run_id)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
