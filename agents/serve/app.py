@@ -13,7 +13,9 @@ the ``X-ExpectDiff`` header, which a cross-site form or image cannot send (CSRF)
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any, Optional
@@ -236,6 +238,23 @@ def create_app(cfg: Any, roles: Any, options: ServeOptions, optimise_fn: Any = N
             raise ApiError(404, f"no file {rel!r} in run {run_id}")
         return FileResponse(path)
 
+    @app.get("/api/roles")
+    async def role_stats() -> dict:
+        """Each model role's batching so far (every replica's ``stats``): how the users' requests shared forward
+        passes. A role that cannot answer within 10 s is reported as such, not waited for."""
+        out = {}
+        for f in dataclasses.fields(roles):
+            client = getattr(roles, f.name)
+            if not hasattr(client, "broadcast"):
+                continue
+            try:
+                replicas = await asyncio.wait_for(client.broadcast("stats"), 10)
+            except Exception as exc:  # noqa: BLE001 - a busy or dead role is a line in the panel, not a 500
+                out[f.name] = {"summary": f"no answer: {type(exc).__name__}: {exc}"}
+                continue
+            out[f.name] = {"summary": sharing_summary(replicas), "replicas": replicas}
+        return out
+
     @app.get("/api/batches")
     async def list_batches() -> list:
         return batches.listing()
@@ -248,6 +267,33 @@ def create_app(cfg: Any, roles: Any, options: ServeOptions, optimise_fn: Any = N
         return FileResponse(path, headers={"Cache-Control": "no-cache"})
 
     return app
+
+
+def sharing_summary(replicas: list) -> str:
+    """One line of how a role's callers shared it: batches and their mean size (batched roles), or calls and
+    the most in flight at once (chat roles: the engine batches what is in flight)."""
+    batches = items = calls = peak = 0
+
+    def walk(obj: Any) -> None:
+        nonlocal batches, items, calls, peak
+        if isinstance(obj, dict):
+            if isinstance(obj.get("batches"), int) and isinstance(obj.get("items"), int):
+                batches, items = batches + obj["batches"], items + obj["items"]
+                return
+            if isinstance(obj.get("calls"), int):
+                calls, peak = calls + obj["calls"], max(peak, int(obj.get("max_in_flight") or 0))
+                return
+            for value in obj.values():
+                walk(value)
+
+    for replica in replicas:
+        walk(replica)
+    parts = []
+    if batches:
+        parts.append(f"{batches} batches of {items} items (mean {items / batches:.2f})")
+    if calls:
+        parts.append(f"{calls} calls, at most {peak} at once")
+    return "; ".join(parts) or "no calls yet"
 
 
 def _blank_none(text: Optional[str]) -> Optional[str]:

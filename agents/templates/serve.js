@@ -105,6 +105,13 @@
     }
   }
 
+  // Each role's batching so far (the server sums its replicas' stats into one line).
+  async function loadRoles() {
+    const roles = await api("GET", "/api/roles");
+    $("roles").replaceChildren(...Object.entries(roles).map(([name, info]) =>
+      el("tr", {"data-role": name}, el("td", {text: name}), el("td", {text: info.summary}))));
+  }
+
   // ---------------------------------------------------------------- the run view
   function open(runId) {
     if (runStream) runStream.close();
@@ -265,6 +272,9 @@
     setupCommands();
     listen();
     loadBatches().catch((err) => { $("batches").replaceChildren(el("li", {class: "error", text: err.message})); });
+    const refreshRoles = () => loadRoles().catch(() => {});  // the panel is informative: a failed refresh waits for the next
+    refreshRoles();
+    setInterval(refreshRoles, 5000);
     window.addEventListener("hashchange", route);
     route();
     document.documentElement.dataset.ready = "1";

@@ -278,3 +278,29 @@ def test_batch_folders_are_listed_and_only_the_results_browser_is_served(tmp_pat
         for url in ("/batches/0/checkpoints.sqlite", "/batches/0/.batch.lock", "/batches/0/%2e%2e/secret.txt",
                     "/batches/2/report.html", "/batches/1/report.html"):
             assert client.get(url).status_code == 404, url
+
+
+def test_roles_panel_sums_each_roles_sharing(tmp_path):
+    from agents.serve.app import sharing_summary
+
+    w = world()
+    roles = make_roles(w, REPLIES)
+
+    async def t2i_stats(method):
+        assert method == "stats"
+        return [{"batches": {"batches": 3, "items": 7, "max_batch": 4, "mean_batch": 7 / 3}},
+                {"batches": {"batches": 1, "items": 1, "max_batch": 1, "mean_batch": 1.0}}]
+
+    async def broken(method):
+        raise TimeoutError("replica busy")
+
+    roles.t2i.broadcast = t2i_stats
+    roles.llm.broadcast = broken
+    with serving(tmp_path, w, roles) as (server, client, _, _):
+        got = client.get("/api/roles").json()
+    assert set(got) == {"t2i", "llm"}  # the other doubles have no replicas to ask
+    assert got["t2i"]["summary"] == "4 batches of 8 items (mean 2.00)"
+    assert got["llm"]["summary"] == "no answer: TimeoutError: replica busy"
+    chat_group = [{"llm": {"calls": 5, "max_in_flight": 3}, "vlm": {"calls": 2, "max_in_flight": 1}}]
+    assert sharing_summary(chat_group) == "7 calls, at most 3 at once"
+    assert sharing_summary([{}]) == "no calls yet"

@@ -194,6 +194,12 @@ def test_the_page_in_headless_chromium_with_the_offline_kit(kit_config, tmp_path
             alice.screenshot(path=str(ARTIFACTS / "03_stopped_after_two_iterations.png"), full_page=True)
             bob.screenshot(path=str(ARTIFACTS / "04_second_user_stopped.png"), full_page=True)
 
+            # the roles panel: one T2I batcher served every generation (alice's two iterations × 2 seeds at least)
+            expect(alice.locator('#roles tr[data-role="t2i"] td').nth(1)).to_contain_text("batches of", timeout=15_000)
+            roles = json.loads(alice.evaluate("fetch('/api/roles').then(r => r.text())"))
+            t2i_items = sum(r["batches"]["items"] for r in roles["t2i"]["replicas"])
+            assert t2i_items >= 2 * 2, roles["t2i"]
+
             # edit the best prompt and regenerate with the same seeds, side by side
             alice.fill("#edit-content", "a red fox in the snow")
             alice.fill("#edit-style", "watercolour")
