@@ -113,6 +113,10 @@ def create_app(cfg: Any, roles: Any, options: ServeOptions, optimise_fn: Any = N
     async def api_error(request: Request, exc: ApiError):
         return JSONResponse({"error": exc.message}, exc.status)
 
+    @app.exception_handler(RunConflict)
+    async def run_conflict(request: Request, exc: RunConflict):  # the run is not in a state for this command
+        return JSONResponse({"error": str(exc)}, 409)
+
     def run_or_404(run_id: str) -> str:
         try:
             manager().channel(run_id)
@@ -192,18 +196,12 @@ def create_app(cfg: Any, roles: Any, options: ServeOptions, optimise_fn: Any = N
 
     @app.post("/api/runs/{run_id}/stop", dependencies=[Depends(changing)])
     async def stop_run(run_id: str) -> dict:
-        try:
-            await manager().stop(run_or_404(run_id))
-        except RunConflict as exc:
-            raise ApiError(409, str(exc)) from None
+        await manager().stop(run_or_404(run_id))
         return await manager().view(run_id)
 
     @app.post("/api/runs/{run_id}/resume", dependencies=[Depends(changing)])
     async def resume_run(run_id: str) -> dict:
-        try:
-            await manager().resume(run_or_404(run_id))
-        except RunConflict as exc:
-            raise ApiError(409, str(exc)) from None
+        await manager().resume(run_or_404(run_id))
         return await manager().view(run_id)
 
     @app.post("/api/runs/{run_id}/edits", dependencies=[Depends(changing)])
@@ -216,8 +214,6 @@ def create_app(cfg: Any, roles: Any, options: ServeOptions, optimise_fn: Any = N
             raise ApiError(400, f"edit: {exc}") from None
         try:
             return await manager().edit(run_id, edit)
-        except RunConflict as exc:
-            raise ApiError(409, str(exc)) from None
         except ValueError as exc:
             raise ApiError(400, f"edit: {exc}") from None
 

@@ -44,6 +44,13 @@ class Gate:
         setattr(role, method, held)
 
 
+def gated(role: str, method: str):
+    """(world, the doubles, a Gate holding ``role.method`` until opened)."""
+    w = world()
+    roles = make_roles(w, REPLIES)
+    return w, roles, Gate(getattr(roles, role), method)
+
+
 class Server:
     """uvicorn serving ``create_app`` in a thread; ``url`` once started."""
 

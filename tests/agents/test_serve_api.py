@@ -13,7 +13,7 @@ from agents.images import save_png
 from agents.serve.options import ServeOptions
 from agents.serve.store import RUN_JSON
 from tests.agents.doubles import make_roles
-from tests.agents.serve_doubles import HEADERS, REPLIES, Gate, config, png_of, read_events, serving, upload, wait_status, world
+from tests.agents.serve_doubles import HEADERS, REPLIES, Gate, config, gated, png_of, read_events, serving, upload, wait_status, world
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -43,9 +43,7 @@ def test_an_upload_runs_to_the_end_and_every_image_of_the_view_is_served(tmp_pat
 
 
 def test_events_carry_each_iteration_as_it_happens(tmp_path):
-    w = world()
-    roles = make_roles(w, REPLIES)
-    gate = Gate(roles.t2i, "generate")
+    w, roles, gate = gated("t2i", "generate")
     with serving(tmp_path, w, roles) as (server, client, _, _):
         run_id = upload(client, png_of(w), max_steps=3).json()["run_id"]
         server.call(_open_after(gate, 0.3))  # generate calls pass one by one, 0.3 s apart
@@ -72,9 +70,7 @@ def _open_after(gate: Gate, delay: float):
 
 
 def test_stop_keeps_the_run_where_it_was_and_resume_continues_it(tmp_path):
-    w = world()
-    roles = make_roles(w, REPLIES)
-    gate = Gate(roles.t2i, "generate")
+    w, roles, gate = gated("t2i", "generate")
     with serving(tmp_path, w, roles) as (server, client, _, _):
         run_id = upload(client, png_of(w), max_steps=2).json()["run_id"]
         _wait(lambda: gate.waiting >= 1)
@@ -107,9 +103,7 @@ def _wait(cond, timeout: float = 20) -> None:
 
 
 def test_edits_regenerate_with_the_runs_seeds_and_bad_edits_are_refused(tmp_path):
-    w = world()
-    roles = make_roles(w, REPLIES)
-    gate = Gate(roles.captioner, "caption")
+    w, roles, gate = gated("captioner", "caption")
     with serving(tmp_path, w, roles) as (server, client, _, _):
         run_id = upload(client, png_of(w), seeds="3,5").json()["run_id"]
         early = client.post(f"/api/runs/{run_id}/edits", json={"substitutions": "-cat +dog"}, headers=HEADERS)
@@ -211,9 +205,7 @@ def test_unknown_runs_and_paths_leaving_a_run_are_404(tmp_path):
 
 
 def test_a_run_survives_a_server_restart_and_resumes_where_it_was(tmp_path):
-    w = world()
-    roles = make_roles(w, REPLIES)
-    gate = Gate(roles.t2i, "generate")
+    w, roles, gate = gated("t2i", "generate")
     with serving(tmp_path, w, roles) as (server, client, _, _):
         run_id = upload(client, png_of(w), max_steps=2).json()["run_id"]
         _wait(lambda: gate.waiting >= 1)  # init saved, generate in flight when the server stops
@@ -227,9 +219,7 @@ def test_a_run_survives_a_server_restart_and_resumes_where_it_was(tmp_path):
 
 
 def test_a_restart_with_other_settings_marks_unfinished_runs_stale(tmp_path):
-    w = world()
-    roles = make_roles(w, REPLIES)
-    gate = Gate(roles.t2i, "generate")
+    w, roles, gate = gated("t2i", "generate")
     with serving(tmp_path, w, roles) as (server, client, _, _):
         run_id = upload(client, png_of(w)).json()["run_id"]
         _wait(lambda: gate.waiting >= 1)
@@ -242,9 +232,7 @@ def test_a_restart_with_other_settings_marks_unfinished_runs_stale(tmp_path):
 
 
 def test_two_users_at_once_share_the_roles_and_extra_runs_queue(tmp_path):
-    w = world()
-    roles = make_roles(w, REPLIES)
-    gate = Gate(roles.t2i, "generate")
+    w, roles, gate = gated("t2i", "generate")
     with serving(tmp_path, w, roles, max_running=1) as (server, client, _, _):
         first = upload(client, png_of(w)).json()["run_id"]
         second = upload(client, png_of(w), "other.png", framework="vanilla").json()["run_id"]
