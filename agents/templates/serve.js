@@ -138,6 +138,7 @@
     $("reference").src = view.reference_url;
     const next = result && result.next && result.next.length ? result.next.join(", ") : "";
     $("run-next").textContent = (run.status === "running" && next) ? `working: ${next}` : (run.status === "queued" ? "waiting for a free slot" : "");
+    $("run-timing").textContent = timing(run.timeline || []);
     $("initial-prompt").textContent = result ? (result.initial_prompt || "") : "(captioning…)";
     const best = result && result.prompt;
     $("best-prompt").textContent = best ? best.rendered : "";
@@ -149,6 +150,14 @@
     drawCurve(result ? result.iterations : []);
     renderIterations(result);
     renderEdits(view, result);
+  }
+
+  // From the server's timeline (seconds after the upload at which each node finished).
+  function timing(timeline) {
+    const gens = timeline.filter((e) => e.node === "generate").map((e) => e.t);
+    if (!gens.length) return "";
+    const steps = gens.slice(1).map((t, k) => (t - gens[k]).toFixed(1) + " s");
+    return `first generated image ${gens[0].toFixed(1)} s after the upload` + (steps.length ? `; iterations took ${steps.join(", ")}` : "");
   }
 
   function texts(title, obj) {

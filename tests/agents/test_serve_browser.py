@@ -187,6 +187,7 @@ def test_the_page_in_headless_chromium_with_the_offline_kit(kit_config, tmp_path
             bob.click("#stop")
             expect(bob.locator("#run-status")).to_have_text("stopped", timeout=60_000)
             expect(alice.locator(".iteration")).to_have_count(2, timeout=600_000)
+            expect(alice.locator("#run-timing")).to_contain_text("s after the upload; iterations took")
             assert alice.locator("#curve polyline").count() == 2 and alice.locator("#curve circle").count() >= 4
             assert alice.locator("table.candidates tr").count() >= 2  # candidates with their scores
             alice.click("#stop")
