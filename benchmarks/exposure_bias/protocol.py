@@ -58,12 +58,15 @@ class Protocol:
         c = self.cfg
         if stage == "feature_net":
             return units.fingerprint("feature_net", c.feature_net, c.data_root)
-        if stage == "metric":  # what every score depends on
-            return units.fingerprint(self.fp("feature_net"), c.inception_weights, c.val_size, c.test_size,
-                                     c.image_folders, c.image_size)
-        if stage == "pretrain":
-            return units.fingerprint("pretrain", c.schedule, c.unet_config, c.pretrain, c.train_limit, c.data_root,
-                                     c.image_size, c.image_folders, c.pretrained)
+        if stage == "metric":  # what every score depends on (image_size too, through the pretrain fingerprint)
+            sources = [c.image_folders] if c.image_folders else []
+            return units.fingerprint(self.fp("feature_net"), c.inception_weights, c.val_size, c.test_size, *sources)
+        if stage in ("pretrain", "pretrain_extendable"):  # the latter: everything of the pretraining but its length
+            spec = c.pretrain if stage == "pretrain" else c.pretrain.model_copy(update={"steps": 0})
+            # the data and model sources enter only when set, so Fashion-MNIST units made before they existed stay valid
+            sources = [c.image_folders, c.pretrained] if (c.image_folders or c.pretrained) else []
+            return units.fingerprint("pretrain", c.schedule, c.unet_config, spec, c.train_limit, c.data_root,
+                                     c.image_size, *sources)
         if stage == "pretrain_curve":
             return units.fingerprint("pretrain_curve", self.fp("metric"), self.fp("pretrain"), c.pretrain_curve)
         if stage == "finetune":
@@ -169,8 +172,29 @@ class Protocol:
             strategy = build_strategy(StrategyConfig(name="ddpm"), self.diffusion)
             out = train(model, strategy, self.train_images, self.cfg.pretrain, folder, self.cfg.device,
                         log_every=self.cfg.pretrain.checkpoint_every)
-            return {"parameters": sum(p.numel() for p in model.parameters()), "final_loss": out["history"][-1]["loss"]}
-        self._unit(self.work / "models" / "pretrained", self.fp("pretrain"), "pretrain", body)
+            return {"parameters": sum(p.numel() for p in model.parameters()), "final_loss": out["history"][-1]["loss"],
+                    "extendable": self.fp("pretrain_extendable"), "steps": self.cfg.pretrain.steps}
+        folder = self.work / "models" / "pretrained"
+        self._extend_pretraining(folder)
+        self._unit(folder, self.fp("pretrain"), "pretrain", body)
+
+    def _extend_pretraining(self, folder: Path) -> None:
+        """A longer pretraining of the same model continues the finished shorter one instead of starting over:
+        batches, timesteps and noise are functions of (seed, step), the learning rate is constant after warm-up
+        and the checkpoint holds the model, optimiser and EMA state, so the longer run is the shorter one
+        continued — the same as a resume after a kill, whose only difference from an uninterrupted run is
+        dropout's masks (the global RNG is not checkpointed)."""
+        if self.cfg.pretrained or not (folder / units.MARKER).is_file() or units.is_done(folder, self.fp("pretrain")):
+            return
+        done = units.read_done(folder)
+        shorter = int(done.get("steps", self.cfg.pretrain.steps)) < self.cfg.pretrain.steps
+        if done.get("extendable") != self.fp("pretrain_extendable") or not shorter:
+            return
+        if self.cfg.pretrain.warmup_steps > int(done["steps"]):  # the learning rate still ramping: not the same run
+            return
+        self.log(f"  pretrain: continuing the finished {done['steps']}-step run to {self.cfg.pretrain.steps} steps")
+        (folder / units.MARKER).unlink()
+        (folder / "STARTED.json").write_text(json.dumps({"fingerprint": self.fp("pretrain")}))
 
     def stage_pretrain_curve(self) -> None:
         pc = self.cfg.pretrain_curve

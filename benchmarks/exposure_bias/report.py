@@ -134,7 +134,7 @@ def write_report(protocol) -> None:
     labels = [v.label for v in cfg.variants]
     mdss = [v.label for v in cfg.variants if v.strategy.name == "mdss"]
     md = [f"# Exposure-bias benchmark: `{cfg.preset}` preset", ""]
-    if cfg.preset != "full":
+    if cfg.preset == "quick":
         md += ["> **Smoke run.** The `quick` preset only checks that the protocol runs end to end; its numbers "
                "carry no information about the methods.", ""]
     feat = work / "feature_net" / "feature_net.json"

@@ -181,3 +181,29 @@ def test_the_report_never_replaces_recorded_results_with_empty_tables(quick_run,
     assert main(["--quick", "--work", str(tmp_path / "nothing"), "--out", str(out), "--stage", "report"]) == 2
     assert "would replace them with empty tables" in capsys.readouterr().err
     assert (out / "tables.md").read_text() == before
+
+
+def test_a_longer_pretraining_continues_the_finished_shorter_one(tmp_path, capsys):
+    from benchmarks.exposure_bias.config import ProtocolConfig
+    from benchmarks.exposure_bias.protocol import Protocol
+    from benchmarks.exposure_bias.trainer import snapshot_folders
+
+    torch.set_num_threads(1)
+    short = quick()
+    longer = ProtocolConfig.model_validate({**short.model_dump(), "pretrain": {**short.pretrain.model_dump(), "steps": 60}})
+    work = tmp_path / "work"
+    Protocol(short, work, tmp_path / "out").run(("pretrain",))
+    folder = work / "models" / "pretrained"
+    assert [s for s, _ in snapshot_folders(folder)] == [20, 40]
+    capsys.readouterr()
+    p = Protocol(longer, work, tmp_path / "out")
+    p.run(("pretrain",))
+    assert "continuing the finished 40-step run to 60 steps" in capsys.readouterr().out
+    assert [s for s, _ in snapshot_folders(folder)] == [20, 40, 60]  # the 40-step run's snapshots are kept
+    history = json.loads((folder / "DONE.json").read_text())
+    assert history["steps"] == 60 and history["fingerprint"] == p.fp("pretrain")
+    # another change than the length starts over
+    other = ProtocolConfig.model_validate({**longer.model_dump(), "pretrain": {**longer.pretrain.model_dump(), "lr": 5e-4}})
+    Protocol(other, work, tmp_path / "out").run(("pretrain",))
+    assert "continuing" not in capsys.readouterr().out
+    assert [s for s, _ in snapshot_folders(folder)] == [20, 40, 60]
