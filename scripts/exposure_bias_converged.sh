@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue #13's converged exposure-bias protocol on a 2-core machine (~3.6 CPU-hours, ~2 h wall): the feature net
+# Issue #13's converged exposure-bias protocol on a 2-core machine (~4.5 CPU-hours, ~2.5 h wall): the feature net
 # and pretraining with two threads, then the per-variant stages in two processes of one thread each (disjoint
 # variants: their unit folders never overlap), then the report. Every stage is resumable: rerun to continue.
 # Usage: bash scripts/exposure_bias_converged.sh [python]   (default: .venv/bin/python)

@@ -16,6 +16,8 @@ on test images, minus 1 — how far the sampled marginal's spread departs from t
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from benchmarks.exposure_bias.config import Cell
@@ -36,12 +38,14 @@ def _mse(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def step_errors(model, d: GaussianDiffusion, cell: Cell, x0: torch.Tensor, seed: int, device: str = "cpu") -> list[dict]:
+def step_errors(model, d: GaussianDiffusion, cell: Cell, x0: torch.Tensor, seed: int, device: str = "cpu",
+                clip_sample: Optional[bool] = None) -> list[dict]:
     """Rows {kind, index, t, mse} for the clean / one_step / sampled inputs on ``cell``'s grid."""
     if isinstance(model, torch.nn.Module):
         model.eval()
     xi_denoise = bool(getattr(model, "has_xi", False))
-    scheduler = make_scheduler(SamplerConfig(name=cell.sampler, num_steps=cell.steps, xi_denoise=xi_denoise), d)
+    scheduler = make_scheduler(SamplerConfig(name=cell.sampler, num_steps=cell.steps, xi_denoise=xi_denoise,
+                                             clip_sample=clip_sample), d)
     scheduler.set_timesteps(cell.steps)
     ts = [int(t) for t in scheduler.timesteps]
     gen = torch.Generator().manual_seed(seed)
@@ -71,12 +75,12 @@ def step_errors(model, d: GaussianDiffusion, cell: Cell, x0: torch.Tensor, seed:
 
 @torch.no_grad()
 def variance_error(model, d: GaussianDiffusion, cell: Cell, test_images: torch.Tensor, n: int, seed: int,
-                   device: str = "cpu") -> list[dict]:
+                   device: str = "cpu", clip_sample: Optional[bool] = None) -> list[dict]:
     """Rows {index, t, var_sampled, var_forward, variance_error} along ``cell``'s grid (t = −1: the output x₀)."""
     if isinstance(model, torch.nn.Module):
         model.eval()
     xi_denoise = bool(getattr(model, "has_xi", False))
-    cfg = SamplerConfig(name=cell.sampler, num_steps=cell.steps, xi_denoise=xi_denoise)
+    cfg = SamplerConfig(name=cell.sampler, num_steps=cell.steps, xi_denoise=xi_denoise, clip_sample=clip_sample)
     scheduler = make_scheduler(cfg, d)
     scheduler.set_timesteps(cell.steps)
     ts = [int(t) for t in scheduler.timesteps] + [-1]

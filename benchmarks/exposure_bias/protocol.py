@@ -56,6 +56,7 @@ class Protocol:
     # ------------------------------------------------------------------ fingerprints
     def fp(self, stage: str, variant: Optional[Variant] = None, seed: Optional[int] = None) -> str:
         c = self.cfg
+        clip = [("clip_sample", c.clip_sample)] if c.clip_sample is not None else []  # absent: units made before it
         if stage == "feature_net":
             return units.fingerprint("feature_net", c.feature_net, c.data_root)
         if stage == "metric":  # what every score depends on (image_size too, through the pretrain fingerprint)
@@ -68,23 +69,23 @@ class Protocol:
             return units.fingerprint("pretrain", c.schedule, c.unet_config, spec, c.train_limit, c.data_root,
                                      c.image_size, *sources)
         if stage == "pretrain_curve":
-            return units.fingerprint("pretrain_curve", self.fp("metric"), self.fp("pretrain"), c.pretrain_curve)
+            return units.fingerprint("pretrain_curve", self.fp("metric"), self.fp("pretrain"), c.pretrain_curve, *clip)
         if stage == "finetune":
             return units.fingerprint("finetune", self.fp("pretrain"), c.finetune, variant, seed)
         if stage == "noise_floor":
-            return units.fingerprint("noise_floor", self.fp("metric"), self.fp("pretrain"), c.noise_floor)
+            return units.fingerprint("noise_floor", self.fp("metric"), self.fp("pretrain"), c.noise_floor, *clip)
         if stage == "lambda":
             e = c.evaluation
             return units.fingerprint("lambda", self.fp("metric"), self.fp("finetune", variant, seed), e.cells,
-                                     c.lambda_grid_for(variant.label), e.lambda_samples, e.lambda_seed)
+                                     c.lambda_grid_for(variant.label), e.lambda_samples, e.lambda_seed, *clip)
         if stage == "evaluate":
             return units.fingerprint("evaluate", self.fp("lambda", variant, seed), c.evaluation)
         if stage == "curve":
-            return units.fingerprint("curve", self.fp("metric"), self.fp("finetune", variant, seed), c.curve)
+            return units.fingerprint("curve", self.fp("metric"), self.fp("finetune", variant, seed), c.curve, *clip)
         if stage == "diagnostics":
-            return units.fingerprint("diagnostics", self.fp("finetune", variant, seed), c.diagnostics)
+            return units.fingerprint("diagnostics", self.fp("finetune", variant, seed), c.diagnostics, *clip)
         if stage == "samples":
-            return units.fingerprint("samples", self.fp("finetune", variant, seed), c.samples)
+            return units.fingerprint("samples", self.fp("finetune", variant, seed), c.samples, *clip)
         raise ValueError(f"unknown stage {stage!r}")
 
     # ------------------------------------------------------------------ shared inputs
@@ -100,6 +101,9 @@ class Protocol:
             images = load_split(self.cfg, "train", train_limit(self.cfg))
             self._train_images = at_resolution(images, self.cfg.image_size)
         return self._train_images
+
+    def sampler(self, cell: Cell, *, xi_denoise: bool, lam: float = 1.0):
+        return sampler_config(cell, xi_denoise=xi_denoise, lam=lam, clip_sample=self.cfg.clip_sample)
 
     def unit_dir(self, kind: str, variant: Variant, seed: int) -> Path:
         return self.work / kind / variant.label / f"s{seed}"
@@ -207,13 +211,13 @@ class Protocol:
             ev = self.cfg.evaluation
             rows = []
             for step, path in snapshot_folders(self.work / "models" / "pretrained"):
-                x = generate(load_model(path, self.cfg.device), self.diffusion, sampler_config(pc.cell, xi_denoise=False),
+                x = generate(load_model(path, self.cfg.device), self.diffusion, self.sampler(pc.cell, xi_denoise=False),
                              pc.num_samples, pc.seed, ev.batch_size, self.cfg.device)
                 rows.append({"kind": "snapshot", "step": step, "sampler": pc.cell.sampler, "steps": pc.cell.steps,
                              "score": self.scorer(x, "val")})
             final = self.model(None)
             for cell in pc.final_cells:
-                x = generate(final, self.diffusion, sampler_config(cell, xi_denoise=False), pc.num_samples, pc.seed,
+                x = generate(final, self.diffusion, self.sampler(cell, xi_denoise=False), pc.num_samples, pc.seed,
                              ev.batch_size, self.cfg.device)
                 rows.append({"kind": "final", "step": self.cfg.pretrain.steps, "sampler": cell.sampler,
                              "steps": cell.steps, "score": self.scorer(x, "val")})
@@ -250,7 +254,7 @@ class Protocol:
             model = self.model(None)
             for n in nf.sizes:
                 for s in nf.seeds:
-                    x = generate(model, self.diffusion, sampler_config(nf.cell, xi_denoise=False), n, s,
+                    x = generate(model, self.diffusion, self.sampler(nf.cell, xi_denoise=False), n, s,
                                  ev.batch_size, self.cfg.device)
                     rows.append({"source": f"pretrained_{nf.cell.key}", "size": n, "seed": s, "score": self.scorer(x)})
             _write_jsonl(folder / "rows.jsonl", rows)
@@ -277,7 +281,7 @@ class Protocol:
         """The λ search's score of one (model, cell, λ): its own sampling seed and image count, on the held-out
         split (never the test reference). The side probe (``lambda_probe``) scores through this too."""
         ev = self.cfg.evaluation
-        x = generate(model, self.diffusion, sampler_config(cell, xi_denoise=model.has_xi, lam=lam),
+        x = generate(model, self.diffusion, self.sampler(cell, xi_denoise=model.has_xi, lam=lam),
                      ev.lambda_samples, ev.lambda_seed, ev.batch_size, self.cfg.device)
         return self.scorer(x, "val")
 
@@ -306,7 +310,7 @@ class Protocol:
                     settings.append(("no_xi_denoise", 1.0, False))
                 for setting, lam_s, xi in settings:
                     for s in ev.seeds:
-                        x = generate(model, self.diffusion, sampler_config(cell, xi_denoise=xi, lam=lam_s),
+                        x = generate(model, self.diffusion, self.sampler(cell, xi_denoise=xi, lam=lam_s),
                                      ev.num_samples, s, ev.batch_size, self.cfg.device)
                         rows.append({"variant": v.label, "train_seed": seed, "sampler": cell.sampler,
                                      "steps": cell.steps, "setting": setting, "lambda": lam_s, "xi_denoise": xi,
@@ -330,7 +334,7 @@ class Protocol:
                 for step, path in points:
                     model = load_model(path, self.cfg.device)
                     for s in cv.seeds:
-                        x = generate(model, self.diffusion, sampler_config(cv.cell, xi_denoise=model.has_xi),
+                        x = generate(model, self.diffusion, self.sampler(cv.cell, xi_denoise=model.has_xi),
                                      cv.num_samples, s, ev.batch_size, self.cfg.device)
                         rows.append({"variant": v.label, "step": step, "seed": s, "score": self.scorer(x, "test")})
                 _write_jsonl(folder / "rows.jsonl", rows)
@@ -347,10 +351,11 @@ class Protocol:
                 errors, variances = [], []
                 for cell in dg.samplers:
                     errors += [dict(r, variant=v.label, sampler=cell.key) for r in
-                               step_errors(model, self.diffusion, cell, x0, dg.seed, self.cfg.device)]
+                               step_errors(model, self.diffusion, cell, x0, dg.seed, self.cfg.device,
+                                           clip_sample=self.cfg.clip_sample)]
                     variances += [dict(r, variant=v.label, sampler=cell.key) for r in
                                   variance_error(model, self.diffusion, cell, test_images, dg.num_trajectories, dg.seed,
-                                                 self.cfg.device)]
+                                                 self.cfg.device, clip_sample=self.cfg.clip_sample)]
                 _write_jsonl(folder / "step_errors.jsonl", errors)
                 _write_jsonl(folder / "variance_error.jsonl", variances)
                 return {}
@@ -363,7 +368,7 @@ class Protocol:
             def body(folder: Path, v: Variant = v) -> dict:
                 model = self.model(v)
                 for cell in sp.cells:
-                    x = generate(model, self.diffusion, sampler_config(cell, xi_denoise=model.has_xi), sp.num_images,
+                    x = generate(model, self.diffusion, self.sampler(cell, xi_denoise=model.has_xi), sp.num_images,
                                  sp.seed, self.cfg.evaluation.batch_size, self.cfg.device)
                     torch.save(x, folder / f"{cell.key}.pt")
                 return {}

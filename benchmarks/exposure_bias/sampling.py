@@ -13,8 +13,10 @@ from training.metrics.fid import default_metric
 from training.samplers import SamplerConfig, sample
 
 
-def sampler_config(cell: Cell, *, xi_denoise: bool, lam: float = 1.0) -> SamplerConfig:
-    return SamplerConfig(name=cell.sampler, num_steps=cell.steps, xi_denoise=xi_denoise, eps_scale=lam)
+def sampler_config(cell: Cell, *, xi_denoise: bool, lam: float = 1.0, clip_sample: Optional[bool] = None) -> SamplerConfig:
+    """``clip_sample`` (DDPM/DDIM only; None: diffusers' default, True) clips the predicted x₀ at every step."""
+    clip = clip_sample if cell.sampler in ("ddpm", "ddim") else None
+    return SamplerConfig(name=cell.sampler, num_steps=cell.steps, xi_denoise=xi_denoise, eps_scale=lam, clip_sample=clip)
 
 
 @torch.no_grad()
