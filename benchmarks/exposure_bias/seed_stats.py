@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.paired_stats import min_detectable_effect, t_interval, union, verdict
+
 BASE = ("ddpm", "off")
 
 
@@ -59,32 +61,6 @@ def hierarchical_ci(diffs: dict, n_boot: int, seed: int = 0) -> tuple[float, flo
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def t_interval(d: np.ndarray) -> tuple[float, float]:
-    """95 % t interval of the mean of ``d`` (one value per training seed)."""
-    from scipy import stats
-
-    if len(d) < 2:
-        return (math.nan, math.nan)
-    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
-    return float(d.mean() - half), float(d.mean() + half)
-
-
-def min_detectable_effect(d: np.ndarray) -> float:
-    from scipy import stats
-
-    if len(d) < 2:
-        return math.nan
-    df = len(d) - 1
-    return float((stats.t.ppf(0.975, df) + stats.t.ppf(0.8, df)) * d.std(ddof=1) / math.sqrt(len(d)))
-
-
-def verdict(ci: tuple[float, float]) -> str:
-    lo, hi = ci
-    if math.isnan(lo):
-        return "n/a"
-    return "better" if hi < 0 else "worse" if lo > 0 else "inconclusive"
-
-
 def summarise(cfg, work: Path, rows: list[dict]) -> list[dict]:
     scores = _scores(rows)
     chosen = k_choices(cfg, work)
@@ -115,7 +91,7 @@ def summarise(cfg, work: Path, rows: list[dict]) -> list[dict]:
                 if diffs:
                     d_t = np.array([np.mean(d) for d in diffs.values()])
                     boot, tci = hierarchical_ci(diffs, cfg.evaluation.bootstrap), t_interval(d_t)
-                    ci = (min(boot[0], tci[0]), max(boot[1], tci[1]))
+                    ci = union(boot, tci)
                     row.update(diff_vs_ddpm=float(d_t.mean()), ci_low=ci[0], ci_high=ci[1], verdict=verdict(ci),
                                bootstrap_ci=list(boot), t_ci=list(tci), mde=min_detectable_effect(d_t))
             out.append(row)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.paired_stats import min_detectable_effect, t_interval, union, verdict
+
 from benchmarks.mixture_bias.config import BenchConfig
 
 METRICS = ("nll", "sw2")
@@ -24,26 +26,6 @@ def load(work: Path, fingerprint: str) -> tuple[list[dict], dict, list[dict]]:
             floors[rec["dim"]] = rec
     pre = [json.loads(p.read_text()) for p in sorted((work / "pretrain").glob("*.json"))]
     return evals, floors, [p for p in pre if p.get("fingerprint") == fingerprint]
-
-
-def min_detectable_effect(diffs: np.ndarray) -> float:
-    """The paired mean difference these seeds would detect with 80 % power at a two-sided 5 % level
-    (normal approximation: (1.96 + 0.84) · sd / √n); NaN below 2 seeds."""
-    if len(diffs) < 2:
-        return math.nan
-    return float(2.8 * np.std(diffs, ddof=1) / math.sqrt(len(diffs)))
-
-
-def verdict(diff: float, ci: tuple[float, float]) -> str:
-    """better / worse when the 95 % CI excludes 0, else inconclusive."""
-    lo, hi = ci
-    if math.isnan(lo) or math.isnan(hi):
-        return "n/a"
-    if hi < 0:
-        return "better"
-    if lo > 0:
-        return "worse"
-    return "inconclusive"
 
 
 def bootstrap_ci(diffs: np.ndarray, n: int, seed: int = 0) -> tuple[float, float]:
@@ -74,11 +56,11 @@ def aggregate(cfg: BenchConfig, evals: list[dict]) -> list[dict]:
             paired = sorted(set(by_seed) & set(base))
             if method != "ddpm" and paired:
                 d = np.array([by_seed[s][m] - base[s][m] for s in paired], dtype=float)
-                lo, hi = bootstrap_ci(d, cfg.bootstrap)
+                lo, hi = union(bootstrap_ci(d, cfg.bootstrap), t_interval(d))
                 row[f"{m}_diff_vs_ddpm"] = float(d.mean())
                 row[f"{m}_diff_ci"] = [lo, hi]
                 row[f"{m}_mde"] = min_detectable_effect(d)
-                row[f"{m}_verdict"] = verdict(float(d.mean()), (lo, hi))
+                row[f"{m}_verdict"] = verdict((lo, hi))
         lams = [by_seed[s]["eps_scale"] for s in sorted(by_seed)]
         if any(l != 1.0 for l in lams) or method == "eps_scale":
             row["eps_scale_chosen"] = lams
@@ -97,7 +79,8 @@ def markdown(cfg: BenchConfig, rows: list[dict], floors: dict, pre: list[dict]) 
                 "runs; they are not results.", ""]
     out += [f"Config fingerprint `{cfg.fingerprint()}`; T = {cfg.num_timesteps}; training seeds {list(cfg.seeds)}.",
             "Columns: exact NLL (nats) and sliced W2 of generated samples, mean ± std over training seeds; "
-            "Δ = paired mean difference vs the DDPM fine-tune (negative = better) with a 95% bootstrap CI over seeds.",
+            "Δ = paired mean difference vs the DDPM fine-tune (negative = better) with a 95% CI over seeds (the union "
+            "of the percentile bootstrap and the t interval: a bootstrap over a few seeds alone is too narrow).",
             "The NLL is the cross-entropy of the generated samples under the true density: below the floor (the "
             "entropy) means samples crowd the modes' centres (too little spread), so it is read beside sliced W2, "
             "a distance, which is what the verdicts use.", ""]
@@ -118,7 +101,8 @@ def markdown(cfg: BenchConfig, rows: list[dict], floors: dict, pre: list[dict]) 
         out.append(f"| {p['dim']} | {p['seed']} | {_fmt(p['last_quarter_first'])} | {_fmt(p['last_quarter_last'])} "
                    f"| {_fmt(100 * p['last_quarter_rel_improvement'], 2)}% | {'yes' if p['converged'] else 'NO'} |")
     out += ["", "## Verdicts (sliced W2, paired vs the DDPM fine-tune: better / worse when the 95 % CI excludes 0)", "",
-            "Each cell: verdict (Δ; the effect these seeds could detect with 80 % power, MDE). Columns: sampler-steps.", ""]
+            "Each cell: verdict (Δ; the effect these seeds could detect with 80 % power at a two-sided 5 % level, MDE, "
+            "t-based). Columns: sampler-steps.", ""]
     out += _verdict_table(rows)
     out += ["", "## Metrics", "",
             "| D | sampler | steps | method | NLL | ΔNLL [95% CI] | SW2 | ΔSW2 [95% CI] | λ |",

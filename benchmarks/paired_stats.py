@@ -1,0 +1,48 @@
+"""Small-sample statistics of paired differences (one value per training seed), shared by the exposure-bias
+benchmarks: the t interval, the minimal detectable effect, and the verdict a confidence interval gives.
+
+With 3 to 10 seeds a percentile bootstrap alone is too narrow (it cannot be wider than the values it resamples),
+so the benchmarks report the union of their bootstrap interval and the t interval.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def t_interval(d: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The t interval of the mean of ``d``; NaNs below two values."""
+    from scipy import stats
+
+    d = np.asarray(d, dtype=float)
+    if len(d) < 2:
+        return (math.nan, math.nan)
+    half = stats.t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+    return float(d.mean() - half), float(d.mean() + half)
+
+
+def min_detectable_effect(d: np.ndarray, power: float = 0.8, level: float = 0.95) -> float:
+    """The mean difference a two-sided test at ``level`` would detect with ``power``, given ``d``'s spread:
+    (t_{(1+level)/2} + t_{power}) · sd / √n with n − 1 degrees of freedom; NaN below two values."""
+    from scipy import stats
+
+    d = np.asarray(d, dtype=float)
+    if len(d) < 2:
+        return math.nan
+    df = len(d) - 1
+    return float((stats.t.ppf(0.5 + level / 2, df) + stats.t.ppf(power, df)) * d.std(ddof=1) / math.sqrt(len(d)))
+
+
+def union(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    if any(math.isnan(x) for x in (*a, *b)):
+        return (math.nan, math.nan)
+    return (min(a[0], b[0]), max(a[1], b[1]))
+
+
+def verdict(ci: tuple[float, float]) -> str:
+    """better / worse when the interval excludes 0 (negative = better), else inconclusive; n/a without one."""
+    lo, hi = ci
+    if math.isnan(lo) or math.isnan(hi):
+        return "n/a"
+    return "better" if hi < 0 else "worse" if lo > 0 else "inconclusive"
