@@ -315,7 +315,9 @@ def _kill_at_random(server: ForkServer, pid: int, ready: Path, results: Path, ga
         ended = server.message(timeout=0.01)
         assert ended is None, f"run ended before its random kill: {ended}\n{_tail(log)}"
         assert time.monotonic() < deadline, f"the job never reached {gate:.1f} images done:\n{_tail(log)}"
-    kill_at, enough = time.monotonic() + rng.uniform(0.0, MAX_KILL_DELAY_S), done_count(results) + OVERSHOOT
+    # never wait until the last images: a job that finishes them between two polls ends before its kill
+    kill_at = time.monotonic() + rng.uniform(0.0, MAX_KILL_DELAY_S)
+    enough = min(done_count(results) + OVERSHOOT, figures.images - 2)
     while time.monotonic() < kill_at and done_count(results) < enough:
         ended = server.message(timeout=min(0.01, max(0.0, kill_at - time.monotonic())))
         assert ended is None, f"run ended before its random kill (all work done?): {ended}\n{_tail(log)}"

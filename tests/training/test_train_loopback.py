@@ -81,11 +81,11 @@ def test_a_two_worker_run_listens_on_loopback_only(tmp_path):
             for child in me.children(recursive=True):
                 pids.add(child.pid)
             for ip, port, pid in _listening(pids):
-                if (ip, port, pid) not in seen:
-                    try:
-                        seen[(ip, port, pid)] = " ".join(psutil.Process(pid).cmdline())[:60]
-                    except psutil.Error:
-                        seen[(ip, port, pid)] = "?"
+                # named at every poll: a worker may open its sockets before Ray sets its title (ray::RayTrainWorker)
+                try:
+                    seen[(ip, port, pid)] = " ".join(psutil.Process(pid).cmdline())[:60]
+                except psutil.Error:
+                    seen.setdefault((ip, port, pid), "?")
             time.sleep(0.1)
 
     started = init_ray(RayConfig(num_cpus=2))
