@@ -119,7 +119,7 @@ def create_app(cfg: Any, roles: Any, options: ServeOptions, optimise_fn: Any = N
 
     def run_or_404(run_id: str) -> str:
         try:
-            manager().channel(run_id)
+            manager().meta(run_id)
         except KeyError:
             raise ApiError(404, f"no run {run_id!r}") from None
         return run_id

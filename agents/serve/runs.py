@@ -28,7 +28,7 @@ from agents.edit_strip import read_edit_index
 from agents.graph import build_graph, compile_graph, thread_config
 from agents.image_id import ID_HEX_DIGITS
 from agents.images import save_png
-from agents.prompt_edit import PromptEdit, parts_of_record
+from agents.prompt_edit import PromptEdit
 from agents.report import random_weight_roles
 from agents.result import result_from_state
 from agents.results import atomic_write_bytes, atomic_write_text
@@ -227,6 +227,10 @@ class RunManager:
     def _meta(self, run_id: str) -> RunMeta:
         return self._live.get(run_id) or self.store.load(run_id)
 
+    def meta(self, run_id: str) -> RunMeta:
+        """The run's record (KeyError for an unknown run)."""
+        return self._meta(run_id)
+
     def channel(self, run_id: str) -> Channel:
         self._meta(run_id)  # KeyError for an unknown run
         return self._channels.setdefault(run_id, Channel())
@@ -234,9 +238,15 @@ class RunManager:
     def summaries(self) -> list[dict]:
         return [self._live.get(m.run_id, m).summary() for m in self.store.all()]
 
+    @staticmethod
+    def file_url(run_id: str, rel_to_run: str) -> str:
+        """The page's URL of a file inside the run's folder."""
+        return f"/api/runs/{run_id}/files/{rel_to_run}"
+
     def url(self, run_id: str, rel_to_data: str) -> Optional[str]:
+        """The URL of a path as the graph state stores it (relative to the data folder); None outside the run."""
         prefix = f"runs/{run_id}/"
-        return f"/api/runs/{run_id}/files/{rel_to_data[len(prefix):]}" if rel_to_data.startswith(prefix) else None
+        return self.file_url(run_id, rel_to_data[len(prefix):]) if rel_to_data.startswith(prefix) else None
 
     async def state_result(self, run_id: str) -> Optional[dict]:
         """The run's graph state as a ReverseResult dict (paths relative to the data folder); None before init."""
@@ -257,10 +267,9 @@ class RunManager:
             it["image_urls"] = [self.url(run_id, p) for p in it["image_paths"]]
         edits = []
         for entry in read_edit_index(self.store.run_dir(run_id)):
-            images = [f"runs/{run_id}/{p}" for p in entry.get("images") or []]
-            edits.append({**entry, "image_urls": [self.url(run_id, p) for p in images]})
+            edits.append({**entry, "image_urls": [self.file_url(run_id, p) for p in entry.get("images") or []]})
         return {"run": meta.model_dump(mode="json"), "result": result, "edits": edits,
-                "reference_url": f"/api/runs/{run_id}/files/{REFERENCE_PNG}",
+                "reference_url": self.file_url(run_id, REFERENCE_PNG),
                 "random_weight_roles": self.random_weight_roles}
 
     # ------------------------------------------------------------------ edits and download
@@ -270,13 +279,12 @@ class RunManager:
         record = await self.state_result(run_id)
         if record is None or record.get("prompt") is None:
             raise RunConflict(f"run {run_id} has no generated prompt yet to edit")
-        parts_of_record(record)
         lock = self._edit_locks.setdefault(run_id, asyncio.Lock())
         async with lock:  # edits.json is read, extended and replaced
             outcome = await generate_edit(record, self.store.run_dir(run_id), edit, self.roles.t2i, meta.request.seeds)
         await self._publish(run_id)
         entry = outcome.to_dict(self.store.run_dir(run_id))
-        return {**entry, "image_urls": [self.url(run_id, f"runs/{run_id}/{p}") for p in entry["images"]]}
+        return {**entry, "image_urls": [self.file_url(run_id, p) for p in entry["images"]]}
 
     async def download(self, run_id: str) -> bytes:
         """A zip of the run: result.json (its state now), run.json, the reference, every image and edit."""

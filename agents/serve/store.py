@@ -72,10 +72,6 @@ class RunStore:
         """A file inside the run's folder (KeyError for an unknown run, UnsafePathError for a path leaving it)."""
         return contained_path(self.run_dir(run_id), *rel.split("/"))
 
-    def rel(self, path: Path) -> str:
-        """``path`` relative to the data folder, as the graph state stores it."""
-        return path.resolve().relative_to(self.data_dir).as_posix()
-
     def save(self, meta: RunMeta) -> None:
         folder = self.run_dir(meta.run_id)
         folder.mkdir(parents=True, exist_ok=True)
