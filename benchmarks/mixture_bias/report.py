@@ -100,6 +100,9 @@ def markdown(cfg: BenchConfig, rows: list[dict], floors: dict, pre: list[dict]) 
     for p in sorted(pre, key=lambda r: (r["dim"], r["seed"])):
         out.append(f"| {p['dim']} | {p['seed']} | {_fmt(p['last_quarter_first'])} | {_fmt(p['last_quarter_last'])} "
                    f"| {_fmt(100 * p['last_quarter_rel_improvement'], 2)}% | {'yes' if p['converged'] else 'NO'} |")
+    out += ["", "Figures: `fig_exposure_gap_d<D>_<sampler>.png`, each method's sliced W2 above the floor against sampler "
+            "steps (the exposure-bias gap); `fig_gap_d<D>_<sampler>.png`, the paired difference to the DDPM fine-tune "
+            "with its 95 % CI.", ""]
     out += ["", "## Verdicts (sliced W2, paired vs the DDPM fine-tune: better / worse when the 95 % CI excludes 0)", "",
             "Each cell: verdict (Δ; the effect these seeds could detect with 80 % power at a two-sided 5 % level, MDE, "
             "t-based). Columns: sampler-steps.", ""]
@@ -173,6 +176,41 @@ def plot_gap(rows: list[dict], out: Path) -> list[Path]:
     return paths
 
 
+def plot_exposure_gap(rows: list[dict], floors: dict, out: Path) -> list[Path]:
+    """The exposure-bias gap itself: each method's sliced W2 above the floor (true samples of the same size) against
+    sampler steps, mean ± std over training seeds, one figure per D × sampler. Few steps: the sampler's
+    discretisation and the model's accumulated error; many steps: the model's error alone."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for dim, sampler in sorted({(r["dim"], r["sampler"]) for r in rows}):
+        floor = floors.get(dim, {}).get("sw2")
+        if floor is None:
+            continue
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        for m in dict.fromkeys(r["method"] for r in rows):
+            pts = sorted((r["steps"], r["sw2_mean"] - floor, r["sw2_std"]) for r in rows
+                         if (r["dim"], r["sampler"], r["method"]) == (dim, sampler, m))
+            steps, gap, sd = map(np.array, zip(*pts))
+            ax.errorbar(steps, gap, yerr=np.nan_to_num(sd), marker="o", capsize=2, label=m,
+                        lw=2.2 if m == "ddpm" else 1.0, color="k" if m == "ddpm" else None)
+        ax.axhline(0, color="k", lw=0.8, ls=":")
+        ax.set_xscale("log")
+        ax.set_xlabel(f"{sampler} steps")
+        ax.set_ylabel("sliced W2 − floor (mean ± std over seeds)")
+        ax.set_title(f"D = {dim}: distance above true samples' (floor {floor:.3f})")
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        path = out / f"fig_exposure_gap_d{dim}_{sampler}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
 def write(cfg: BenchConfig, work: Path, out: Path) -> Path:
     evals, floors, pre = load(work, cfg.fingerprint())
     rows = aggregate(cfg, evals)
@@ -183,4 +221,5 @@ def write(cfg: BenchConfig, work: Path, out: Path) -> Path:
     path.write_text(markdown(cfg, rows, floors, pre))
     if rows:
         plot_gap(rows, out)
+        plot_exposure_gap(rows, floors, out)
     return path

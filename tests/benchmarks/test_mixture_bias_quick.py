@@ -59,6 +59,8 @@ def test_report_structure(quick_run):
             lo, hi = r["sw2_diff_ci"]
             assert r["sw2_verdict"] == ("better" if hi < 0 else "worse" if lo > 0 else "inconclusive")
     assert sorted(p.name for p in (quick_run / "report").glob("fig_gap_*.png")) == ["fig_gap_d2_ddim.png", "fig_gap_d2_ddpm.png"]
+    assert sorted(p.name for p in (quick_run / "report").glob("fig_exposure_gap_*.png")) == [
+        "fig_exposure_gap_d2_ddim.png", "fig_exposure_gap_d2_ddpm.png"]
     md = (quick_run / "report" / "results.md").read_text()
     assert "## Verdicts" in md and "MDE" in md
     assert "Smoke test" in md and "chain_only_k2" in md and "mdss_ddim_k2" in md
