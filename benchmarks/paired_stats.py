@@ -46,3 +46,19 @@ def verdict(ci: tuple[float, float]) -> str:
     if math.isnan(lo) or math.isnan(hi):
         return "n/a"
     return "better" if hi < 0 else "worse" if lo > 0 else "inconclusive"
+
+
+def relative_trend(steps, scores, level: float = 0.95) -> tuple[float, float, float]:
+    """The least-squares line through (step, score): its fall over the span as a fraction of its value at the first
+    step (positive = the score fell, i.e. improved), with the t interval of the slope carried over; NaNs below three
+    points. Reads a noisy training curve better than its two end points do."""
+    from scipy import stats
+
+    x, y = np.asarray(steps, dtype=float), np.asarray(scores, dtype=float)
+    if len(x) < 3:
+        return (math.nan, math.nan, math.nan)
+    fit = stats.linregress(x, y)
+    span, start = x.max() - x.min(), fit.intercept + fit.slope * x.min()
+    half = stats.t.ppf(0.5 + level / 2, len(x) - 2) * fit.stderr
+    fall = lambda slope: float(-slope * span / start)  # noqa: E731
+    return fall(fit.slope), fall(fit.slope + half), fall(fit.slope - half)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterable
 
 from benchmarks.exposure_bias import units
+from benchmarks.paired_stats import relative_trend
 
 MAIN_FAMILY = ("ddpm", "ip", "ss", "sdss")
 
@@ -111,7 +112,14 @@ def pretrain_section(cfg, work: Path, out: Path) -> list[str]:
         gain = (start - end) / start
         verdict = "converged" if gain < pc.converged_below else "NOT converged"
         md += [f"Last quarter (steps {before[-1][0]} → {quarter[-1][0]}): {start:.3g} → {end:.3g}, an improvement of "
-               f"{100 * gain:.1f} % (criterion < {100 * pc.converged_below:.0f} %): **{verdict}**.", ""]
+               f"{100 * gain:.1f} % (criterion < {100 * pc.converged_below:.0f} %): **{verdict}** by its end points.", ""]
+        # Two snapshots carry each one's sampling noise; a line through all of a span's snapshots does not.
+        for label, span in (("last quarter", quarter), ("last half", [(s, v) for s, v in snaps if s >= 0.5 * total])):
+            fall, lo, hi = relative_trend(*zip(*span)) if len(span) >= 3 else (float("nan"),) * 3
+            if fall == fall:
+                md += [f"Least-squares line through the {label}'s {len(span)} snapshots (steps {span[0][0]}–"
+                       f"{span[-1][0]}): it falls {100 * fall:.1f} % over the span (95 % CI {100 * lo:.1f} to "
+                       f"{100 * hi:.1f} %).", ""]
     if finals:
         scores = [v for _, _, v in finals]
         monotone = all(b <= a * 1.02 for a, b in zip(scores, scores[1:]))

@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from benchmarks.paired_stats import min_detectable_effect, t_interval, union, verdict
+from benchmarks.paired_stats import min_detectable_effect, relative_trend, t_interval, union, verdict
 
 
 def test_t_interval_and_mde_by_hand():
@@ -22,3 +22,21 @@ def test_union_and_verdicts():
     # three seeds that agree in sign are not enough on their own: the t interval keeps it inconclusive
     d = np.array([-0.01, -0.02, -0.001])
     assert verdict(t_interval(d)) == "inconclusive"
+
+
+def test_relative_trend_by_hand():
+    # exactly on the line y = 1 − x/200 from x = 0 to 20: it falls 10 % of its start value, with no spread at all
+    fall, lo, hi = relative_trend([0, 10, 20], [1.0, 0.95, 0.9])
+    assert math.isclose(fall, 0.1) and math.isclose(lo, 0.1) and math.isclose(hi, 0.1)
+    # residuals ±0.01 around y = 1 − x/200 at x = 0, 10, 20, 30: slope −0.005, stderr by hand
+    x, y = np.array([0.0, 10, 20, 30]), np.array([1.01, 0.94, 0.91, 0.84])
+    slope = np.polyfit(x, y, 1)[0]
+    resid = y - np.polyval(np.polyfit(x, y, 1), x)
+    stderr = math.sqrt((resid ** 2).sum() / 2 / ((x - x.mean()) ** 2).sum())
+    start = np.polyval(np.polyfit(x, y, 1), 0.0)
+    fall, lo, hi = relative_trend(x, y)
+    assert math.isclose(fall, -slope * 30 / start)
+    assert math.isclose(hi - fall, 4.302653 * stderr * 30 / start, rel_tol=1e-5) and math.isclose(fall - lo, hi - fall)
+    # a rising curve is a negative fall; under three points there is no line with an interval
+    assert relative_trend([0, 1, 2], [1.0, 1.1, 1.2])[0] < 0
+    assert all(math.isnan(v) for v in relative_trend([0, 1], [1.0, 0.9]))
