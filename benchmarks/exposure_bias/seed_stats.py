@@ -86,15 +86,57 @@ def summarise(cfg, work: Path, rows: list[dict]) -> list[dict]:
             if label is None:
                 row["k_chosen"] = {str(t): lab for t, lab in picked.items()}
             if (label, setting) != BASE:
-                diffs = {t: [v[s] - base[t][s] for s in v if s in base.get(t, {})] for t, v in per_seed.items()}
-                diffs = {t: d for t, d in diffs.items() if d}
-                if diffs:
-                    d_t = np.array([np.mean(d) for d in diffs.values()])
-                    boot, tci = hierarchical_ci(diffs, cfg.evaluation.bootstrap), t_interval(d_t)
-                    ci = union(boot, tci)
-                    row.update(diff_vs_ddpm=float(d_t.mean()), ci_low=ci[0], ci_high=ci[1], verdict=verdict(ci),
-                               bootstrap_ci=list(boot), t_ci=list(tci), mde=min_detectable_effect(d_t))
+                paired = paired_difference(per_seed, base, cfg.evaluation.bootstrap)
+                if paired:
+                    paired.pop("n_train_seeds")
+                    row.update(diff_vs_ddpm=paired.pop("diff"), **paired)
             out.append(row)
+    return out
+
+
+def paired_difference(a: dict, b: dict, n_boot: int) -> dict:
+    """a − b over the training seeds both have, each seed's sampling seeds paired ({train seed: {seed: score}});
+    {} when no seed pairs."""
+    diffs = {t: [v[s] - b[t][s] for s in v if s in b.get(t, {})] for t, v in a.items()}
+    diffs = {t: d for t, d in diffs.items() if d}
+    if not diffs:
+        return {}
+    d_t = np.array([np.mean(d) for d in diffs.values()])
+    boot, tci = hierarchical_ci(diffs, n_boot), t_interval(d_t)
+    ci = union(boot, tci)
+    return dict(diff=float(d_t.mean()), ci_low=ci[0], ci_high=ci[1], verdict=verdict(ci), bootstrap_ci=list(boot),
+                t_ci=list(tci), mde=min_detectable_effect(d_t), n_train_seeds=len(d_t))
+
+
+def contrast_pairs(cfg) -> list[tuple[tuple[str, str], tuple[str, str], str]]:
+    """The controls' questions, each a paired difference (first − second; negative = the first scores better)."""
+    ev = cfg.evaluation
+    pairs = [
+        (("sdss_sample", "off"), ("sdss", "off"), "posterior sample vs mean, one step (does the shrinkage matter?)"),
+        (("mdss_k4_sample", "off"), ("mdss_k4", "off"), "posterior sample vs mean, k = 4"),
+        (("chain_only_k4", "off"), ("mdss_k4", "off"), "chain with the true ε vs the model's (does model error matter?)"),
+        (("mdss_ddim_k4", "off"), ("mdss_k4", "off"), "DDIM chain vs posterior-mean chain, k = 4 (Table 3.8)"),
+        (("sdss_ddim", "off"), ("sdss", "off"), "DDIM step vs posterior-mean step, one step (Table 3.8)"),
+    ]
+    if len(ev.k_selection_labels) == 2:
+        short, long = ev.k_selection_labels
+        pairs.append(((long, "off"), (short, "off"), f"{long} vs {short} (Tables 3.6–3.7)"))
+    if ev.xi_ablation_label:
+        lab = ev.xi_ablation_label
+        pairs.append(((lab, "off"), (lab, "no_xi_denoise"), f"{lab}: ξ input denoising on vs off (Table 3.5)"))
+    return pairs
+
+
+def contrasts(cfg, rows: list[dict]) -> list[dict]:
+    scores = _scores(rows)
+    out = []
+    for cell in cfg.evaluation.cells:
+        for a, b, question in contrast_pairs(cfg):
+            got = paired_difference(scores.get((*a, cell.sampler, cell.steps), {}),
+                                    scores.get((*b, cell.sampler, cell.steps), {}), cfg.evaluation.bootstrap)
+            if got:
+                out.append({"first": "/".join(a), "second": "/".join(b), "question": question,
+                            "sampler": cell.sampler, "steps": cell.steps, **got})
     return out
 
 
@@ -132,9 +174,36 @@ def training_seed_section(cfg, work: Path, rows: list[dict], out: Path) -> list[
                          f"<br>MDE {_f(r['mde'], 2)}")
             parts.append(text)
         md.append(f"| {name} | " + " | ".join(parts) + " |")
+    md += _contrast_section(cfg, rows, out, cells)
     chosen = [r for r in summary if "k_chosen" in r]
     if chosen:
         md += ["", "k chosen on the held-out split (per training seed): " + "; ".join(
             f"{r['sampler']} {r['steps']}: " + ", ".join(f"s{t} {lab}" for t, lab in r["k_chosen"].items())
             for r in chosen), ""]
     return md + [""]
+
+
+def _contrast_section(cfg, rows: list[dict], out: Path, cells: list) -> list[str]:
+    found = contrasts(cfg, rows)
+    if not found:
+        return []
+    keys = list(dict.fromkeys(k for r in found for k in r))
+    with (out / "contrasts.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(found)
+    by = {(r["first"], r["second"], r["sampler"], r["steps"]): r for r in found}
+    md = ["", "#### The controls: paired differences between methods (first − second, negative = first better)", "",
+          "Same statistics as above (training seeds, sampling seeds nested; [95 % CI] and MDE).", "",
+          "| first − second | question | " + " | ".join(f"{s} {n}" for s, n in cells) + " |",
+          "|---|---|" + "---|" * len(cells)]
+    for a, b, question in contrast_pairs(cfg):
+        first, second = "/".join(a), "/".join(b)
+        parts = []
+        for s, n in cells:
+            r = by.get((first, second, s, n))
+            parts.append("–" if r is None else f"{r['diff']:+.3g} [{_f(r['ci_low'])}, {_f(r['ci_high'])}] "
+                                               f"{r['verdict']}<br>MDE {_f(r['mde'], 2)}")
+        if any(p != "–" for p in parts):
+            md.append(f"| {first} − {second} | {question} | " + " | ".join(parts) + " |")
+    return md

@@ -173,6 +173,23 @@ def test_training_seed_statistics_controls_and_pretraining_convergence(quick_run
     row = next(r for r in head if (r["method"], r["sampler"], r["steps"]) == ("ddpm", "ddim", "4"))
     assert abs(float(row["mean"]) - sum(ddpm) / len(ddpm)) < 1e-9
     assert "### Over training seeds" in md
+    # the controls' contrasts: every pair in every cell, and (paired means being linear) sample − mean equals the
+    # difference of their differences to the DDPM fine-tune
+    con = _csv(out / "contrasts.csv")
+    pairs = {(r["first"], r["second"]) for r in con}
+    assert {("sdss_sample/off", "sdss/off"), ("mdss_k4_sample/off", "mdss_k4/off"), ("chain_only_k4/off", "mdss_k4/off"),
+            ("mdss_ddim_k4/off", "mdss_k4/off"), ("mdss_k2/off", "mdss_k4/off"), ("sdss/off", "sdss/no_xi_denoise")} <= pairs
+    assert len(con) == len({(r["first"], r["second"], r["sampler"], r["steps"]) for r in con})
+    by = {(r["method"], r["sampler"], r["steps"]): r for r in head}
+    for r in con:
+        lo, hi = float(r["ci_low"]), float(r["ci_high"])
+        assert lo <= float(r["diff"]) <= hi and r["verdict"] == ("better" if hi < 0 else "worse" if lo > 0 else "inconclusive")
+        if (r["first"], r["second"]) == ("sdss_sample/off", "sdss/off"):
+            a, b = by[("sdss_sample", r["sampler"], r["steps"])], by[("sdss", r["sampler"], r["steps"])]
+            assert abs(float(r["diff"]) - (float(a["diff_vs_ddpm"]) - float(b["diff_vs_ddpm"]))) < 1e-9
+    xi = [r for r in con if r["second"] == "sdss/no_xi_denoise"]
+    assert xi and {r["sampler"] for r in xi} <= {"ddpm", "ddim"}
+    assert "#### The controls" in md
 
 
 def test_the_report_never_replaces_recorded_results_with_empty_tables(quick_run, tmp_path, capsys):
