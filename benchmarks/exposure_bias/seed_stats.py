@@ -144,15 +144,20 @@ def _f(x, nd=3):
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}g}"
 
 
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    """A CSV whose columns are every key of ``rows``, in first-seen order."""
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        w.writeheader()
+        w.writerows(rows)
+
+
 def training_seed_section(cfg, work: Path, rows: list[dict], out: Path) -> list[str]:
     summary = summarise(cfg, work, rows)
     if not summary:
         return []
-    keys = list(dict.fromkeys(k for r in summary for k in r))
-    with (out / "headline.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        w.writerows([{**r, "k_chosen": json.dumps(r.get("k_chosen"))} if "k_chosen" in r else r for r in summary])
+    _write_rows(out / "headline.csv",
+                [{**r, "k_chosen": json.dumps(r.get("k_chosen"))} if "k_chosen" in r else r for r in summary])
     cells = [(c.sampler, c.steps) for c in cfg.evaluation.cells]
     by = {(r["method"], r["sampler"], r["steps"]): r for r in summary}
     names = list(dict.fromkeys(r["method"] for r in summary))
@@ -187,11 +192,7 @@ def _contrast_section(cfg, rows: list[dict], out: Path, cells: list) -> list[str
     found = contrasts(cfg, rows)
     if not found:
         return []
-    keys = list(dict.fromkeys(k for r in found for k in r))
-    with (out / "contrasts.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        w.writerows(found)
+    _write_rows(out / "contrasts.csv", found)
     by = {(r["first"], r["second"], r["sampler"], r["steps"]): r for r in found}
     md = ["", "#### The controls: paired differences between methods (first − second, negative = first better)", "",
           "Same statistics as above (training seeds, sampling seeds nested; [95 % CI] and MDE).", "",

@@ -145,6 +145,21 @@ def _verdict_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _save(fig, ax, sampler: str, ylabel: str, title: str, path: Path) -> Path:
+    """Both figures' common frame: log steps axis, labels, legend; written and closed."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xscale("log")
+    ax.set_xlabel(f"{sampler} steps")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_gap(rows: list[dict], out: Path) -> list[Path]:
     """Sliced-W2 gap to the DDPM fine-tune against sampler steps, one figure per D × sampler."""
     import matplotlib
@@ -163,16 +178,9 @@ def plot_gap(rows: list[dict], out: Path) -> list[Path]:
             steps, d, lo, hi = map(np.array, zip(*pts))
             ax.errorbar(steps, d, yerr=[d - lo, hi - d], marker="o", capsize=2, label=m)
         ax.axhline(0, color="k", lw=0.8)
-        ax.set_xscale("log")
-        ax.set_xlabel(f"{sampler} steps")
-        ax.set_ylabel("Δ sliced W2 vs DDPM fine-tune (95% CI)")
-        ax.set_title(f"D = {dim}: gap to the DDPM fine-tune (negative = better)")
-        ax.legend(fontsize=7, ncol=2)
-        fig.tight_layout()
-        path = out / f"fig_gap_d{dim}_{sampler}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, ax, sampler, "Δ sliced W2 vs DDPM fine-tune (95% CI)",
+                           f"D = {dim}: gap to the DDPM fine-tune (negative = better)",
+                           out / f"fig_gap_d{dim}_{sampler}.png"))
     return paths
 
 
@@ -198,16 +206,9 @@ def plot_exposure_gap(rows: list[dict], floors: dict, out: Path) -> list[Path]:
             ax.errorbar(steps, gap, yerr=np.nan_to_num(sd), marker="o", capsize=2, label=m,
                         lw=2.2 if m == "ddpm" else 1.0, color="k" if m == "ddpm" else None)
         ax.axhline(0, color="k", lw=0.8, ls=":")
-        ax.set_xscale("log")
-        ax.set_xlabel(f"{sampler} steps")
-        ax.set_ylabel("sliced W2 − floor (mean ± std over seeds)")
-        ax.set_title(f"D = {dim}: distance above true samples' (floor {floor:.3f})")
-        ax.legend(fontsize=7, ncol=2)
-        fig.tight_layout()
-        path = out / f"fig_exposure_gap_d{dim}_{sampler}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, ax, sampler, "sliced W2 − floor (mean ± std over seeds)",
+                           f"D = {dim}: distance above true samples' (floor {floor:.3f})",
+                           out / f"fig_exposure_gap_d{dim}_{sampler}.png"))
     return paths
 
 
