@@ -148,7 +148,7 @@ class RunManager:
             await task
 
     async def resume(self, run_id: str) -> None:
-        meta = self._meta(run_id)
+        meta = self.meta(run_id)
         if meta.run_id in self._tasks and not self._tasks[run_id].done():
             raise RunConflict(f"run {run_id} is already {meta.status}")
         if meta.status == "done":
@@ -221,18 +221,15 @@ class RunManager:
         channel = self._channels.get(run_id)
         if channel is not None and channel.subscribers:
             channel.publish("run", await self.view(run_id))
-        self.index.publish("summary", self._meta(run_id).summary())
+        self.index.publish("summary", self.meta(run_id).summary())
 
     # ------------------------------------------------------------------ reading
-    def _meta(self, run_id: str) -> RunMeta:
-        return self._live.get(run_id) or self.store.load(run_id)
-
     def meta(self, run_id: str) -> RunMeta:
         """The run's record (KeyError for an unknown run)."""
-        return self._meta(run_id)
+        return self._live.get(run_id) or self.store.load(run_id)
 
     def channel(self, run_id: str) -> Channel:
-        self._meta(run_id)  # KeyError for an unknown run
+        self.meta(run_id)  # KeyError for an unknown run
         return self._channels.setdefault(run_id, Channel())
 
     def summaries(self) -> list[dict]:
@@ -250,7 +247,7 @@ class RunManager:
 
     async def state_result(self, run_id: str) -> Optional[dict]:
         """The run's graph state as a ReverseResult dict (paths relative to the data folder); None before init."""
-        meta = self._meta(run_id)
+        meta = self.meta(run_id)
         agent_cfg = self.agent_config(meta.request)
         snapshot = await self._graph(agent_cfg).aget_state(thread_config(run_id, agent_cfg))
         values = snapshot.values or {}
@@ -261,7 +258,7 @@ class RunManager:
         return result
 
     async def view(self, run_id: str) -> dict:
-        meta = self._meta(run_id)
+        meta = self.meta(run_id)
         result = await self.state_result(run_id)
         for it in (result or {}).get("iterations", []):
             it["image_urls"] = [self.url(run_id, p) for p in it["image_paths"]]
@@ -275,7 +272,7 @@ class RunManager:
     # ------------------------------------------------------------------ edits and download
     async def edit(self, run_id: str, edit: PromptEdit) -> dict:
         """Render ``edit`` of the run's best prompt so far with the run's seeds (agents.edit.generate_edit)."""
-        meta = self._meta(run_id)
+        meta = self.meta(run_id)
         record = await self.state_result(run_id)
         if record is None or record.get("prompt") is None:
             raise RunConflict(f"run {run_id} has no generated prompt yet to edit")
@@ -289,7 +286,7 @@ class RunManager:
     async def download(self, run_id: str) -> bytes:
         """A zip of the run: result.json (its state now), run.json, the reference, every image and edit."""
         result = await self.state_result(run_id)
-        meta = self._meta(run_id)
+        meta = self.meta(run_id)
         return await asyncio.to_thread(self._zip, run_id, result, meta)
 
     def _zip(self, run_id: str, result: Optional[dict], meta: RunMeta) -> bytes:

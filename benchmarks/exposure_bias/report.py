@@ -115,7 +115,7 @@ def pretrain_section(cfg, work: Path, out: Path) -> list[str]:
                f"{100 * gain:.1f} % (criterion < {100 * pc.converged_below:.0f} %): **{verdict}** by its end points.", ""]
         # Two snapshots carry each one's sampling noise; a line through all of a span's snapshots does not.
         for label, span in (("last quarter", quarter), ("last half", [(s, v) for s, v in snaps if s >= 0.5 * total])):
-            fall, lo, hi = relative_trend(*zip(*span)) if len(span) >= 3 else (float("nan"),) * 3
+            fall, lo, hi = relative_trend([s for s, _ in span], [v for _, v in span])  # NaNs below 3 points
             if fall == fall:
                 md += [f"Least-squares line through the {label}'s {len(span)} snapshots (steps {span[0][0]}–"
                        f"{span[-1][0]}): it falls {100 * fall:.1f} % over the span (95 % CI {100 * lo:.1f} to "

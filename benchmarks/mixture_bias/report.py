@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.paired_stats import min_detectable_effect, t_interval, union, verdict
-
 from benchmarks.mixture_bias.config import BenchConfig
+from benchmarks.paired_stats import min_detectable_effect, t_interval, union, verdict
 
 METRICS = ("nll", "sw2")
 
@@ -102,7 +101,7 @@ def markdown(cfg: BenchConfig, rows: list[dict], floors: dict, pre: list[dict]) 
                    f"| {_fmt(100 * p['last_quarter_rel_improvement'], 2)}% | {'yes' if p['converged'] else 'NO'} |")
     out += ["", "Figures: `fig_exposure_gap_d<D>_<sampler>.png`, each method's sliced W2 above the floor against sampler "
             "steps (the exposure-bias gap); `fig_gap_d<D>_<sampler>.png`, the paired difference to the DDPM fine-tune "
-            "with its 95 % CI.", ""]
+            "with its 95 % CI."]
     out += ["", "## Verdicts (sliced W2, paired vs the DDPM fine-tune: better / worse when the 95 % CI excludes 0)", "",
             "Each cell: verdict (Δ; the effect these seeds could detect with 80 % power at a two-sided 5 % level, MDE, "
             "t-based). Columns: sampler-steps.", ""]
