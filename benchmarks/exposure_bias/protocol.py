@@ -285,6 +285,14 @@ class Protocol:
                      ev.lambda_samples, ev.lambda_seed, ev.batch_size, self.cfg.device)
         return self.scorer(x, "val")
 
+    def test_score(self, model, cell: Cell, seed: int, *, lam: float = 1.0, xi_denoise: Optional[bool] = None) -> float:
+        """The evaluation's score of one (model, cell, λ, sampling seed) on the test reference."""
+        ev = self.cfg.evaluation
+        xi = model.has_xi if xi_denoise is None else xi_denoise
+        x = generate(model, self.diffusion, self.sampler(cell, xi_denoise=xi, lam=lam), ev.num_samples, seed,
+                     ev.batch_size, self.cfg.device)
+        return self.scorer(x, "test")
+
     def stage_evaluate(self) -> None:
         for seed in self.cfg.train_seeds:
             for v in self.variants:
@@ -310,11 +318,9 @@ class Protocol:
                     settings.append(("no_xi_denoise", 1.0, False))
                 for setting, lam_s, xi in settings:
                     for s in ev.seeds:
-                        x = generate(model, self.diffusion, self.sampler(cell, xi_denoise=xi, lam=lam_s),
-                                     ev.num_samples, s, ev.batch_size, self.cfg.device)
                         rows.append({"variant": v.label, "train_seed": seed, "sampler": cell.sampler,
                                      "steps": cell.steps, "setting": setting, "lambda": lam_s, "xi_denoise": xi,
-                                     "seed": s, "score": self.scorer(x, "test")})
+                                     "seed": s, "score": self.test_score(model, cell, s, lam=lam_s, xi_denoise=xi)})
                 if lam == 1.0:  # the search kept λ = 1: the scaled cell is the unscaled one
                     rows += [dict(r, setting="eps_scaled") for r in rows if r["sampler"] == cell.sampler
                              and r["steps"] == cell.steps and r["setting"] == "off"]

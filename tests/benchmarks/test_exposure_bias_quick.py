@@ -3,11 +3,13 @@ and a second run skips every unit."""
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from benchmarks.exposure_bias.__main__ import main
 from benchmarks.exposure_bias.config import quick
+from benchmarks.exposure_bias.protocol import Protocol
 
 pytestmark = pytest.mark.slow  # ~2 min on 2 shared cores
 
@@ -135,14 +137,60 @@ def test_the_lambda_probe_scores_extra_factors_on_the_held_out_split(quick_run, 
                   "--out", str(out)]) == 0
     record = json.loads(out.read_text())
     assert record["split"] == "val" and record["seed"] == quick().evaluation.lambda_seed
-    assert [(r["cell"], r["lambda"]) for r in record["rows"]] == [("ddim_4", 0.99), ("ddim_4", 1.0)]
-    # λ = 1 reproduces the protocol's own held-out score for that cell (same seed, images and split)
-    search = json.loads((work / "lambda" / "ddpm" / "s0" / "lambda.json").read_text())["ddim_4"]["val_scores"]
-    assert abs(record["rows"][1]["val_score"] - search["1.0"]) < 1e-6
-    assert record["rows"][0]["val_score"] != record["rows"][1]["val_score"]
+    seeds = quick().train_seeds
+    assert [(r["train_seed"], r["cell"], r["lambda"]) for r in record["rows"]] == \
+        [(s, "ddim_4", lam) for s in seeds for lam in (0.99, 1.0)]
+    for s in seeds:  # λ = 1 reproduces the protocol's own held-out score (same seed, images and split)
+        search = json.loads((work / "lambda" / "ddpm" / f"s{s}" / "lambda.json").read_text())["ddim_4"]
+        rows = {r["lambda"]: r["val_score"] for r in record["rows"] if r["train_seed"] == s}
+        assert abs(rows[1.0] - search["val_scores"]["1.0"]) < 1e-6
+        assert rows[0.99] != rows[1.0]
+        # the search's own curve travels with the probe's
+        assert [r for r in record["search"] if r["train_seed"] == s] == \
+            [{"variant": "ddpm", "train_seed": s, "cell": "ddim_4", "lambda_chosen": search["lambda"],
+              "val_scores": search["val_scores"]}]
+    assert probe(["--work", str(work), "--variant", "ddpm", "--lam", "1.0", "--cell", "ddim_4", "--train-seed", "1",
+                  "--out", str(out)]) == 0
+    assert {r["train_seed"] for r in json.loads(out.read_text())["rows"]} == {1}
+    assert probe(["--work", str(work), "--variant", "ddpm", "--lam", "1.0", "--train-seed", "7",
+                  "--out", str(out)]) == 2
+    assert "--train-seed [7]" in capsys.readouterr().err
     assert probe(["--work", str(work), "--variant", "ddpm", "--lam", "0.99", "--cell", "ddim_999",
                   "--out", str(out)]) == 2
     assert "ddim_999" in capsys.readouterr().err
+
+
+def test_the_lambda_probe_scores_the_held_out_best_factor_on_the_test_split(quick_run, tmp_path):
+    from benchmarks.exposure_bias.lambda_probe import main as probe
+
+    work, _ = quick_run
+    cfg, out = quick(), tmp_path / "probe.json"
+    assert probe(["--work", str(work), "--variant", "ddpm", "--lam", "0.9", "--lam", "1.0", "--cell", "ddim_4",
+                  "--test-best", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    evaluated = {}  # the protocol's own unscaled test scores {train seed: {sampling seed: score}}
+    for t in cfg.train_seeds:
+        for line in (work / "eval" / "ddpm" / f"s{t}" / "rows.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            if (r["sampler"], r["steps"], r["setting"]) == ("ddim", 4, "off"):
+                evaluated.setdefault(t, {})[r["seed"]] = r["score"]
+    per_seed = []
+    for t in cfg.train_seeds:
+        held = {float(k): v for k, v in next(r for r in record["search"] if r["train_seed"] == t)["val_scores"].items()}
+        held.update({r["lambda"]: r["val_score"] for r in record["rows"] if r["train_seed"] == t})
+        test = [r for r in record["test"] if r["train_seed"] == t]
+        assert [r["seed"] for r in test] == list(cfg.evaluation.seeds)
+        assert {r["lambda"] for r in test} == {min(held, key=held.get)}  # chosen on the held-out split
+        per_seed.append(np.mean([r["score"] - evaluated[t][r["seed"]] for r in test]))
+    (vs,) = record["test_vs_unscaled"]
+    assert vs["variant"] == "ddpm" and vs["cell"] == "ddim_4"
+    assert abs(vs["diff"] - np.mean(per_seed)) < 1e-9 and vs["ci_low"] <= vs["diff"] <= vs["ci_high"]
+    assert vs["lambda_chosen"] == {str(r["train_seed"]): r["lambda"] for r in record["test"]}
+    # the probe's test score is the evaluation's: λ = 1 reproduces the protocol's unscaled rows
+    protocol = Protocol(cfg, work, work / "report", only_variants=["ddpm"])
+    cell = next(c for c in cfg.evaluation.cells if c.key == "ddim_4")
+    seed = cfg.evaluation.seeds[0]
+    assert abs(protocol.test_score(protocol.model(protocol.variants[0], 0), cell, seed) - evaluated[0][seed]) < 1e-6
 
 
 def test_training_seed_statistics_controls_and_pretraining_convergence(quick_run):
