@@ -144,6 +144,16 @@ def _verdict_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _axes():
+    """A fresh figure and axes on the file-only backend (imported here: the report runs without a display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(6.5, 4))
+
+
 def _save(fig, ax, sampler: str, ylabel: str, title: str, path: Path) -> Path:
     """Both figures' common frame: log steps axis, labels, legend; written and closed."""
     import matplotlib.pyplot as plt
@@ -161,14 +171,9 @@ def _save(fig, ax, sampler: str, ylabel: str, title: str, path: Path) -> Path:
 
 def plot_gap(rows: list[dict], out: Path) -> list[Path]:
     """Sliced-W2 gap to the DDPM fine-tune against sampler steps, one figure per D × sampler."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     paths = []
     for dim, sampler in sorted({(r["dim"], r["sampler"]) for r in rows}):
-        fig, ax = plt.subplots(figsize=(6.5, 4))
+        fig, ax = _axes()
         for m in dict.fromkeys(r["method"] for r in rows if r["method"] != "ddpm"):
             pts = sorted((r["steps"], r["sw2_diff_vs_ddpm"], *r["sw2_diff_ci"]) for r in rows
                          if (r["dim"], r["sampler"], r["method"]) == (dim, sampler, m) and "sw2_diff_vs_ddpm" in r)
@@ -187,17 +192,12 @@ def plot_exposure_gap(rows: list[dict], floors: dict, out: Path) -> list[Path]:
     """The exposure-bias gap itself: each method's sliced W2 above the floor (true samples of the same size) against
     sampler steps, mean ± std over training seeds, one figure per D × sampler. Few steps: the sampler's
     discretisation and the model's accumulated error; many steps: the model's error alone."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     paths = []
     for dim, sampler in sorted({(r["dim"], r["sampler"]) for r in rows}):
         floor = floors.get(dim, {}).get("sw2")
         if floor is None:
             continue
-        fig, ax = plt.subplots(figsize=(6.5, 4))
+        fig, ax = _axes()
         for m in dict.fromkeys(r["method"] for r in rows):
             pts = sorted((r["steps"], r["sw2_mean"] - floor, r["sw2_std"]) for r in rows
                          if (r["dim"], r["sampler"], r["method"]) == (dim, sampler, m))
