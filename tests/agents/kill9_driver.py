@@ -32,6 +32,9 @@ Environment:
                    after it returned — ``after:aput_writes`` is the moment a node's writes are
                    saved but the step's checkpoint is not yet
     KILL9_NOTE     where a targeted kill writes what it interrupted, just before dying
+    KILL9_HOLD_DONE  n: the results.jsonl append that would record more than n images done
+                   freezes this process instead (until the test's SIGKILL), so a random kill
+                   still finds the job running however long the test was descheduled
 
 ``python -m tests.agents.kill9_driver --serve`` is a fork server for the test: it imports
 everything once, then for each request (a JSON line on stdin: argv, env, log file) forks
@@ -49,6 +52,7 @@ import random
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -190,6 +194,36 @@ def arm_append(n: int, mode: str, rng: random.Random) -> None:
               "status": record.get("status")})
 
     assert _patch_everywhere("append_line_durably", real, append_line_durably)
+
+
+def hold_done_at(cap: int) -> None:
+    """Freeze (block the whole process) before an append that would take the done images past ``cap``."""
+    real = agents.results.append_line_durably
+
+    def append_line_durably(path, record):
+        if record.get("status") == "done" and record.get("image_id") not in _done_ids(Path(path)):
+            while len(_done_ids(Path(path))) >= cap:
+                time.sleep(3600)  # the test SIGKILLs this process; nothing else wakes it
+        return real(path, record)
+
+    assert _patch_everywhere("append_line_durably", real, append_line_durably)
+
+
+def _done_ids(path: Path) -> set:
+    """Image ids with a 'done' record in a results file (a torn last line is skipped)."""
+    ids = set()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ids
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("status") == "done":
+            ids.add(record.get("image_id"))
+    return ids
 
 
 def arm_png(n: int, rng: random.Random) -> None:
@@ -336,6 +370,9 @@ def main(argv: list[str]) -> int:
     spec = os.environ.get("KILL9_AT")
     if spec:
         arm(spec, Path(args.out), "checkpoints.sqlite", rng)
+    hold = os.environ.get("KILL9_HOLD_DONE")
+    if hold:
+        hold_done_at(int(hold))
 
     def start(cfg, **_):
         ready = os.environ.get("KILL9_READY")

@@ -55,6 +55,8 @@ RANDOM_KILLS = 20
 #: A random kill comes this long (at most) after the job started or reached its progress gate,
 #: or sooner, when the job has finished OVERSHOOT more images meanwhile (so that the kills,
 #: however fast the machine, do not finish the job themselves: the last runs still find work).
+#: A job under a random kill also freezes rather than record more than images − 2 done (KILL9_HOLD_DONE):
+#: on a loaded machine this test can be descheduled long enough for the job to finish first.
 MAX_KILL_DELAY_S = 0.15
 OVERSHOOT = 2
 #: Random kills are gated on progress from 0 up to this fraction of the images ...
@@ -259,7 +261,7 @@ def run_kill9_harness(tmp_path: Path, *, extra_set: Sequence[str] = (), env: Opt
             log = work / f"run_{index:02d}.log"
             ready, note = work / f"ready_{index:02d}", work / f"note_{index:02d}.json"
             run_env = {**base_env, "KILL9_SEED": str(seed * 1000 + index), "KILL9_READY": str(ready),
-                       "KILL9_NOTE": str(note), **({"KILL9_AT": spec} if spec else {})}
+                       "KILL9_NOTE": str(note), **({"KILL9_AT": spec} if spec else {"KILL9_HOLD_DONE": str(good - 2)})}
             pid = server.start(argv, run_env, log)
             figures.runs += 1
             if spec is None:
@@ -409,6 +411,38 @@ def _check_image_folder(out: Path, record: dict) -> None:
 
 
 # --------------------------------------------------------------------------- the tests
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_held_job_freezes_at_its_cap_until_killed(tmp_path):
+    """The harness's safety net (KILL9_HOLD_DONE): the job records no more done images than the cap, does not
+    end on its own, and dies to the SIGKILL; without the hold the same job finishes."""
+    images, out, work = tmp_path / "images", tmp_path / "out", tmp_path / "harness"
+    work.mkdir()
+    make_image_folder(images, 8, SEED)
+    results = out / "results.jsonl"
+    argv = ["--dir", str(images), "--out", str(out), *JOB_ARGS]
+    env = {"KILL9_ORIGINS": str(work / "origins.jsonl"), "KILL9_TAG": f"hold-{os.getpid()}", "KILL9_HOLD_DONE": "3"}
+    server = ForkServer(work / "server.log", dict(os.environ))
+    try:
+        server.start(argv, env, work / "held.log")
+        deadline = time.monotonic() + 60
+        while done_count(results) < 3:
+            assert server.message(timeout=0.05) is None, f"the held job ended:\n{_tail(work / 'held.log')}"
+            assert time.monotonic() < deadline, f"the job never reached 3 done:\n{_tail(work / 'held.log')}"
+        assert server.message(timeout=3.0) is None, "the held job ended on its own"
+        assert done_count(results) == 3
+        os.kill(server.running, signal.SIGKILL)
+        ended = server.message(timeout=30)
+        assert ended is not None and ended["returncode"] == -signal.SIGKILL
+        env.pop("KILL9_HOLD_DONE")
+        server.start(argv, env, work / "free.log")
+        ended = server.message(timeout=RUN_TIMEOUT_S)
+        assert ended is not None and ended["returncode"] == 1, _tail(work / "free.log")  # 1: the two bad files
+        assert done_count(results) == 8
+    finally:
+        server.close()
+
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
