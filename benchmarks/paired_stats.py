@@ -11,6 +11,27 @@ import math
 import numpy as np
 
 
+def bootstrap_ci(d: np.ndarray, n: int, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``d`` (one value per seed); NaNs below two values or with a
+    non-finite one."""
+    d = np.asarray(d, dtype=float)
+    if len(d) < 2 or not np.all(np.isfinite(d)):
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), size=(n, len(d)))].mean(1)
+    tail = 100 * (1 - level) / 2
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
+def paired_summary(d: np.ndarray, n_boot: int) -> dict:
+    """Mean of the per-seed paired differences ``d`` with the union of the bootstrap and t intervals, the verdict
+    that interval gives and the minimal detectable effect: {diff, ci, mde, verdict, n}."""
+    d = np.asarray(d, dtype=float)
+    ci = union(bootstrap_ci(d, n_boot), t_interval(d))
+    return {"diff": float(d.mean()), "ci": list(ci), "mde": min_detectable_effect(d), "verdict": verdict(ci),
+            "n": len(d)}
+
+
 def t_interval(d: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """The t interval of the mean of ``d``; NaNs below two values."""
     from scipy import stats

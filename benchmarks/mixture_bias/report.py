@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.mixture_bias.config import BenchConfig
-from benchmarks.paired_stats import min_detectable_effect, t_interval, union, verdict
+from benchmarks.mixture_bias.contrasts import contrast_table, contrasts, summary_table
+from benchmarks.paired_stats import paired_summary
 
 METRICS = ("nll", "sw2")
 
@@ -27,20 +28,17 @@ def load(work: Path, fingerprint: str) -> tuple[list[dict], dict, list[dict]]:
     return evals, floors, [p for p in pre if p.get("fingerprint") == fingerprint]
 
 
-def bootstrap_ci(diffs: np.ndarray, n: int, seed: int = 0) -> tuple[float, float]:
-    if len(diffs) < 2 or not np.all(np.isfinite(diffs)):
-        return (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    means = diffs[rng.integers(0, len(diffs), size=(n, len(diffs)))].mean(1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
-
-
-def aggregate(cfg: BenchConfig, evals: list[dict]) -> list[dict]:
-    # values[(dim, sampler, steps, method)][seed] = cell
+def by_cell(evals: list[dict]) -> dict:
+    """{(dim, sampler, steps, method): {training seed: that cell's metrics}} from the eval units."""
     values: dict = defaultdict(dict)
     for e in evals:
         for c in e["cells"]:
             values[(e["dim"], c["sampler"], c["steps"], e["method"])][e["seed"]] = c
+    return values
+
+
+def aggregate(cfg: BenchConfig, evals: list[dict]) -> list[dict]:
+    values = by_cell(evals)
     order = {m: i for i, m in enumerate(cfg.method_labels)}
     rows = []
     for key in sorted(values, key=lambda k: (k[0], k[1], k[2], order.get(k[3], 99))):
@@ -54,12 +52,9 @@ def aggregate(cfg: BenchConfig, evals: list[dict]) -> list[dict]:
             row[f"{m}_std"] = float(v.std(ddof=1)) if len(v) > 1 else math.nan
             paired = sorted(set(by_seed) & set(base))
             if method != "ddpm" and paired:
-                d = np.array([by_seed[s][m] - base[s][m] for s in paired], dtype=float)
-                lo, hi = union(bootstrap_ci(d, cfg.bootstrap), t_interval(d))
-                row[f"{m}_diff_vs_ddpm"] = float(d.mean())
-                row[f"{m}_diff_ci"] = [lo, hi]
-                row[f"{m}_mde"] = min_detectable_effect(d)
-                row[f"{m}_verdict"] = verdict((lo, hi))
+                got = paired_summary([by_seed[s][m] - base[s][m] for s in paired], cfg.bootstrap)
+                row[f"{m}_diff_vs_ddpm"], row[f"{m}_diff_ci"] = got["diff"], got["ci"]
+                row[f"{m}_mde"], row[f"{m}_verdict"] = got["mde"], got["verdict"]
         lams = [by_seed[s]["eps_scale"] for s in sorted(by_seed)]
         if any(l != 1.0 for l in lams) or method == "eps_scale":
             row["eps_scale_chosen"] = lams
@@ -71,7 +66,7 @@ def _fmt(x: float, nd: int = 4) -> str:
     return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
 
 
-def markdown(cfg: BenchConfig, rows: list[dict], floors: dict, pre: list[dict]) -> str:
+def markdown(cfg: BenchConfig, rows: list[dict], floors: dict, pre: list[dict], pairs: list[dict]) -> str:
     out = [f"# Mixture exposure-bias benchmark ({cfg.preset})", ""]
     if cfg.preset == "quick":
         out += ["**Smoke test** (`--quick`): tiny models, few steps, 2 seeds. These numbers check that the pipeline "
@@ -102,10 +97,15 @@ def markdown(cfg: BenchConfig, rows: list[dict], floors: dict, pre: list[dict]) 
     out += ["", "Figures: `fig_exposure_gap_d<D>_<sampler>.png`, each method's sliced W2 above the floor against sampler "
             "steps (the exposure-bias gap); `fig_gap_d<D>_<sampler>.png`, the paired difference to the DDPM fine-tune "
             "with its 95 % CI."]
+    out += ["", "## Summary: where each method beats the DDPM fine-tune (sliced W2; the verdicts below)", ""]
+    out += summary_table(rows)
     out += ["", "## Verdicts (sliced W2, paired vs the DDPM fine-tune: better / worse when the 95 % CI excludes 0)", "",
             "Each cell: verdict (Δ; the effect these seeds could detect with 80 % power at a two-sided 5 % level, MDE, "
             "t-based). Columns: sampler-steps.", ""]
     out += _verdict_table(rows)
+    out += ["## The controls: paired contrasts between methods (sliced W2, first − second; negative = first better)",
+            "", "Each cell: verdict (Δ [95 % CI], same union of intervals); NLL contrasts are in `results.json`.", ""]
+    out += contrast_table(pairs)
     out += ["", "## Metrics", "",
             "| D | sampler | steps | method | NLL | ΔNLL [95% CI] | SW2 | ΔSW2 [95% CI] | λ |",
             "|---|---|---|---|---|---|---|---|---|"]
@@ -213,12 +213,12 @@ def plot_exposure_gap(rows: list[dict], floors: dict, out: Path) -> list[Path]:
 
 def write(cfg: BenchConfig, work: Path, out: Path) -> Path:
     evals, floors, pre = load(work, cfg.fingerprint())
-    rows = aggregate(cfg, evals)
+    rows, pairs = aggregate(cfg, evals), contrasts(cfg, by_cell(evals))
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"config": cfg.fingerprint(), "preset": cfg.preset, "rows": rows,
-                                                  "floors": floors}, indent=1))
+                                                  "contrasts": pairs, "floors": floors}, indent=1))
     path = out / "results.md"
-    path.write_text(markdown(cfg, rows, floors, pre))
+    path.write_text(markdown(cfg, rows, floors, pre, pairs))
     if rows:
         plot_gap(rows, out)
         plot_exposure_gap(rows, floors, out)

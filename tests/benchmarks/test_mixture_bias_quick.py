@@ -9,6 +9,7 @@ import torch
 
 from benchmarks.mixture_bias.__main__ import main
 from benchmarks.mixture_bias.config import mixture_for, quick
+from benchmarks.mixture_bias.contrasts import contrast_pairs
 from training.metrics.mixture import mixture_distance
 
 pytestmark = pytest.mark.slow  # ~50 s on 2 shared cores
@@ -62,7 +63,17 @@ def test_report_structure(quick_run):
     assert sorted(p.name for p in (quick_run / "report").glob("fig_exposure_gap_*.png")) == [
         "fig_exposure_gap_d2_ddim.png", "fig_exposure_gap_d2_ddpm.png"]
     md = (quick_run / "report" / "results.md").read_text()
-    assert "## Verdicts" in md and "MDE" in md
+    assert "## Verdicts" in md and "MDE" in md and "## Summary" in md and "## The controls" in md
+    # every control pair in every cell, paired over both seeds, consistent with the vs-DDPM rows' inputs
+    pairs = res["contrasts"]
+    assert {(r["first"], r["second"]) for r in pairs} == {p[:2] for p in contrast_pairs(cfg.k)}
+    assert len(pairs) == len(contrast_pairs(cfg.k)) * len(cfg.samplers) * len(cfg.steps)
+    by = {(r["sampler"], r["steps"], r["method"]): r for r in rows}
+    for r in pairs:
+        assert r["n_seeds"] == len(cfg.seeds)
+        a, b = by[(r["sampler"], r["steps"], r["first"])], by[(r["sampler"], r["steps"], r["second"])]
+        assert abs(r["sw2"]["diff"] - (a["sw2_mean"] - b["sw2_mean"])) < 1e-9  # same seeds: difference of means
+        assert f"| {r['first']} − {r['second']} |" in md
     assert "Smoke test" in md and "chain_only_k2" in md and "mdss_ddim_k2" in md
 
 

@@ -3,7 +3,8 @@ import math
 
 import numpy as np
 
-from benchmarks.paired_stats import min_detectable_effect, relative_trend, t_interval, union, verdict
+from benchmarks.paired_stats import (bootstrap_ci, min_detectable_effect, paired_summary, relative_trend, t_interval,
+                                    union, verdict)
 
 
 def test_t_interval_and_mde_by_hand():
@@ -22,6 +23,19 @@ def test_union_and_verdicts():
     # three seeds that agree in sign are not enough on their own: the t interval keeps it inconclusive
     d = np.array([-0.01, -0.02, -0.001])
     assert verdict(t_interval(d)) == "inconclusive"
+
+
+def test_bootstrap_ci_and_paired_summary():
+    d = np.array([-0.03, -0.01, -0.02, -0.025, -0.015])
+    lo, hi = bootstrap_ci(d, 4000)
+    assert d.min() <= lo < d.mean() < hi <= d.max()  # a percentile bootstrap cannot leave the values' range
+    assert all(math.isnan(x) for x in bootstrap_ci(np.array([1.0]), 100))
+    assert all(math.isnan(x) for x in bootstrap_ci(np.array([1.0, math.inf]), 100))
+    got = paired_summary(d, 4000)
+    t_lo, t_hi = t_interval(d)
+    assert got["ci"] == [min(lo, t_lo), max(hi, t_hi)] and math.isclose(got["diff"], -0.02)
+    assert got["verdict"] == "better" and got["n"] == 5 and math.isclose(got["mde"], min_detectable_effect(d))
+    assert paired_summary(np.array([-0.01, 0.02, 0.0]), 1000)["verdict"] == "inconclusive"
 
 
 def test_relative_trend_by_hand():
