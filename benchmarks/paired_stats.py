@@ -25,11 +25,36 @@ def bootstrap_ci(d: np.ndarray, n: int, seed: int = 0, level: float = 0.95) -> t
 
 def paired_summary(d: np.ndarray, n_boot: int) -> dict:
     """Mean of the per-seed paired differences ``d`` with the union of the bootstrap and t intervals, the verdict
-    that interval gives and the minimal detectable effect: {diff, ci, mde, verdict, n}."""
+    that interval gives, the minimal detectable effect and the one-sample t test's p: {diff, ci, mde, verdict, p, n}."""
     d = np.asarray(d, dtype=float)
     ci = union(bootstrap_ci(d, n_boot), t_interval(d))
     return {"diff": float(d.mean()), "ci": list(ci), "mde": min_detectable_effect(d), "verdict": verdict(ci),
-            "n": len(d)}
+            "p": t_test_p(d), "n": len(d)}
+
+
+def t_test_p(d: np.ndarray) -> float:
+    """Two-sided p of the one-sample t test of mean(d) = 0; NaN below two values or with no spread."""
+    from scipy import stats
+
+    d = np.asarray(d, dtype=float)
+    if len(d) < 2 or not np.all(np.isfinite(d)) or d.std(ddof=1) == 0:
+        return math.nan
+    return float(stats.ttest_1samp(d, 0.0).pvalue)
+
+
+def benjamini_hochberg(p: list[float]) -> list[float]:
+    """Benjamini–Hochberg q-values (false-discovery-rate adjusted p) of a family of tests; NaN p stay NaN and do
+    not count in the family. A cell is a discovery at FDR α when q < α: with many cells per table, some CIs
+    exclude 0 by chance alone (1 in 20 at 95 % when nothing differs)."""
+    p_arr = np.asarray(p, dtype=float)
+    q = np.full(len(p_arr), math.nan)
+    ok = np.flatnonzero(np.isfinite(p_arr))
+    if len(ok) == 0:
+        return q.tolist()
+    order = ok[np.argsort(p_arr[ok])]
+    ranked = p_arr[order] * len(ok) / np.arange(1, len(ok) + 1)
+    q[order] = np.minimum(1.0, np.minimum.accumulate(ranked[::-1])[::-1])
+    return q.tolist()
 
 
 def t_interval(d: np.ndarray, level: float = 0.95) -> tuple[float, float]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.paired_stats import min_detectable_effect, t_interval, union, verdict
+from benchmarks.paired_stats import benjamini_hochberg, min_detectable_effect, t_interval, t_test_p, union, verdict
 
 BASE = ("ddpm", "off")
 
@@ -91,7 +91,7 @@ def summarise(cfg, work: Path, rows: list[dict]) -> list[dict]:
                     paired.pop("n_train_seeds")
                     row.update(diff_vs_ddpm=paired.pop("diff"), **paired)
             out.append(row)
-    return out
+    return _add_q_values(out)
 
 
 def paired_difference(a: dict, b: dict, n_boot: int) -> dict:
@@ -105,7 +105,15 @@ def paired_difference(a: dict, b: dict, n_boot: int) -> dict:
     boot, tci = hierarchical_ci(diffs, n_boot), t_interval(d_t)
     ci = union(boot, tci)
     return dict(diff=float(d_t.mean()), ci_low=ci[0], ci_high=ci[1], verdict=verdict(ci), bootstrap_ci=list(boot),
-                t_ci=list(tci), mde=min_detectable_effect(d_t), n_train_seeds=len(d_t))
+                t_ci=list(tci), mde=min_detectable_effect(d_t), p=t_test_p(d_t), n_train_seeds=len(d_t))
+
+
+def _add_q_values(rows: list[dict]) -> list[dict]:
+    """``q``: the Benjamini–Hochberg q of every row with a ``p`` (the family: all those rows of one table)."""
+    family = [r for r in rows if "p" in r]
+    for r, q in zip(family, benjamini_hochberg([r["p"] for r in family])):
+        r["q"] = q
+    return rows
 
 
 def contrast_pairs(cfg) -> list[tuple[tuple[str, str], tuple[str, str], str]]:
@@ -137,7 +145,7 @@ def contrasts(cfg, rows: list[dict]) -> list[dict]:
             if got:
                 out.append({"first": "/".join(a), "second": "/".join(b), "question": question,
                             "sampler": cell.sampler, "steps": cell.steps, **got})
-    return out
+    return _add_q_values(out)
 
 
 def _f(x, nd=3):
@@ -164,7 +172,9 @@ def training_seed_section(cfg, work: Path, rows: list[dict], out: Path) -> list[
     md = [f"### Over training seeds {cfg.train_seeds} (sampling seeds {cfg.evaluation.seeds} nested)", "",
           "Each cell: mean ± std over training seeds of the per-seed mean; below it the paired difference to the "
           "DDPM fine-tune [95 % CI: the union of the hierarchical bootstrap and the t interval], the verdict (better / worse when the CI excludes 0), and "
-          "the effect these seeds could detect (MDE, 80 % power). k and λ are chosen on the held-out split.", "",
+          "the effect these seeds could detect (MDE, 80 % power), and q, the Benjamini–Hochberg false-discovery-rate "
+          "q of the t test over the training seeds, the family being every cell of this table (with this many cells "
+          "a few CIs exclude 0 by chance alone). k and λ are chosen on the held-out split.", "",
           "| method | " + " | ".join(f"{s} {n}" for s, n in cells) + " |", "|---|" + "---|" * len(cells)]
     for name in names:
         parts = []
@@ -176,7 +186,7 @@ def training_seed_section(cfg, work: Path, rows: list[dict], out: Path) -> list[
             text = f"{_f(r['mean'])} ± {_f(r['std_over_train_seeds'], 2)}"
             if "diff_vs_ddpm" in r:
                 text += (f"<br>Δ {r['diff_vs_ddpm']:+.3g} [{_f(r['ci_low'])}, {_f(r['ci_high'])}] {r['verdict']}"
-                         f"<br>MDE {_f(r['mde'], 2)}")
+                         f"<br>MDE {_f(r['mde'], 2)}, q {_f(r.get('q'), 2)}")
             parts.append(text)
         md.append(f"| {name} | " + " | ".join(parts) + " |")
     md += _contrast_section(cfg, rows, out, cells)
@@ -195,7 +205,8 @@ def _contrast_section(cfg, rows: list[dict], out: Path, cells: list) -> list[str
     _write_rows(out / "contrasts.csv", found)
     by = {(r["first"], r["second"], r["sampler"], r["steps"]): r for r in found}
     md = ["", "#### The controls: paired differences between methods (first − second, negative = first better)", "",
-          "Same statistics as above (training seeds, sampling seeds nested; [95 % CI] and MDE).", "",
+          "Same statistics as above (training seeds, sampling seeds nested; [95 % CI], MDE, and q over this "
+          "table's cells).", "",
           "| first − second | question | " + " | ".join(f"{s} {n}" for s, n in cells) + " |",
           "|---|---|" + "---|" * len(cells)]
     for a, b, question in contrast_pairs(cfg):
@@ -204,7 +215,7 @@ def _contrast_section(cfg, rows: list[dict], out: Path, cells: list) -> list[str
         for s, n in cells:
             r = by.get((first, second, s, n))
             parts.append("–" if r is None else f"{r['diff']:+.3g} [{_f(r['ci_low'])}, {_f(r['ci_high'])}] "
-                                               f"{r['verdict']}<br>MDE {_f(r['mde'], 2)}")
+                                               f"{r['verdict']}<br>MDE {_f(r['mde'], 2)}, q {_f(r.get('q'), 2)}")
         if any(p != "–" for p in parts):
             md.append(f"| {first} − {second} | {question} | " + " | ".join(parts) + " |")
     return md

@@ -11,7 +11,7 @@ import numpy as np
 
 from benchmarks.mixture_bias.config import BenchConfig
 from benchmarks.mixture_bias.contrasts import contrast_table, contrasts, summary_table
-from benchmarks.paired_stats import paired_summary
+from benchmarks.paired_stats import benjamini_hochberg, paired_summary
 
 METRICS = ("nll", "sw2")
 
@@ -54,12 +54,21 @@ def aggregate(cfg: BenchConfig, evals: list[dict]) -> list[dict]:
             if method != "ddpm" and paired:
                 got = paired_summary([by_seed[s][m] - base[s][m] for s in paired], cfg.bootstrap)
                 row[f"{m}_diff_vs_ddpm"], row[f"{m}_diff_ci"] = got["diff"], got["ci"]
-                row[f"{m}_mde"], row[f"{m}_verdict"] = got["mde"], got["verdict"]
+                row[f"{m}_mde"], row[f"{m}_verdict"], row[f"{m}_p"] = got["mde"], got["verdict"], got["p"]
         lams = [by_seed[s]["eps_scale"] for s in sorted(by_seed)]
         if any(l != 1.0 for l in lams) or method == "eps_scale":
             row["eps_scale_chosen"] = lams
         rows.append(row)
+    _add_q_values(rows)
     return rows
+
+
+def _add_q_values(rows: list[dict]) -> None:
+    """``sw2_q``: the Benjamini–Hochberg q of each vs-DDPM cell, the family being all of one D's cells."""
+    for dim in {r["dim"] for r in rows}:
+        family = [r for r in rows if r["dim"] == dim and "sw2_p" in r]
+        for r, q in zip(family, benjamini_hochberg([r["sw2_p"] for r in family])):
+            r["sw2_q"] = q
 
 
 def _fmt(x: float, nd: int = 4) -> str:
@@ -101,7 +110,9 @@ def markdown(cfg: BenchConfig, rows: list[dict], floors: dict, pre: list[dict], 
     out += summary_table(rows)
     out += ["", "## Verdicts (sliced W2, paired vs the DDPM fine-tune: better / worse when the 95 % CI excludes 0)", "",
             "Each cell: verdict (Δ; the effect these seeds could detect with 80 % power at a two-sided 5 % level, MDE, "
-            "t-based). Columns: sampler-steps.", ""]
+            "t-based; q, the Benjamini–Hochberg false-discovery-rate q over all of that D's cells: with 90 cells, a "
+            "few CIs exclude 0 by chance alone, so a verdict with q ≥ 0.05 is weak evidence). Columns: sampler-steps.",
+            ""]
     out += _verdict_table(rows)
     out += ["## The controls: paired contrasts between methods (sliced W2, first − second; negative = first better)",
             "", "Each cell: verdict (Δ [95 % CI], same union of intervals); NLL contrasts are in `results.json`.", ""]
@@ -138,7 +149,8 @@ def _verdict_table(rows: list[dict]) -> list[str]:
                 if r is None or "sw2_verdict" not in r:
                     out.append("—")
                 else:
-                    out.append(f"{r['sw2_verdict']} ({_fmt(r['sw2_diff_vs_ddpm'], 3)}; MDE {_fmt(r['sw2_mde'], 3)})")
+                    out.append(f"{r['sw2_verdict']} ({_fmt(r['sw2_diff_vs_ddpm'], 3)}; MDE {_fmt(r['sw2_mde'], 3)}; "
+                               f"q {_fmt(r.get('sw2_q', math.nan), 2)})")
             lines.append(f"| {m} | " + " | ".join(out) + " |")
         lines.append("")
     return lines

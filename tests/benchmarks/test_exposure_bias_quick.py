@@ -10,6 +10,7 @@ import torch
 from benchmarks.exposure_bias.__main__ import main
 from benchmarks.exposure_bias.config import quick
 from benchmarks.exposure_bias.protocol import Protocol
+from benchmarks.paired_stats import benjamini_hochberg
 
 pytestmark = pytest.mark.slow  # ~2 min on 2 shared cores
 
@@ -238,6 +239,14 @@ def test_training_seed_statistics_controls_and_pretraining_convergence(quick_run
     xi = [r for r in con if r["second"] == "sdss/no_xi_denoise"]
     assert xi and {r["sampler"] for r in xi} <= {"ddpm", "ddim"}
     assert "#### The controls" in md
+    # false-discovery control: each table's q are the Benjamini–Hochberg adjustment of its own p (one family each)
+    for table in (head, con):
+        family = [r for r in table if r.get("p", "") != ""]
+        assert family
+        q = benjamini_hochberg([float(r["p"]) for r in family])
+        for r, want in zip(family, q):
+            assert (r["q"] == "nan" and want != want) or abs(float(r["q"]) - want) < 1e-9
+    assert ", q " in md
 
 
 def test_the_report_never_replaces_recorded_results_with_empty_tables(quick_run, tmp_path, capsys):
@@ -250,7 +259,6 @@ def test_the_report_never_replaces_recorded_results_with_empty_tables(quick_run,
 
 def test_a_longer_pretraining_continues_the_finished_shorter_one(tmp_path, capsys):
     from benchmarks.exposure_bias.config import ProtocolConfig
-    from benchmarks.exposure_bias.protocol import Protocol
     from benchmarks.exposure_bias.trainer import snapshot_folders
 
     torch.set_num_threads(1)

@@ -59,6 +59,10 @@ def test_report_structure(quick_run):
             assert r["sw2_verdict"] in ("better", "worse", "inconclusive") and r["sw2_mde"] > 0
             lo, hi = r["sw2_diff_ci"]
             assert r["sw2_verdict"] == ("better" if hi < 0 else "worse" if lo > 0 else "inconclusive")
+            if r["sw2_p"] == r["sw2_p"]:  # FDR-adjusted over the D's cells (no p when every seed's Δ is 0)
+                assert 0.0 <= r["sw2_q"] <= 1.0 and r["sw2_q"] >= r["sw2_p"]
+            else:
+                assert r["sw2_q"] != r["sw2_q"]
     assert sorted(p.name for p in (quick_run / "report").glob("fig_gap_*.png")) == ["fig_gap_d2_ddim.png", "fig_gap_d2_ddpm.png"]
     assert sorted(p.name for p in (quick_run / "report").glob("fig_exposure_gap_*.png")) == [
         "fig_exposure_gap_d2_ddim.png", "fig_exposure_gap_d2_ddpm.png"]

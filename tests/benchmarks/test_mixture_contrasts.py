@@ -6,6 +6,7 @@ import numpy as np
 
 from benchmarks.mixture_bias.config import full
 from benchmarks.mixture_bias.contrasts import contrast_pairs, contrast_table, contrasts, summary_table
+from benchmarks.paired_stats import benjamini_hochberg
 
 
 def _values(rng):
@@ -40,10 +41,20 @@ def test_contrasts_pair_by_seed_and_judge_each_question():
 
 def test_summary_lists_the_cells_each_method_wins_or_loses():
     rows = [{"dim": 2, "sampler": "ddim", "steps": 5, "method": "ddpm"},
-            {"dim": 2, "sampler": "ddim", "steps": 5, "method": "ip", "sw2_verdict": "better"},
-            {"dim": 2, "sampler": "ddim", "steps": 10, "method": "ip", "sw2_verdict": "worse"},
-            {"dim": 2, "sampler": "ddpm", "steps": 5, "method": "ip", "sw2_verdict": "inconclusive"},
-            {"dim": 16, "sampler": "ddim", "steps": 5, "method": "ip", "sw2_verdict": "inconclusive"}]
+            {"dim": 2, "sampler": "ddim", "steps": 5, "method": "ip", "sw2_verdict": "better", "sw2_q": 0.01},
+            {"dim": 2, "sampler": "ddim", "steps": 10, "method": "ip", "sw2_verdict": "worse", "sw2_q": 0.2},
+            {"dim": 2, "sampler": "ddpm", "steps": 5, "method": "ip", "sw2_verdict": "inconclusive", "sw2_q": 0.01},
+            {"dim": 16, "sampler": "ddim", "steps": 5, "method": "ip", "sw2_verdict": "inconclusive", "sw2_q": 0.9}]
     lines = summary_table(rows)
-    assert "| 2 | ip | ddim-5 | ddim-10 | 1 of 3 |" in lines and "| 16 | ip | — | — | 1 of 1 |" in lines
+    # a CI-based verdict is listed; only those with q < 0.05 count as discoveries
+    assert "| 2 | ip | ddim-5 | ddim-10 | 1 of 3 | ddim-5 |" in lines and "| 16 | ip | — | — | 1 of 1 | — |" in lines
     assert not any("| ddpm |" in line for line in lines)
+
+
+def test_contrast_q_values_form_one_family_per_dimension():
+    values = _values(np.random.default_rng(1))
+    values.update({(16, *k[1:]): v for k, v in values.items()})  # the same cells again in D = 16
+    rows = contrasts(full(), values)
+    for dim in (2, 16):
+        mine = [r for r in rows if r["dim"] == dim]
+        assert [r["sw2"]["q"] for r in mine] == benjamini_hochberg([r["sw2"]["p"] for r in mine])

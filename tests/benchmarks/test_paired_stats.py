@@ -3,8 +3,8 @@ import math
 
 import numpy as np
 
-from benchmarks.paired_stats import (bootstrap_ci, min_detectable_effect, paired_summary, relative_trend, t_interval,
-                                    union, verdict)
+from benchmarks.paired_stats import (benjamini_hochberg, bootstrap_ci, min_detectable_effect, paired_summary,
+                                    relative_trend, t_interval, t_test_p, union, verdict)
 
 
 def test_t_interval_and_mde_by_hand():
@@ -36,6 +36,20 @@ def test_bootstrap_ci_and_paired_summary():
     assert got["ci"] == [min(lo, t_lo), max(hi, t_hi)] and math.isclose(got["diff"], -0.02)
     assert got["verdict"] == "better" and got["n"] == 5 and math.isclose(got["mde"], min_detectable_effect(d))
     assert paired_summary(np.array([-0.01, 0.02, 0.0]), 1000)["verdict"] == "inconclusive"
+
+
+def test_t_test_p_and_benjamini_hochberg_by_hand():
+    # d = 1, 2, 3: t = 2 / (1/√3) = 2√3 with 2 df, whose CDF is 1/2 + t / (2√(2 + t²)) in closed form
+    t = 2 * math.sqrt(3)
+    assert math.isclose(t_test_p(np.array([1.0, 2.0, 3.0])), 2 * (0.5 - t / (2 * math.sqrt(2 + t * t))), rel_tol=1e-9)
+    assert math.isnan(t_test_p(np.array([1.0]))) and math.isnan(t_test_p(np.array([0.5, 0.5, 0.5])))
+    # sorted p 0.005, 0.01, 0.03, 0.04 times m/rank = 0.02, 0.02, 0.04, 0.04 (already monotone)
+    assert np.allclose(benjamini_hochberg([0.01, 0.04, 0.03, 0.005]), [0.02, 0.04, 0.04, 0.02])
+    # the step-up keeps q monotone in p: 0.01·3/1 = 0.03 but 0.011·3/2 = 0.0165 caps it
+    assert np.allclose(benjamini_hochberg([0.01, 0.011, 0.9]), [0.0165, 0.0165, 0.9])
+    q = benjamini_hochberg([0.01, math.nan, 0.04])  # NaN is not in the family (m = 2)
+    assert math.isclose(q[0], 0.02) and math.isnan(q[1]) and math.isclose(q[2], 0.04)
+    assert benjamini_hochberg([]) == [] and paired_summary(np.array([1.0, 2.0, 3.0]), 100)["p"] == t_test_p([1.0, 2.0, 3.0])
 
 
 def test_relative_trend_by_hand():
