@@ -72,21 +72,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     work = Path(args.work or f"runs/exposure_bias_{preset}")
     try:
         protocol = Protocol(cfg, work, work / "report", only_variants=args.variant)
-        ev, started, rows, search, test = cfg.evaluation, time.perf_counter(), [], [], []
+        ev, started, rows, search, test, evaluated = cfg.evaluation, time.perf_counter(), [], [], [], []
         for v in protocol.variants:
             for seed in seeds:
                 model = protocol.model(v, seed)
                 searched = _search_scores(work, v.label, seed)
+                if args.test_best:
+                    evaluated += protocol.evaluated_rows(v, seed)
                 for key in args.cell or list(cells):
+                    held = {}  # the held-out curve of this (model, cell): the search's grid, then the probe's factors
                     if key in searched:
                         search.append({"variant": v.label, "train_seed": seed, "cell": key,
                                        "lambda_chosen": searched[key]["lambda"], "val_scores": searched[key]["val_scores"]})
+                        held = {float(lam): score for lam, score in searched[key]["val_scores"].items()}
                     for lam in args.lam:
+                        held[lam] = protocol.held_out_score(model, cells[key], lam)
                         rows.append({"variant": v.label, "train_seed": seed, "cell": key, "lambda": lam,
-                                     "val_score": protocol.held_out_score(model, cells[key], lam)})
+                                     "val_score": held[lam]})
                         print(json.dumps(rows[-1]), flush=True)
                     if args.test_best:
-                        test.extend(_test_at_best(protocol, model, cells[key], v.label, seed, rows, search))
+                        test.extend(_test_at_best(protocol, model, cells[key], v.label, seed, held))
     except (RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -95,19 +100,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               "rows": rows, "search": search}
     if args.test_best:
         record.update(test_split={"images": ev.num_samples, "seeds": list(ev.seeds)}, test=test,
-                      test_vs_unscaled=_versus_unscaled(work, test, ev.bootstrap))
+                      test_vs_unscaled=_versus_unscaled(test, evaluated, ev.bootstrap))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(record, indent=2))
     return 0
 
 
-def _test_at_best(protocol: Protocol, model, cell, label: str, seed: int, rows: list[dict],
-                  search: list[dict]) -> list[dict]:
-    """Test-split rows at the held-out-best λ over the search's grid and this probe's factors."""
-    held = {float(lam): score for r in search if (r["variant"], r["train_seed"], r["cell"]) == (label, seed, cell.key)
-            for lam, score in r["val_scores"].items()}
-    held.update({r["lambda"]: r["val_score"] for r in rows
-                 if (r["variant"], r["train_seed"], r["cell"]) == (label, seed, cell.key)})
+def _test_at_best(protocol: Protocol, model, cell, label: str, seed: int, held: dict) -> list[dict]:
+    """Test-split rows at the λ with the best held-out score in ``held`` ({λ: score})."""
     best = min(held, key=held.get)
     out = [{"variant": label, "train_seed": seed, "cell": cell.key, "sampler": cell.sampler, "steps": cell.steps,
             "lambda": best, "seed": s, "score": protocol.test_score(model, cell, s, lam=best)}
@@ -117,9 +117,10 @@ def _test_at_best(protocol: Protocol, model, cell, label: str, seed: int, rows: 
     return out
 
 
-def _versus_unscaled(work: Path, test: list[dict], n_boot: int) -> list[dict]:
-    """Per (variant, cell): the test rows at the held-out-best λ minus the protocol's unscaled test scores of the
-    same models and sampling seeds, over training seeds (seed_stats.paired_difference)."""
+def _versus_unscaled(test: list[dict], evaluated: list[dict], n_boot: int) -> list[dict]:
+    """Per (variant, cell): the test rows at the held-out-best λ minus the protocol's unscaled test scores
+    (``evaluated``: its evaluate stage's rows) of the same models and sampling seeds, over training seeds
+    (seed_stats.paired_difference)."""
     out = []
     for variant, key in sorted({(r["variant"], r["cell"]) for r in test}):
         mine = [r for r in test if (r["variant"], r["cell"]) == (variant, key)]
@@ -127,14 +128,9 @@ def _versus_unscaled(work: Path, test: list[dict], n_boot: int) -> list[dict]:
         scaled, base = {}, {}
         for r in mine:
             scaled.setdefault(r["train_seed"], {})[r["seed"]] = r["score"]
-        for seed in scaled:
-            path = work / "eval" / variant / f"s{seed}" / "rows.jsonl"
-            if not path.is_file():
-                raise RuntimeError(f"{path}: the protocol's evaluation of {variant} s{seed} has not been run")
-            for line in path.read_text().splitlines():
-                r = json.loads(line)
-                if (r["sampler"], r["steps"], r["setting"]) == (sampler, steps, "off"):
-                    base.setdefault(seed, {})[r["seed"]] = r["score"]
+        for r in evaluated:
+            if (r["variant"], r["sampler"], r["steps"], r["setting"]) == (variant, sampler, steps, "off"):
+                base.setdefault(r["train_seed"], {})[r["seed"]] = r["score"]
         paired = paired_difference(scaled, base, n_boot)
         out.append({"variant": variant, "cell": key, "lambda_chosen": {str(r["train_seed"]): r["lambda"] for r in mine},
                     **paired})

@@ -293,6 +293,12 @@ class Protocol:
                      ev.batch_size, self.cfg.device)
         return self.scorer(x, "test")
 
+    def evaluated_rows(self, variant: Variant, seed: int) -> list[dict]:
+        """The evaluate stage's recorded test rows of (variant, training seed), for this config only."""
+        folder = self.unit_dir("eval", variant, seed)
+        self._require(folder, self.fp("evaluate", variant, seed), "evaluate")
+        return read_jsonl(folder / "rows.jsonl")
+
     def stage_evaluate(self) -> None:
         for seed in self.cfg.train_seeds:
             for v in self.variants:

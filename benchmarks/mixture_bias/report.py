@@ -37,8 +37,9 @@ def by_cell(evals: list[dict]) -> dict:
     return values
 
 
-def aggregate(cfg: BenchConfig, evals: list[dict]) -> list[dict]:
-    values = by_cell(evals)
+def aggregate(cfg: BenchConfig, values: dict) -> list[dict]:
+    """One row per (D, sampler, steps, method) of ``values`` (by_cell's): mean ± std over seeds, the paired
+    difference to the DDPM fine-tune with its interval, verdict, MDE, p and q."""
     order = {m: i for i, m in enumerate(cfg.method_labels)}
     rows = []
     for key in sorted(values, key=lambda k: (k[0], k[1], k[2], order.get(k[3], 99))):
@@ -225,7 +226,8 @@ def plot_exposure_gap(rows: list[dict], floors: dict, out: Path) -> list[Path]:
 
 def write(cfg: BenchConfig, work: Path, out: Path) -> Path:
     evals, floors, pre = load(work, cfg.fingerprint())
-    rows, pairs = aggregate(cfg, evals), contrasts(cfg, by_cell(evals))
+    values = by_cell(evals)
+    rows, pairs = aggregate(cfg, values), contrasts(cfg, values)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"config": cfg.fingerprint(), "preset": cfg.preset, "rows": rows,
                                                   "contrasts": pairs, "floors": floors}, indent=1))

@@ -201,9 +201,11 @@ def hold_done_at(cap: int) -> None:
     real = agents.results.append_line_durably
 
     def append_line_durably(path, record):
-        if record.get("status") == "done" and record.get("image_id") not in _done_ids(Path(path)):
-            while len(_done_ids(Path(path))) >= cap:
-                time.sleep(3600)  # the test SIGKILLs this process; nothing else wakes it
+        if record.get("status") == "done":
+            done = _done_ids(Path(path))
+            if record.get("image_id") not in done and len(done) >= cap:
+                while True:  # the whole process is blocked, so nothing appends meanwhile: wait for the SIGKILL
+                    time.sleep(3600)
         return real(path, record)
 
     assert _patch_everywhere("append_line_durably", real, append_line_durably)
