@@ -7,6 +7,7 @@ so the benchmarks report the union of their bootstrap interval and the t interva
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Hashable
 
 import numpy as np
 
@@ -55,6 +56,19 @@ def benjamini_hochberg(p: list[float]) -> list[float]:
     ranked = p_arr[order] * len(ok) / np.arange(1, len(ok) + 1)
     q[order] = np.minimum(1.0, np.minimum.accumulate(ranked[::-1])[::-1])
     return q.tolist()
+
+
+def q_values(rows: list[dict], p_of: Callable[[dict], float | None],
+             family_of: Callable[[dict], Hashable] = lambda row: None) -> list[tuple[dict, float]]:
+    """(row, Benjamini–Hochberg q) for every row whose ``p_of`` is not None, one family per ``family_of`` value (a
+    table, or one dimension of it): the one place the reports assign q, whatever their rows look like."""
+    families: dict[Hashable, list[tuple[dict, float]]] = {}
+    for row in rows:
+        p = p_of(row)
+        if p is not None:
+            families.setdefault(family_of(row), []).append((row, p))
+    return [(row, q) for members in families.values()
+            for (row, _), q in zip(members, benjamini_hochberg([p for _, p in members]))]
 
 
 def t_interval(d: np.ndarray, level: float = 0.95) -> tuple[float, float]:

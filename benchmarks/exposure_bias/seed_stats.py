@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.paired_stats import benjamini_hochberg, min_detectable_effect, t_interval, t_test_p, union, verdict
+from benchmarks.paired_stats import min_detectable_effect, q_values, t_interval, t_test_p, union, verdict
 
 BASE = ("ddpm", "off")
 
@@ -110,8 +110,7 @@ def paired_difference(a: dict, b: dict, n_boot: int) -> dict:
 
 def _add_q_values(rows: list[dict]) -> list[dict]:
     """``q``: the Benjamini–Hochberg q of every row with a ``p`` (the family: all those rows of one table)."""
-    family = [r for r in rows if "p" in r]
-    for r, q in zip(family, benjamini_hochberg([r["p"] for r in family])):
+    for r, q in q_values(rows, lambda r: r.get("p")):
         r["q"] = q
     return rows
 

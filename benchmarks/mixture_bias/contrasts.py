@@ -9,7 +9,7 @@ difference is paired per seed exactly like the vs-DDPM column.
 from __future__ import annotations
 
 from benchmarks.mixture_bias.config import BenchConfig
-from benchmarks.paired_stats import benjamini_hochberg, paired_summary
+from benchmarks.paired_stats import paired_summary, q_values
 
 
 def contrast_pairs(k: int) -> list[tuple[str, str, str]]:
@@ -39,10 +39,8 @@ def contrasts(cfg: BenchConfig, values: dict) -> list[dict]:
             for m in ("sw2", "nll"):
                 row[m] = paired_summary([a[s][m] - b[s][m] for s in seeds], cfg.bootstrap)
             rows.append(row)
-    for dim in {r["dim"] for r in rows}:  # one false-discovery family per D, as for the vs-DDPM cells
-        family = [r for r in rows if r["dim"] == dim]
-        for r, q in zip(family, benjamini_hochberg([r["sw2"]["p"] for r in family])):
-            r["sw2"]["q"] = q
+    for r, q in q_values(rows, lambda r: r["sw2"]["p"], lambda r: r["dim"]):  # one family per D, as vs DDPM
+        r["sw2"]["q"] = q
     return rows
 
 

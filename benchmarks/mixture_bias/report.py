@@ -11,7 +11,7 @@ import numpy as np
 
 from benchmarks.mixture_bias.config import BenchConfig
 from benchmarks.mixture_bias.contrasts import contrast_table, contrasts, summary_table
-from benchmarks.paired_stats import benjamini_hochberg, paired_summary
+from benchmarks.paired_stats import paired_summary, q_values
 
 METRICS = ("nll", "sw2")
 
@@ -66,10 +66,8 @@ def aggregate(cfg: BenchConfig, values: dict) -> list[dict]:
 
 def _add_q_values(rows: list[dict]) -> None:
     """``sw2_q``: the Benjamini–Hochberg q of each vs-DDPM cell, the family being all of one D's cells."""
-    for dim in {r["dim"] for r in rows}:
-        family = [r for r in rows if r["dim"] == dim and "sw2_p" in r]
-        for r, q in zip(family, benjamini_hochberg([r["sw2_p"] for r in family])):
-            r["sw2_q"] = q
+    for r, q in q_values(rows, lambda r: r.get("sw2_p"), lambda r: r["dim"]):
+        r["sw2_q"] = q
 
 
 def _fmt(x: float, nd: int = 4) -> str:

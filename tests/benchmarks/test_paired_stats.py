@@ -4,7 +4,7 @@ import math
 import numpy as np
 
 from benchmarks.paired_stats import (benjamini_hochberg, bootstrap_ci, min_detectable_effect, paired_summary,
-                                    relative_trend, t_interval, t_test_p, union, verdict)
+                                    q_values, relative_trend, t_interval, t_test_p, union, verdict)
 
 
 def test_t_interval_and_mde_by_hand():
@@ -50,6 +50,17 @@ def test_t_test_p_and_benjamini_hochberg_by_hand():
     q = benjamini_hochberg([0.01, math.nan, 0.04])  # NaN is not in the family (m = 2)
     assert math.isclose(q[0], 0.02) and math.isnan(q[1]) and math.isclose(q[2], 0.04)
     assert benjamini_hochberg([]) == [] and paired_summary(np.array([1.0, 2.0, 3.0]), 100)["p"] == t_test_p([1.0, 2.0, 3.0])
+
+
+def test_q_values_one_family_per_key_and_rows_without_p_skipped():
+    rows = [{"dim": 2, "p": 0.01}, {"dim": 2, "p": 0.04}, {"dim": 16, "p": 0.01}, {"dim": 2}, {"dim": 16, "p": 0.9}]
+    q = {id(r): q for r, q in q_values(rows, lambda r: r.get("p"), lambda r: r["dim"])}
+    assert id(rows[3]) not in q and len(q) == 4
+    # per dimension m = 2: 0.01·2 = 0.02, 0.04·2/2 = 0.04; 0.01·2 = 0.02, 0.9. One family of four (below) gives
+    # 0.04·4/3 = 0.0533 to the second row
+    assert np.allclose([q[id(rows[i])] for i in (0, 1, 2, 4)], [0.02, 0.04, 0.02, 0.9])
+    together = dict((id(r), q) for r, q in q_values(rows, lambda r: r.get("p")))
+    assert np.allclose([together[id(rows[i])] for i in (0, 1, 2, 4)], [0.02, 0.04 * 4 / 3, 0.02, 0.9])
 
 
 def test_relative_trend_by_hand():
