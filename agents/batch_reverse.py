@@ -23,16 +23,18 @@ one compiled graph and one checkpointer (agents.batch.runner).
 Start-up fails fast, in this order, before any model loads: the config, the folders
 (``--out`` may not be ``--dir`` or contain it; no ``--image`` file may lie inside
 ``--out``), the output folder's lock (one job per folder), the settings check against the
-folder's earlier runs (agents.batch.identity), the cluster's capacity for every role; then
-the roles must load within ``job.startup_timeout_s``.
+folder's earlier runs (agents.batch.identity), the checkpoint database (within
+``job.checkpoint.connect_timeout_s``), the image plan (an empty folder is refused here; Ctrl-C
+interrupts it), the cluster's capacity for every role; then the roles must load within
+``job.startup_timeout_s``.
 
 Exit status:
     0    every image finished
     1    the batch ran to the end but some images failed (see results.jsonl / report.html)
     2    setup error: bad arguments or config, missing image folder or no images in it, a
          missing --image file or one inside --out, --out overlapping --dir, output folder busy,
-         settings changed, the cluster cannot hold the roles, a model role failed to load or
-         was not ready in time
+         settings changed, the checkpoint database unreachable, the cluster cannot hold the
+         roles, a model role failed to load or was not ready in time
     3    fatal error during the run: results could not be written (e.g. disk full);
          what was written before is intact, rerun to resume
     130  interrupted (Ctrl-C / SIGTERM): nothing new was started, running optimisations
@@ -55,7 +57,7 @@ from agents.batch.console import JobLogging, log_dir
 from agents.batch.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP_ERROR, EXIT_SOME_FAILED, SetupError
 from agents.batch.identity import fingerprint, result_settings
 from agents.batch.plan import ImageSource
-from agents.batch.runner import BatchOutcome, prepare_output, run_batch
+from agents.batch.runner import BatchOutcome, plan_items, prepare_output, run_batch
 from agents.batch.startup import start_ray_and_roles, stop_ray_and_roles
 from agents.config import ArpoConfig
 from agents.results import RESULTS_JSONL, ResultsLog
@@ -73,8 +75,9 @@ EPILOG = """exit status:
   1    the batch ran to the end but some images failed (see results.jsonl / report.html)
   2    setup error: bad arguments or config, missing image folder or no images in it, a missing --image
        file or one inside --out, --out overlapping --dir, output folder busy, settings changed (see
-       --settings-changed), the cluster cannot hold the roles, a model role failed to load or was not
-       ready within job.startup_timeout_s
+       --settings-changed), the checkpoint database unreachable (job.checkpoint.connect_timeout_s), the
+       cluster cannot hold the roles, a model role failed to load or was not ready within
+       job.startup_timeout_s
   3    fatal error during the run: results could not be written (e.g. disk full)
   130  interrupted (Ctrl-C / SIGTERM); rerun the same command to resume
 """
@@ -171,15 +174,40 @@ def _main(args: argparse.Namespace, logs: JobLogging, argv: list[str]) -> int:
     except SetupError as exc:
         print(f"setup error: {exc}", file=sys.stderr)
         return EXIT_SETUP_ERROR
+    except KeyboardInterrupt:
+        print("interrupted while starting", file=sys.stderr)
+        return EXIT_INTERRUPTED
     with lock:
         job_log = logs.open_job_log(out_dir)
         log.info("job started: %s", " ".join(argv))
+        try:
+            items = model_free_checks(cfg, source, out_dir)
+        except SetupError as exc:
+            print(f"setup error: {exc}", file=sys.stderr)
+            return EXIT_SETUP_ERROR
+        except KeyboardInterrupt:
+            print("interrupted while starting", file=sys.stderr)
+            return EXIT_INTERRUPTED
         if logs.quiet:
             print(f"starting Ray and the model roles; logs: {job_log.parent}{os.sep}", file=sys.stderr)
-        return _run_with_roles(cfg, source, out_dir, identity, args, logs)
+        return _run_with_roles(cfg, source, out_dir, identity, args, logs, items)
 
 
-def _run_with_roles(cfg: ArpoConfig, source: ImageSource, out_dir: Path, identity, args, logs: JobLogging) -> int:
+def model_free_checks(cfg: ArpoConfig, source: ImageSource, out_dir: Path) -> list:
+    """The checks left that need no model, run before any loads (under the output folder's lock): the
+    checkpoint database answers, and the image plan (read in this thread, so Ctrl-C interrupts it) is
+    not empty. Returns the plan; raises :class:`SetupError`."""
+    from agents.checkpointing import CheckpointUnavailable, check_checkpointer
+
+    try:
+        check_checkpointer(cfg.job.checkpoint, out_dir.resolve())
+    except CheckpointUnavailable as exc:
+        raise SetupError(str(exc)) from None
+    return plan_items(source, out_dir.resolve(), cfg)
+
+
+def _run_with_roles(cfg: ArpoConfig, source: ImageSource, out_dir: Path, identity, args, logs: JobLogging,
+                    items: list) -> int:
     try:
         import ray  # noqa: F401 - its logger exists once imported: route it before Ray starts
 
@@ -197,7 +225,7 @@ def _run_with_roles(cfg: ArpoConfig, source: ImageSource, out_dir: Path, identit
     try:
         outcome = asyncio.run(_main_async(cfg, source, out_dir, running.roles, args.concurrency,
                                           args.config or "<defaults>", identity,
-                                          CaptionOptions(args.captions_txt, args.captions_beside_images)))
+                                          CaptionOptions(args.captions_txt, args.captions_beside_images), items))
     except SetupError as exc:
         print(f"setup error: {exc}", file=sys.stderr)
         return EXIT_SETUP_ERROR
@@ -219,7 +247,7 @@ def _run_with_roles(cfg: ArpoConfig, source: ImageSource, out_dir: Path, identit
 
 
 async def _main_async(cfg: ArpoConfig, source: ImageSource, out_dir: Path, roles, concurrency: Optional[int], profile: str,
-                      identity, captions: CaptionOptions = CaptionOptions()) -> BatchOutcome:
+                      identity, captions: CaptionOptions = CaptionOptions(), items: Optional[list] = None) -> BatchOutcome:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -236,7 +264,7 @@ async def _main_async(cfg: ArpoConfig, source: ImageSource, out_dir: Path, roles
         except (NotImplementedError, RuntimeError):  # not the main thread / not supported
             pass
     return await run_batch(cfg, source, out_dir, roles, concurrency, profile=profile, stop=stop, identity=identity,
-                           captions=captions)
+                           captions=captions, items=items)
 
 
 if __name__ == "__main__":

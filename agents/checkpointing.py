@@ -16,6 +16,7 @@ could run code in the driver when it resumes. The graph state is plain JSON data
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
@@ -144,6 +145,32 @@ async def open_checkpointer(cfg: CheckpointConfig, out_dir: str | os.PathLike) -
             yield saver
 
 
+class CheckpointUnavailable(RuntimeError):
+    """The checkpoint database cannot be opened; the message names it (never a password) and the cause."""
+
+
+def check_checkpointer(cfg: CheckpointConfig, out_dir: str | os.PathLike) -> None:
+    """Open the checkpoint database once and close it, within ``cfg.connect_timeout_s`` (plus its set-up):
+    start-up runs this before any model loads, so a wrong URL or an unreachable server is reported in
+    seconds, not after minutes of loading. Raises :class:`CheckpointUnavailable`."""
+
+    async def probe() -> None:
+        async with open_checkpointer(cfg, out_dir):
+            pass
+
+    where = (f"the Postgres database of {cfg.postgres_url_env}" if cfg.kind == "postgres"
+             else f"the SQLite file {Path(out_dir) / cfg.sqlite_file}")
+    try:
+        asyncio.run(asyncio.wait_for(probe(), cfg.connect_timeout_s + 30))
+    except asyncio.TimeoutError:
+        raise CheckpointUnavailable(f"cannot open the checkpoint database ({where}): no answer within "
+                                    f"{cfg.connect_timeout_s + 30:g} s") from None
+    except (RuntimeError, ImportError, OSError) as exc:
+        raise CheckpointUnavailable(f"cannot open the checkpoint database ({where}): {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - e.g. sqlite3.OperationalError; the message is what matters
+        raise CheckpointUnavailable(f"cannot open the checkpoint database ({where}): {type(exc).__name__}: {exc}") from None
+
+
 @asynccontextmanager
 async def open_sqlite_saver(path: str | os.PathLike, busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S) -> AsyncIterator[Any]:
     import aiosqlite
@@ -194,7 +221,12 @@ async def open_postgres_saver(cfg: CheckpointConfig) -> AsyncIterator[Any]:
     failure = None
     try:
         # The connection AsyncPostgresSaver.from_conn_string makes, made here so its errors can be scrubbed.
-        conn = await AsyncConnection.connect(url, autocommit=True, prepare_threshold=0, row_factory=dict_row)
+        conn = await asyncio.wait_for(
+            AsyncConnection.connect(url, autocommit=True, prepare_threshold=0, row_factory=dict_row,
+                                    connect_timeout=max(1, round(cfg.connect_timeout_s))),
+            cfg.connect_timeout_s + 1)
+    except asyncio.TimeoutError:
+        failure = f"no answer within {cfg.connect_timeout_s:g} s (job.checkpoint.connect_timeout_s)"
     except Exception as exc:  # noqa: BLE001 - libpq echoes the URL, password included, in some errors
         failure = f"{type(exc).__name__}: {redact_password(str(exc).strip(), url)}"
     if failure is not None:  # raised outside the except block, so the original error is not chained to it

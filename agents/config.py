@@ -32,6 +32,7 @@ class CheckpointConfig(StrictModel):
     kind: Literal["sqlite", "postgres"] = Field("sqlite", description="sqlite: a file in the output folder; postgres: a shared database for several drivers.")
     sqlite_file: str = Field("checkpoints.sqlite", description="SQLite file path inside the output folder, relative to it (no absolute path, no '..').")
     postgres_url_env: str = Field("ARPO_POSTGRES_URL", description="Environment variable holding the Postgres connection URL (never the URL itself).")
+    connect_timeout_s: float = Field(10.0, gt=0, le=600, description="Seconds to wait for the checkpoint database (a Postgres server that does not answer; a SQLite file locked by another process) before start-up fails naming it; checked before any model loads.")
     keep_finished_threads: bool = Field(False, description="Keep a finished image's checkpoints (every step of its graph state) after its result is recorded. Off: they are deleted once its line is in results.jsonl (a rerun skips it by that line, never reads them), so the store holds only the optimisations in flight instead of ~0.3 MB per image of the whole batch. Images that failed keep theirs either way: a rerun resumes them.")
 
     @field_validator("sqlite_file")

@@ -99,19 +99,23 @@ async def generate_edit(record: dict, result_dir: str | os.PathLike, edit: Promp
         raise ValueError("the edited prompt is empty")
     images = await t2i.generate(prompt, list(seeds))
     folder = result_dir / EDITS_DIR / edit_folder_name(edit, prompt)
-    paths = []
-    for seed, image in zip(seeds, images):
-        path = folder / f"seed{seed}.png"
+    outcome = EditOutcome(edit=edit, parts=parts, prompt=prompt, folder=folder,
+                          images=[folder / f"seed{seed}.png" for seed in seeds])
+    # PNG encoding and fsyncs take seconds for large images: never on the caller's event loop.
+    await asyncio.to_thread(_record_edit, record, result_dir, outcome, images)
+    return outcome
+
+
+def _record_edit(record: dict, result_dir: Path, outcome: EditOutcome, images: Sequence[Any]) -> None:
+    """The edit's images and prompt.txt, then edits.json and edits.html with it added."""
+    for path, image in zip(outcome.images, images):
         atomic_write_bytes(path, save_png(image))
-        paths.append(path)
-    atomic_write_text(folder / "prompt.txt", f"{prompt}\n\n# edit\n{edit.describe()}\n\n{parts.labelled()}\n")
-    outcome = EditOutcome(edit=edit, parts=parts, prompt=prompt, folder=folder, images=paths)
-    index = read_edit_index(result_dir)
+    atomic_write_text(outcome.folder / "prompt.txt",
+                      f"{outcome.prompt}\n\n# edit\n{outcome.edit.describe()}\n\n{outcome.parts.labelled()}\n")
     entry = outcome.to_dict(result_dir)
-    index = [e for e in index if e.get("folder") != entry["folder"]] + [entry]
+    index = [e for e in read_edit_index(result_dir) if e.get("folder") != entry["folder"]] + [entry]
     atomic_write_json(result_dir / EDITS_JSON, index)
     atomic_write_text(result_dir / EDITS_HTML, render_edits_page(record, result_dir, index))
-    return outcome
 
 
 def render_edits_page(record: dict, result_dir: Path, index: list[dict]) -> str:

@@ -36,7 +36,7 @@ from agents.eval.arpo_source import ArpoPlan
 from agents.eval.config import EvalConfig
 from agents.eval.methods import parse_methods
 from agents.eval.records import fingerprint
-from agents.eval.runner import EvalRoles, Evaluation, needed_roles
+from agents.eval.runner import EvalRoles, Evaluation, needed_roles, preflight
 from core.config import SET_HELP, ConfigError, apply_overrides, read_yaml, validate
 
 log = logging.getLogger("agents.evaluate")
@@ -131,7 +131,8 @@ async def _run(cfg: EvalConfig, image_dir: Path, specs) -> int:
         roles = await start_eval_roles(cfg, starter, specs)
     except Exception as exc:
         raise SetupError(f"cannot start the model roles: {type(exc).__name__}: {exc}") from exc
-    evaluation = Evaluation(cfg, image_dir, Path(cfg.evaluation.out_dir), roles, specs, arpo_runner=arpo_runner(starter))
+    evaluation = Evaluation(cfg, image_dir, Path(cfg.evaluation.out_dir), roles, specs, arpo_runner=arpo_runner(starter),
+                            lock_held=True)
     outcome = await evaluation.run()
     for key, per_image in outcome.missing.items():
         if per_image:
@@ -162,8 +163,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     started = False
     try:
-        started = init_ray(cfg.ray)
-        return asyncio.run(_run(cfg, image_dir, specs))
+        with preflight(cfg, image_dir, specs):  # every model-free check, before Ray and any model start
+            started = init_ray(cfg.ray)
+            return asyncio.run(_run(cfg, image_dir, specs))
     except SetupError as exc:
         print(f"setup error: {exc}", file=sys.stderr)
         return 2

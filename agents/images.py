@@ -59,11 +59,23 @@ def display_name(name: str) -> str:
     On Linux a file name is bytes: ones that are not UTF-8 reach Python as lone
     surrogates, which no UTF-8 writer accepts (a record holding one cannot be written).
     They become ``\\xNN`` escapes, and control characters (escape sequences, newlines,
-    bidi overrides) become ``\\xNN`` / ``\\uNNNN``: the name stays recognisable,
-    the terminal stays intact.
+    bidi overrides) become ``\\xNN`` (below 0x80) or ``\\uNNNN``: the name stays
+    recognisable, the terminal stays intact. A backslash itself becomes ``\\x5c``, so two
+    different names never read the same: ``new<newline>line.png`` is ``new\\x0aline.png``
+    and a file literally named ``new\\x0aline.png`` is ``new\\x5cx0aline.png``.
     """
-    text = os.fsencode(name).decode("utf-8", "backslashreplace")
-    return _UNSAFE_CHARS.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text)
+    raw = os.fsencode(name).replace(b"\\", b"\\x5c")
+    text = raw.decode("utf-8", "backslashreplace")  # undecodable bytes: \xNN with NN >= 0x80
+    return _UNSAFE_CHARS.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x80 else f"\\u{ord(m.group()):04x}", text)
+
+
+def image_size(fp: "str | os.PathLike | io.BytesIO") -> Optional[tuple[int, int]]:
+    """(width, height) from the header alone, or None when it cannot be read (load_rgb then says why)."""
+    try:
+        with Image.open(fp, formats=ALLOWED_FORMATS) as img:
+            return img.size
+    except Exception:  # noqa: BLE001 - any unreadable header: load_rgb gives the error
+        return None
 
 
 def is_image_name(name: str) -> bool:

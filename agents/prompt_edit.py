@@ -21,10 +21,18 @@ The spec grammar, parsed by :func:`parse_substitutions` (never evaluated)::
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from agents.prompt_parts import PromptParts
+
+
+#: Limits of one edit (the page refuses larger ones naming the limit; a prompt is at most a few hundred
+#: characters, so these leave room). Applying an edit costs the prompt's length times its pairs.
+MAX_PART_CHARS = 2000  # new content or new style
+MAX_SPEC_CHARS = 4000  # the substitution spec
+MAX_PAIRS = 64  # substitutions in one spec
 
 
 class EditSpecError(ValueError):
@@ -80,21 +88,28 @@ def _quote(phrase: str) -> str:
 _SEPARATORS = " \t\r\n,;"
 
 
-def parse_substitutions(spec: str) -> tuple[Substitution, ...]:
-    """``-old +new [-old2 +new2 ...]`` -> substitutions (see the module docstring)."""
+def parse_substitutions(spec: str, max_chars: Optional[int] = MAX_SPEC_CHARS,
+                        max_pairs: Optional[int] = MAX_PAIRS) -> tuple[Substitution, ...]:
+    """``-old +new [-old2 +new2 ...]`` -> substitutions (see the module docstring); linear in the spec's length.
+
+    ``max_chars`` / ``max_pairs`` (None: no limit) refuse a longer spec, naming the limit."""
     if not isinstance(spec, str) or not spec.strip():
         raise EditSpecError("the substitution spec is empty; expected e.g. '-dog +cat'")
+    if max_chars is not None and len(spec) > max_chars:
+        raise EditSpecError(f"the substitution spec has {len(spec)} characters; at most {max_chars}")
     pairs, pos = [], 0
     while True:
         pos = _skip(spec, pos, _SEPARATORS)
         if pos >= len(spec):
             break
+        if max_pairs is not None and len(pairs) == max_pairs:
+            raise EditSpecError(f"the substitution spec has more than {max_pairs} pairs; at most {max_pairs}")
         old, pos = _phrase(spec, pos, "-", stop="+")
         pos = _skip(spec, pos, " \t\r\n")
         new, pos = _phrase(spec, pos, "+", stop="-")
         pairs.append(Substitution(old, new))
-    lowered = [p.old.casefold() for p in pairs]
-    dupes = sorted({w for w in lowered if lowered.count(w) > 1})
+    counts = Counter(p.old.casefold() for p in pairs)
+    dupes = sorted(w for w, n in counts.items() if n > 1)
     if dupes:
         raise EditSpecError(f"{spec!r}: {', '.join(map(repr, dupes))} is replaced twice")
     return tuple(pairs)
@@ -104,6 +119,10 @@ def _skip(text: str, pos: int, chars: str) -> int:
     while pos < len(text) and text[pos] in chars:
         pos += 1
     return pos
+
+
+_OLD_END = re.compile(r"(?<!\s)\s+\+")
+_NEW_END = re.compile(r"(?<!\s)\s+-|(?<!\s)\s*[,;]")
 
 
 def _phrase(spec: str, pos: int, marker: str, stop: str) -> tuple[str, int]:
@@ -125,8 +144,7 @@ def _phrase(spec: str, pos: int, marker: str, stop: str) -> tuple[str, int]:
         # Unquoted: up to whitespace followed by the next marker (or ',' / ';' for the replacement).
         # Each run of whitespace is tried from its first character only (the look-behind):
         # a search from every position inside a long run would make this quadratic.
-        pattern = r"(?<!\s)\s+\+" if stop == "+" else r"(?<!\s)\s+-|(?<!\s)\s*[,;]"
-        match = re.compile(pattern).search(spec, pos)
+        match = (_OLD_END if stop == "+" else _NEW_END).search(spec, pos)
         end = match.start() if match else len(spec)
         phrase, pos = spec[pos:end], end
     phrase = " ".join(phrase.split())

@@ -14,7 +14,8 @@ Layout of the output folder::
 Every file except the JSONL log, report_rows.js and results.csv is replaced atomically (temporary file
 in the same folder, fsync, ``os.replace``); results.csv is rebuilt that way and then appended to. The log is append-only; when several lines share an
 image id (an error retried by a later run) the last one counts. A crash can leave at
-most a partial last line, which :class:`ResultsLog` drops and truncates on open.
+most a partial last line, which :class:`ResultsLog` moves aside to ``results.jsonl.torn-<time>`` and
+cuts off on open.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 import unicodedata
 from contextlib import contextmanager
 from pathlib import Path
@@ -259,8 +261,13 @@ class ResultsLog:
                     self._records[record["image_id"]] = record
                     repaired = raw + b"\n"
                 else:
-                    log.warning("%s: dropping a partial last line (%d bytes) left by an interrupted write", self.path, len(raw) - pos)
                     repaired = raw[:pos]
+                    if self._repair:
+                        aside = self._move_aside(raw[pos:])
+                        log.warning("%s: its last line is incomplete (%d bytes: an interrupted write, or a hand edit); "
+                                    "moved to %s and left out", self.path, len(raw) - pos, aside)
+                    else:
+                        log.warning("%s: its last line is incomplete (%d bytes); left out", self.path, len(raw) - pos)
                 break
             line = raw[pos:newline]
             if line.strip():
@@ -273,6 +280,17 @@ class ResultsLog:
             pos = newline + 1
         if repaired != raw and self._repair:
             atomic_write_bytes(self.path, repaired)
+
+    def _move_aside(self, fragment: bytes) -> Path:
+        """Keep an incomplete last line in ``results.jsonl.torn-<UTC time>[-n]`` (never deleted: it may be a
+        hand edit worth mending) before the log is cut back to its last complete line."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        for n in range(1000):
+            aside = self.path.with_name(f"{self.path.name}.torn-{stamp}" + (f"-{n}" if n else ""))
+            if not aside.exists():
+                atomic_write_bytes(aside, fragment)
+                return aside
+        raise FileExistsError(f"{self.path}: too many torn-line files for {stamp}")
 
     def append(self, record: dict) -> None:
         """Append one record as a line and make it durable before returning."""
@@ -373,10 +391,16 @@ def append_csv_row(path: str | os.PathLike, record: dict) -> None:
     """Append ``record``'s row to a results.csv that :func:`write_csv` made (a symlink is refused).
 
     Not fsynced: the file is derived from results.jsonl and rebuilt from it when a job starts, so
-    a row lost or torn by a crash is restored then; a kill -9 loses nothing that was written."""
+    a row lost or torn by a crash is restored then; a kill -9 loses nothing that was written. A write
+    that fails (disk full) is cut back to where it started, so no torn row stays behind."""
     fd = _open_no_follow(Path(path), os.O_WRONLY | os.O_APPEND)
     try:
-        _write_all(fd, render_csv([record], header=False).encode("utf-8"))
+        size = os.fstat(fd).st_size
+        try:
+            _write_all(fd, render_csv([record], header=False).encode("utf-8"))
+        except BaseException:
+            os.ftruncate(fd, size)
+            raise
     finally:
         os.close(fd)
 

@@ -97,12 +97,21 @@ def remove_stale_temp_files(out_dir: Path) -> int:
     return removed
 
 
+def plan_items(source: ImageSource, out_dir: Path, cfg: ArpoConfig) -> list[WorkItem]:
+    """The work items (SetupError when there are none). Reads every file's content id: seconds for a large
+    folder, so a caller on an event loop runs it in a thread."""
+    items = source.plan(out_dir, cfg.job.max_file_bytes)
+    if not items:
+        raise SetupError(f"{source.describe()}: no image files found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return items
+
+
 async def run_batch(cfg: ArpoConfig, image_dir: "str | Path | ImageSource", out_dir: str | Path, roles: Any,
                     concurrency: Optional[int] = None, *, profile: str = "<defaults>",
                     stop: Optional[asyncio.Event] = None, progress_stream: Optional[TextIO] = None,
                     optimise_fn: Optional[OptimiseFn] = None, graph: Any = None,
                     on_change: OnChange = "refuse", identity: Optional[JobIdentity] = None,
-                    captions: CaptionOptions = CaptionOptions()) -> BatchOutcome:
+                    captions: CaptionOptions = CaptionOptions(), items: Optional[list[WorkItem]] = None) -> BatchOutcome:
     """Optimise every image under ``image_dir`` (a folder, or an :class:`ImageSource` of given
     files) into ``out_dir`` with ``roles``; never raises for one image.
 
@@ -115,6 +124,8 @@ async def run_batch(cfg: ArpoConfig, image_dir: "str | Path | ImageSource", out_
     unusable, the output folder is busy, the settings changed (``on_change``) or there
     are no images. Each done image is captioned for training as it finishes (``captions``,
     agents.batch.captions); at start-up the captions are reconciled with the results log.
+    ``items``: the plan, when the caller made it already (:func:`plan_items`, before the models
+    loaded); otherwise it is made here, in a thread.
     """
     source, out_dir = ImageSource.of(image_dir), Path(out_dir).resolve()
     concurrency = concurrency or cfg.job.concurrency
@@ -124,12 +135,12 @@ async def run_batch(cfg: ArpoConfig, image_dir: "str | Path | ImageSource", out_
         if identity is None:
             lock, identity = prepare_output(source, out_dir, cfg, on_change)
             cleanup.enter_context(lock)
-        items = source.plan(out_dir, cfg.job.max_file_bytes)
-        if not items:
-            raise SetupError(f"{source.describe()}: no image files found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
-        results = ResultsLog(out_dir / RESULTS_JSONL)
+        if items is None:
+            items = await asyncio.to_thread(plan_items, source, out_dir, cfg)
+        results = await asyncio.to_thread(ResultsLog, out_dir / RESULTS_JSONL)
         captioner = Captions(out_dir, source, items, captions)
-        captioner.reconcile(results)  # e.g. a run killed between an image's record and its caption
+        # e.g. a run killed between an image's record and its caption; reads every caption: off the loop
+        await asyncio.to_thread(captioner.reconcile, results)
         finished = results.finished_ids(identity.fingerprint)
         todo = [it for it in items if it.image_id not in finished]
         header = ReportHeader(profile=profile, random_weight_roles=random_weight_roles(cfg), total=len(items))

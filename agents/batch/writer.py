@@ -67,7 +67,11 @@ class BatchWriter:
         if recorded_before:
             self._csv_stale = True  # its old row is replaced at the next rebuild
         elif not self._csv_stale:
-            append_csv_row(self.out_dir / RESULTS_CSV, record)
+            try:
+                append_csv_row(self.out_dir / RESULTS_CSV, record)
+            except OSError:  # cut back to its last whole row; the record is in the log: rebuilt at the next refresh
+                self._csv_stale = True
+                raise
         self._refresh_soon()
 
     def _repeats_latest_error(self, record: dict) -> bool:

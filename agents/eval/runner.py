@@ -86,11 +86,49 @@ def method_dir_name(key: str) -> str:
     return slug if slug == key else f"{slug}-{fingerprint(key)[:6]}"
 
 
+def check_folders(image_dir: Path, out_dir: Path) -> None:
+    if out_dir == image_dir or image_dir in out_dir.parents:
+        # The batch job run for missing ARPO results would take the evaluation's images for references.
+        raise SetupError(f"the output folder {out_dir} is inside the image folder {image_dir}; put it elsewhere")
+
+
+def preflight(cfg: EvalConfig, image_dir: Path, specs: list[MethodSpec]) -> contextlib.ExitStack:
+    """Every check that needs no model, before any loads: the folders, the output folder's lock (held in the
+    returned stack: pass ``lock_held=True`` to :class:`Evaluation`), usable reference images, and the
+    checkpoint database of each ARPO variant whose missing results the batch job will compute."""
+    from agents.checkpointing import CheckpointUnavailable, check_checkpointer
+    from agents.results import OutputFolderBusy
+
+    image_dir, out_dir = Path(image_dir).resolve(), Path(cfg.evaluation.out_dir).resolve()
+    check_folders(image_dir, out_dir)
+    stack = contextlib.ExitStack()
+    try:
+        try:
+            stack.enter_context(exclusive_output(out_dir))
+        except OutputFolderBusy as exc:
+            raise SetupError(str(exc)) from None
+        items = plan_work(image_dir, out_dir, cfg.job.max_file_bytes)
+        if not any(not it.read_error for it in items):
+            raise SetupError(f"{image_dir}: no usable reference images")
+        for spec in (s for s in specs if s.kind == "arpo"):
+            plan = plan_arpo(spec, cfg, out_dir)
+            if plan.run_missing:
+                try:
+                    check_checkpointer(plan.cfg.job.checkpoint, plan.results_dir)
+                except CheckpointUnavailable as exc:
+                    raise SetupError(f"method {spec.key!r}: {exc}") from None
+    except BaseException:
+        stack.close()
+        raise
+    return stack
+
+
 class Evaluation:
     """One run over one image folder into one output folder."""
 
     def __init__(self, cfg: EvalConfig, image_dir: Path, out_dir: Path, roles: EvalRoles, specs: list[MethodSpec],
-                 arpo_runner: Optional[ArpoRunner] = None, base_dir: Optional[Path] = None):
+                 arpo_runner: Optional[ArpoRunner] = None, base_dir: Optional[Path] = None, lock_held: bool = False):
+        self.lock_held = lock_held  # the caller holds out_dir's lock (preflight), taken before the models loaded
         self.cfg, self.ev = cfg, cfg.evaluation
         self.image_dir, self.out_dir = Path(image_dir).resolve(), Path(out_dir).resolve()
         self.roles, self.specs, self.arpo_runner = roles, specs, arpo_runner
@@ -252,10 +290,8 @@ class Evaluation:
 
     # ------------------------------------------------------------------ the run
     async def run(self) -> EvalOutcome:
-        if self.out_dir == self.image_dir or self.image_dir in self.out_dir.parents:
-            # The batch job run for missing ARPO results would take the evaluation's images for references.
-            raise SetupError(f"the output folder {self.out_dir} is inside the image folder {self.image_dir}; put it elsewhere")
-        with exclusive_output(self.out_dir):
+        check_folders(self.image_dir, self.out_dir)
+        with contextlib.nullcontext() if self.lock_held else exclusive_output(self.out_dir):
             self.records = EvalRecords(self.out_dir / RECORDS_FILE)
             outcome = EvalOutcome(images=0, methods=[s.key for s in self.specs])
             arpo = await self._arpo_sources()

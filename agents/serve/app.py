@@ -7,9 +7,13 @@ checkpointer, for no gain at the request rates of people clicking. Server-sent e
 websockets: the server pushes and the browser only posts commands, which plain requests do;
 EventSource reconnects by itself, and each event carries the whole view, so a reconnect loses nothing.
 
-Safety: the Host header must name the address the server listens on (loopback by default: this
-stops DNS-rebinding pages from reaching it), and every request that changes something must carry
-the ``X-ExpectDiff`` header, which a cross-site form or image cannot send (CSRF).
+Safety: agents/serve/guard.py refuses, before a body is read, a request whose Host does not name this
+server (DNS rebinding), one that changes something without the ``X-ExpectDiff`` header (CSRF: a
+cross-site form or no-cors fetch cannot send it) and a body over its route's cap (413). Nothing slow
+runs on the event loop: decoding, PNG encoding, file reads and zip writing run in threads, run
+summaries are kept in memory and batch summaries are read incrementally. Files served from run and
+batch folders must stay inside them after symlinks are resolved, name no hidden file and have a
+suffix the page uses; HTML among them is served with a Content-Security-Policy.
 """
 from __future__ import annotations
 
@@ -18,27 +22,31 @@ import contextlib
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-from fastapi import Depends, FastAPI, Form, Request, UploadFile
+from fastapi import FastAPI, Form, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
+from starlette.background import BackgroundTask
 
 from agents.html_render import render
 from agents.images import configure_pillow_limit
-from agents.prompt_edit import EditSpecError, PromptEdit, parse_substitutions
-from agents.results import UnsafePathError
+from agents.prompt_edit import MAX_PART_CHARS, EditSpecError, PromptEdit, parse_substitutions
 from agents.serve.batches import BatchFolders
 from agents.serve.events import stream
-from agents.serve.options import LOOPBACK_NAMES, ServeOptions
-from agents.serve.runs import RunConflict, RunManager
+from agents.serve.files import FILE_CSP, served_file
+from agents.serve.guard import RequestGuard
+from agents.serve.options import ServeOptions
+from agents.serve.runs import QueueFull, RunConflict, RunManager
 from agents.serve.store import RunStore
 from agents.serve.uploads import UploadRefused, upload_limit
 
 log = logging.getLogger("agents.serve")
 
-CLIENT_HEADER = "x-expectdiff"
 FORM_OVERHEAD = 1 << 16  # the other form fields and the multipart boundaries around the file
+EDIT_BODY_BYTES = 1 << 16  # an edit request: three short texts as JSON
+SMALL_BODY_BYTES = 1 << 10  # routes that take no body (stop, resume)
+RUN_FILE_SUFFIXES = frozenset({".png", ".html", ".json", ".txt"})
 STATIC = {"serve.js": "text/javascript", "serve.css": "text/css"}
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 
@@ -53,34 +61,35 @@ class EditRequest(BaseModel):
     style: Optional[str] = None
     substitutions: Optional[str] = None
 
-
-def host_allowed(host_header: str, options: ServeOptions) -> bool:
-    """The Host header names a loopback address (when listening on loopback); any host otherwise."""
-    if not options.is_loopback():
-        return True
-    host = host_header.strip().lower()
-    if host.startswith("["):  # [::1]:8000
-        host = host[1:host.find("]")] if "]" in host else host
-    else:
-        host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    return host in LOOPBACK_NAMES
+    def check_sizes(self) -> None:
+        """Each text within its limit (the substitutions' limits are the parser's); the refusal names it."""
+        for name in ("content", "style"):
+            value = getattr(self, name)
+            if value is not None and len(value) > MAX_PART_CHARS:
+                raise EditSpecError(f"the new {name} has {len(value)} characters; at most {MAX_PART_CHARS}")
 
 
-def create_app(cfg: Any, roles: Any, options: ServeOptions, optimise_fn: Any = None) -> FastAPI:
-    """The app; its lifespan opens the checkpointer in ``options.data_dir`` and resumes unfinished runs."""
+def create_app(cfg: Any, roles: Any, options: ServeOptions, optimise_fn: Any = None,
+               on_ready: Optional[Callable[[], None]] = None) -> FastAPI:
+    """The app; its lifespan opens the checkpointer in ``options.data_dir``, resumes unfinished runs, then
+    calls ``on_ready``."""
     store = RunStore(options.data_dir)
     batches = BatchFolders(options.batches)
     state: dict[str, RunManager] = {}
+    upload_bytes = upload_limit(cfg.job, options.max_upload_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         from agents.checkpointing import open_checkpointer
 
         configure_pillow_limit(cfg.job.max_image_pixels)
+        await asyncio.to_thread(store.load_all)
         async with open_checkpointer(cfg.job.checkpoint, store.data_dir) as saver:
             manager = RunManager(cfg, roles, saver, store, options, optimise_fn=optimise_fn)
-            state["manager"] = manager
+            state["manager"] = app.state.manager = manager
             await manager.resume_unfinished()
+            if on_ready is not None:
+                on_ready()
             try:
                 yield
             finally:
@@ -88,33 +97,24 @@ def create_app(cfg: Any, roles: Any, options: ServeOptions, optimise_fn: Any = N
 
     app = FastAPI(title="expectdiff: reverse prompts", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
+    def body_limit(method: str, path: str) -> int:
+        if method == "POST" and path == "/api/runs":
+            return upload_bytes + FORM_OVERHEAD
+        if method == "POST" and path.endswith("/edits"):
+            return EDIT_BODY_BYTES
+        return SMALL_BODY_BYTES
+
+    app.add_middleware(RequestGuard, host_allowed=options.host_allowed, body_limit=body_limit)
+
     def manager() -> RunManager:
         return state["manager"]
 
-    def changing(request: Request) -> None:
-        if request.headers.get(CLIENT_HEADER) != "1":
-            raise ApiError(403, f"requests that change something must carry the header {CLIENT_HEADER.title()}: 1 "
-                                "(the page sends it; cross-site forms cannot)")
-
-    @app.middleware("http")
-    async def check_host(request: Request, call_next):
-        if not host_allowed(request.headers.get("host", ""), options):
-            return JSONResponse({"error": f"Host {request.headers.get('host', '')!r} is not this server's address"}, 421)
-        if request.method == "POST" and request.url.path == "/api/runs":  # refused before the body is read
-            declared, limit = request.headers.get("content-length", ""), upload_limit(cfg.job, options.max_upload_bytes)
-            if declared.isdigit() and int(declared) > limit + FORM_OVERHEAD:
-                return JSONResponse({"error": f"the upload is {declared} bytes, more than the limit of {limit} bytes"}, 413)
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        return response
-
     @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError):
+    async def api_error(request, exc: ApiError):
         return JSONResponse({"error": exc.message}, exc.status)
 
     @app.exception_handler(RunConflict)
-    async def run_conflict(request: Request, exc: RunConflict):  # the run is not in a state for this command
+    async def run_conflict(request, exc: RunConflict):  # the run is not in a state for this command
         return JSONResponse({"error": str(exc)}, 409)
 
     def run_or_404(run_id: str) -> str:
@@ -140,34 +140,35 @@ def create_app(cfg: Any, roles: Any, options: ServeOptions, optimise_fn: Any = N
     # ------------------------------------------------------------------ API
     @app.get("/api/health")
     async def health() -> dict:
-        return {"ok": True, "runs": len(manager().summaries())}
+        return {"ok": True, "runs": manager().run_count()}
 
     @app.get("/api/options")
     async def server_options() -> dict:
         agent = cfg.agent
         return {"framework": agent.framework, "max_steps": agent.max_steps, "seeds": list(agent.seeds),
                 "max_steps_limit": options.max_steps_limit, "max_seeds": options.max_seeds,
-                "max_upload_bytes": upload_limit(cfg.job, options.max_upload_bytes),
+                "max_upload_bytes": upload_bytes, "max_upload_pixels": manager().max_upload_pixels,
                 "random_weight_roles": manager().random_weight_roles}
 
     @app.get("/api/runs")
     async def list_runs() -> list:
         return manager().summaries()
 
-    @app.post("/api/runs", status_code=201, dependencies=[Depends(changing)])
-    async def create_run(request: Request, file: UploadFile, framework: Optional[str] = Form(None),
+    @app.post("/api/runs", status_code=201)
+    async def create_run(file: UploadFile, framework: Optional[str] = Form(None),
                          max_steps: Optional[str] = Form(None), seeds: Optional[str] = Form(None),
                          init_prompt: Optional[str] = Form(None)) -> dict:
-        limit = upload_limit(cfg.job, options.max_upload_bytes)
         try:
             run_request = manager().request(framework, _int_or_none(max_steps, "steps"), _seeds(seeds), init_prompt)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
-        data = await file.read(limit + 1)
+        data = await file.read(upload_bytes + 1)
         try:
             meta = await manager().create(data, file.filename or "", run_request)
         except UploadRefused as exc:
             raise ApiError(exc.status, str(exc)) from None
+        except QueueFull as exc:
+            raise ApiError(429, str(exc)) from None
         return meta.summary()
 
     @app.get("/api/runs/{run_id}")
@@ -194,20 +195,21 @@ def create_app(cfg: Any, roles: Any, options: ServeOptions, optimise_fn: Any = N
 
         return StreamingResponse(stream(m.index, current), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
-    @app.post("/api/runs/{run_id}/stop", dependencies=[Depends(changing)])
+    @app.post("/api/runs/{run_id}/stop")
     async def stop_run(run_id: str) -> dict:
         await manager().stop(run_or_404(run_id))
         return await manager().view(run_id)
 
-    @app.post("/api/runs/{run_id}/resume", dependencies=[Depends(changing)])
+    @app.post("/api/runs/{run_id}/resume")
     async def resume_run(run_id: str) -> dict:
         await manager().resume(run_or_404(run_id))
         return await manager().view(run_id)
 
-    @app.post("/api/runs/{run_id}/edits", dependencies=[Depends(changing)])
+    @app.post("/api/runs/{run_id}/edits")
     async def edit_run(run_id: str, body: EditRequest) -> dict:
         run_or_404(run_id)
         try:
+            body.check_sizes()
             subs = parse_substitutions(body.substitutions) if (body.substitutions or "").strip() else ()
             edit = PromptEdit(content=_blank_none(body.content), style=_blank_none(body.style), substitutions=subs)
         except EditSpecError as exc:
@@ -219,20 +221,17 @@ def create_app(cfg: Any, roles: Any, options: ServeOptions, optimise_fn: Any = N
 
     @app.get("/api/runs/{run_id}/download")
     async def download(run_id: str) -> Response:
-        data = await manager().download(run_or_404(run_id))
-        name = f"arpo-{run_id}.zip"
-        return Response(data, media_type="application/zip", headers={"Content-Disposition": f'attachment; filename="{name}"'})
+        path = await manager().download(run_or_404(run_id))
+        return FileResponse(path, media_type="application/zip", filename=f"arpo-{run_id}.zip",
+                            background=BackgroundTask(path.unlink, missing_ok=True))
 
     @app.get("/api/runs/{run_id}/files/{rel:path}")
     async def run_file(run_id: str, rel: str) -> Response:
         run_or_404(run_id)
-        try:
-            path = store.file(run_id, rel)
-        except UnsafePathError:
-            raise ApiError(404, f"no file {rel!r} in run {run_id}") from None
-        if path.suffix.lower() not in (".png", ".html", ".json", ".txt") or path.name.startswith(".") or not path.is_file():
-            raise ApiError(404, f"no file {rel!r} in run {run_id}")
-        return FileResponse(path)
+        path = await asyncio.to_thread(served_file, store.run_dir(run_id), rel, RUN_FILE_SUFFIXES)
+        if path is None:
+            raise ApiError(404, f"no file {_shown(rel)} in run {run_id}")
+        return _file_response(path)
 
     @app.get("/api/roles")
     async def role_stats() -> dict:
@@ -253,16 +252,29 @@ def create_app(cfg: Any, roles: Any, options: ServeOptions, optimise_fn: Any = N
 
     @app.get("/api/batches")
     async def list_batches() -> list:
-        return batches.listing()
+        return await asyncio.to_thread(batches.listing)
 
     @app.get("/batches/{index}/{rel:path}")
     async def batch_file(index: int, rel: str) -> Response:
-        path = batches.file(index, rel)
+        path = await asyncio.to_thread(batches.file, index, rel)
         if path is None:
-            raise ApiError(404, f"no file {rel!r} in batch folder {index}")
-        return FileResponse(path, headers={"Cache-Control": "no-cache"})
+            raise ApiError(404, f"no file {_shown(rel)} in batch folder {index}")
+        return _file_response(path, {"Cache-Control": "no-cache"})
 
     return app
+
+
+def _file_response(path: Path, headers: Optional[dict] = None) -> FileResponse:
+    """A file from a run or batch folder; HTML gets a CSP (a page found there runs no inline or foreign script)."""
+    headers = dict(headers or {})
+    if path.suffix.lower() in (".html", ".htm"):
+        headers["Content-Security-Policy"] = FILE_CSP
+    return FileResponse(path, headers=headers)
+
+
+def _shown(rel: str) -> str:
+    """A requested path as the refusal quotes it (control characters escaped, length capped)."""
+    return repr(rel[:200])
 
 
 def sharing_summary(replicas: list) -> str:

@@ -1,47 +1,83 @@
 """Read-only access to batch jobs' output folders, so the page can open their results browser.
 
 Only the folders the server was started with (``--batch``) are served, each under ``/batches/<n>/``;
-a path must stay inside its folder (no '..', no symlink out), name no hidden file (the job's lock,
-temporary files) and have a suffix the results browser uses. A running batch replaces its files
+a path must resolve inside its folder, name no hidden file (the job's lock, temporary files) and
+resolve to a suffix the results browser uses (agents.serve.files). A running batch replaces its files
 atomically, so a reader sees the last complete version.
+
+The listing's counts come from each folder's results.jsonl, read incrementally: the log is
+append-only, so only the bytes added since the last listing are parsed, and only each image's
+latest status is kept (not its record). A log that shrank or was replaced is read again whole.
 """
 from __future__ import annotations
 
+import json
+import os
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from agents.results import RESULTS_JSONL, ResultsLog, UnsafePathError, contained_path
+from agents.results import RESULTS_JSONL
+from agents.serve.files import served_file
 
 #: What the results browser is made of; the checkpoint database and logs are not served.
 SERVED_SUFFIXES = frozenset({".html", ".js", ".css", ".png", ".jpg", ".jpeg", ".webp", ".json", ".jsonl", ".csv", ".txt"})
 
 
+@dataclass
+class LogTally:
+    """Each image's latest status in one results.jsonl, as far as ``offset`` (a complete line's end)."""
+
+    identity: tuple = ()  # (st_dev, st_ino) of the file read
+    offset: int = 0
+    status: dict[str, str] = field(default_factory=dict)
+
+    def update(self, path: Path) -> None:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            self.identity, self.offset, self.status = (), 0, {}
+            return
+        if (st.st_dev, st.st_ino) != self.identity or st.st_size < self.offset:
+            self.identity, self.offset, self.status = (st.st_dev, st.st_ino), 0, {}
+        if st.st_size == self.offset:
+            return
+        with open(path, "rb") as fh:
+            fh.seek(self.offset)
+            chunk = fh.read(st.st_size - self.offset)
+        end = chunk.rfind(b"\n") + 1  # a partial last line is read when it is complete
+        for line in chunk[:end].splitlines():
+            try:
+                record = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if isinstance(record, dict) and isinstance(record.get("image_id"), str):
+                self.status[record["image_id"]] = str(record.get("status"))
+        self.offset += end
+
+    def count(self, status: str) -> int:
+        return sum(s == status for s in self.status.values())
+
+
 class BatchFolders:
     def __init__(self, folders: list[Path]):
         self.folders = [Path(f).resolve() for f in folders]
+        self._tallies = [LogTally() for _ in self.folders]
+        self._lock = threading.Lock()  # listings run in threads
 
     def listing(self) -> list[dict]:
-        """Each folder with its counts so far (results.jsonl is append-only: read while the batch runs)."""
+        """Each folder with its counts so far (no absolute paths: the folder's name and index only)."""
         out = []
-        for index, folder in enumerate(self.folders):
-            entry = {"index": index, "name": folder.name, "path": str(folder), "url": f"/batches/{index}/report.html",
-                     "done": 0, "failed": 0, "exists": (folder / RESULTS_JSONL).is_file()}
-            if entry["exists"]:
-                latest = {r.get("image_id"): r for r in ResultsLog(folder / RESULTS_JSONL, repair=False).records()}
-                entry["done"] = sum(r.get("status") == "done" for r in latest.values())
-                entry["failed"] = sum(r.get("status") == "error" for r in latest.values())
-            out.append(entry)
+        with self._lock:
+            for index, (folder, tally) in enumerate(zip(self.folders, self._tallies)):
+                tally.update(folder / RESULTS_JSONL)
+                out.append({"index": index, "name": folder.name, "url": f"/batches/{index}/report.html",
+                            "done": tally.count("done"), "failed": tally.count("error"), "exists": bool(tally.identity)})
         return out
 
     def file(self, index: int, rel: str) -> Optional[Path]:
         """The file to serve, or None (unknown folder, a path leaving it, hidden, not the browser's, missing)."""
         if not 0 <= index < len(self.folders):
             return None
-        parts = [p for p in rel.split("/") if p]
-        if not parts or any(p.startswith(".") for p in parts) or Path(parts[-1]).suffix.lower() not in SERVED_SUFFIXES:
-            return None
-        try:
-            path = contained_path(self.folders[index], *parts)
-        except UnsafePathError:
-            return None
-        return path if path.is_file() else None
+        return served_file(self.folders[index], rel, SERVED_SUFFIXES)

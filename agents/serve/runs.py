@@ -4,6 +4,11 @@ Runs start at once up to ``max_running`` (the rest queue); several users' runs s
 whose batchers put their requests into the same forward passes. After each node the run's view (its
 graph state as a ``ReverseResult``, its timeline, its edits) is published on the run's channel.
 
+Bounded: at most ``max_queued`` uploads wait for a slot (one more is refused, HTTP 429), at most
+``max_decodes`` uploads are decoded at once, each within ``max_upload_pixels``, and at most
+``max_graphs`` compiled graphs are kept (least recently used dropped). A download is a zip written
+in a thread to a temporary file and streamed from it (images stored as they are: PNG is compressed).
+
 A stop cancels the run where the checkpointer last saved it (resume continues from there). A server
 shutdown cancels the same way but leaves ``run.json`` saying running or queued: the next start resumes
 those runs, unless the server's result-changing settings differ from the run's (then it is ``stale``,
@@ -14,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import io
 import json
 import logging
+import os
+import tempfile
 import zipfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
 
@@ -39,9 +46,16 @@ from agents.serve.uploads import check_upload
 
 log = logging.getLogger("agents.serve")
 
+DOWNLOADS_DIR = ".downloads"  # zips being sent (hidden: never served as a run file)
+STORED_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".zip"})
+
 
 class RunConflict(RuntimeError):
     """The run is not in a state that allows this (HTTP 409); the message says why."""
+
+
+class QueueFull(RuntimeError):
+    """Every slot is busy and the queue is full (HTTP 429); the message names the limit."""
 
 
 class RunManager:
@@ -58,9 +72,11 @@ class RunManager:
         self._tasks: dict[str, asyncio.Task] = {}
         self._live: dict[str, RunMeta] = {}  # the meta of runs in flight (their timeline grows in memory)
         self._stopping: set[str] = set()
-        self._graphs: dict[str, Any] = {}
+        self._graphs: OrderedDict[str, Any] = OrderedDict()
         self._edit_locks: dict[str, asyncio.Lock] = {}
         self._slots = asyncio.Semaphore(options.max_running)
+        self._decodes = asyncio.Semaphore(options.max_decodes)
+        self.max_upload_pixels = min(options.max_upload_pixels, cfg.job.max_image_pixels)
 
     # ------------------------------------------------------------------ requests
     def request(self, framework: Optional[str], max_steps: Optional[int], seeds: Optional[list[int]],
@@ -90,26 +106,43 @@ class RunManager:
 
     def _graph(self, agent_cfg: AgentConfig) -> Any:
         key = agent_cfg.model_dump_json()
-        if key not in self._graphs:
+        if key in self._graphs:
+            self._graphs.move_to_end(key)
+        else:
             graph = build_graph(self.roles, agent_cfg, self.cfg.t2i.max_prompt_tokens,
                                 max_image_pixels=self.cfg.job.max_image_pixels, base_dir=self.store.data_dir)
             self._graphs[key] = compile_graph(graph, self.checkpointer)
+            while len(self._graphs) > self.options.max_graphs:  # a run in flight keeps its own reference
+                self._graphs.popitem(last=False)
         return self._graphs[key]
 
     # ------------------------------------------------------------------ lifecycle
     async def create(self, data: bytes, filename: str, request: RunRequest) -> RunMeta:
-        """Check and store the upload, then start its run; UploadRefused for a bad file."""
-        name, pixels = await asyncio.to_thread(check_upload, data, filename, self.cfg.job, self.options.max_upload_bytes)
-        png = await asyncio.to_thread(save_png, pixels)
+        """Check and store the upload, then start its run; UploadRefused for a bad file, QueueFull when the
+        queue is full (checked first: a refused upload is not decoded)."""
+        self._check_queue()
+        async with self._decodes:
+            name, pixels = await asyncio.to_thread(check_upload, data, filename, self.cfg.job,
+                                                   self.options.max_upload_bytes, self.max_upload_pixels)
+            png = await asyncio.to_thread(save_png, pixels)
+        del pixels
+        self._check_queue()  # others may have queued while this one was decoded
         run_id = new_run_id()
         folder = self.store.run_dir(run_id)
         folder.mkdir(parents=True)
         await asyncio.to_thread(atomic_write_bytes, folder / REFERENCE_PNG, png)
         meta = RunMeta(run_id=run_id, filename=name, image_id=hashlib.sha256(png).hexdigest()[:ID_HEX_DIGITS],
                        created_at=self.store.now(), request=request, settings_fingerprint=self.fingerprint)
-        await asyncio.to_thread(self.store.save, meta)
+        await asyncio.to_thread(self.store.save, meta.model_copy(deep=True))
         self.start(meta)
         return meta
+
+    def _check_queue(self) -> None:
+        waiting = sum(m.status == "queued" for m in self._live.values())
+        running = sum(m.status == "running" for m in self._live.values())
+        if running >= self.options.max_running and waiting >= self.options.max_queued:
+            raise QueueFull(f"{running} runs are running and {waiting} are waiting, the most this server queues "
+                            f"(--max-queued {self.options.max_queued}); try again when one has finished")
 
     def start(self, meta: RunMeta) -> None:
         task = self._tasks.get(meta.run_id)
@@ -129,7 +162,7 @@ class RunManager:
                 meta.status = "stale"
                 meta.error = ("started under other model or agent settings than this server's; not resumed "
                               "(restart the server with the config it started with to continue it)")
-                self.store.save(meta)
+                await asyncio.to_thread(self.store.save, meta.model_copy(deep=True))
                 continue
             meta.timeline.append({"node": "server restarted", "t": round(self.store.now() - meta.created_at, 3)})
             self.start(meta)
@@ -235,6 +268,9 @@ class RunManager:
     def summaries(self) -> list[dict]:
         return [self._live.get(m.run_id, m).summary() for m in self.store.all()]
 
+    def run_count(self) -> int:
+        return self.store.count()
+
     @staticmethod
     def file_url(run_id: str, rel_to_run: str) -> str:
         """The page's URL of a file inside the run's folder."""
@@ -263,7 +299,7 @@ class RunManager:
         for it in (result or {}).get("iterations", []):
             it["image_urls"] = [self.url(run_id, p) for p in it["image_paths"]]
         edits = []
-        for entry in read_edit_index(self.store.run_dir(run_id)):
+        for entry in await asyncio.to_thread(read_edit_index, self.store.run_dir(run_id)):
             edits.append({**entry, "image_urls": [self.file_url(run_id, p) for p in entry.get("images") or []]})
         return {"run": meta.model_dump(mode="json"), "result": result, "edits": edits,
                 "reference_url": self.file_url(run_id, REFERENCE_PNG),
@@ -283,24 +319,32 @@ class RunManager:
         entry = outcome.to_dict(self.store.run_dir(run_id))
         return {**entry, "image_urls": [self.file_url(run_id, p) for p in entry["images"]]}
 
-    async def download(self, run_id: str) -> bytes:
-        """A zip of the run: result.json (its state now), run.json, the reference, every image and edit."""
+    async def download(self, run_id: str) -> Path:
+        """A zip of the run (result.json as its state is now, run.json, the reference, every image and edit),
+        written in a thread to a temporary file under the data folder; the caller deletes it once sent."""
         result = await self.state_result(run_id)
-        meta = self.meta(run_id)
+        meta = self.meta(run_id).model_copy(deep=True)
         return await asyncio.to_thread(self._zip, run_id, result, meta)
 
-    def _zip(self, run_id: str, result: Optional[dict], meta: RunMeta) -> bytes:
+    def _zip(self, run_id: str, result: Optional[dict], meta: RunMeta) -> Path:
         folder = self.store.run_dir(run_id)
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr(RESULT_JSON, _json(result if result is not None else {"status": meta.status}))
-            zf.writestr(RUN_JSON, meta.model_dump_json(indent=1))
-            for path in sorted(folder.rglob("*")):
-                rel = path.relative_to(folder).as_posix()
-                if (path.is_file() and not path.is_symlink() and rel not in (RESULT_JSON, RUN_JSON)
-                        and not any(part.startswith(".") for part in Path(rel).parts)):
-                    zf.write(path, rel)
-        return buffer.getvalue()
+        spool = self.store.data_dir / DOWNLOADS_DIR
+        spool.mkdir(exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=spool, prefix=f"{run_id}-", suffix=".zip")
+        try:
+            with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
+                zf.writestr(RESULT_JSON, _json(result if result is not None else {"status": meta.status}))
+                zf.writestr(RUN_JSON, meta.model_dump_json(indent=1))
+                for path in sorted(folder.rglob("*")):
+                    rel = path.relative_to(folder).as_posix()
+                    if (path.is_file() and not path.is_symlink() and rel not in (RESULT_JSON, RUN_JSON)
+                            and not any(part.startswith(".") for part in Path(rel).parts)):
+                        stored = path.suffix.lower() in STORED_SUFFIXES  # already compressed
+                        zf.write(path, rel, compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
+        except BaseException:
+            Path(name).unlink(missing_ok=True)
+            raise
+        return Path(name)
 
 
 def _json(obj: Any) -> str:

@@ -3,6 +3,10 @@ timeline), ``reference.png``, the generated ``iter_XX/`` images, ``result.json``
 
 ``run.json`` is replaced atomically, so a crash leaves the previous one; run ids are random
 (``secrets``), 16 hex digits, and every path is checked to stay inside the run's folder.
+
+The store keeps every run's record in memory once :meth:`RunStore.load_all` has read the folder (at
+server start, in a thread): listings, the health check and the event stream never read the disk,
+however many runs there are; :meth:`RunStore.save` writes the file and updates the memory copy.
 """
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import json
 import logging
 import re
 import secrets
+import threading
 import time
 from pathlib import Path
 from typing import Literal, Optional
@@ -21,7 +26,7 @@ from agents.results import atomic_write_text, contained_path
 log = logging.getLogger("agents.serve")
 
 RUNS_DIR, RUN_JSON, REFERENCE_PNG, RESULT_JSON = "runs", "run.json", "reference.png", "result.json"
-RUN_ID = re.compile(r"^[0-9a-f]{16}$")
+RUN_ID = re.compile(r"[0-9a-f]{16}")  # used with fullmatch: "$" would accept a trailing newline
 
 Status = Literal["queued", "running", "stopped", "done", "error", "stale"]
 #: Statuses a server start picks up again.
@@ -62,9 +67,11 @@ class RunStore:
         self.data_dir = Path(data_dir).resolve()
         self.runs_dir = self.data_dir / RUNS_DIR
         self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self._metas: Optional[dict[str, RunMeta]] = None  # every run, once load_all has run
+        self._lock = threading.Lock()  # saves run in threads while the loop lists
 
     def run_dir(self, run_id: str) -> Path:
-        if not isinstance(run_id, str) or not RUN_ID.match(run_id):
+        if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
             raise KeyError(run_id)
         return self.runs_dir / run_id
 
@@ -73,27 +80,52 @@ class RunStore:
         return contained_path(self.run_dir(run_id), *rel.split("/"))
 
     def save(self, meta: RunMeta) -> None:
+        """Write run.json (atomically) and keep a copy in memory (callers pass a copy they no longer change)."""
         folder = self.run_dir(meta.run_id)
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / RUN_JSON, meta.model_dump_json(indent=1))
+        with self._lock:
+            if self._metas is not None:
+                self._metas[meta.run_id] = meta
 
-    def load(self, run_id: str) -> RunMeta:
+    def read(self, run_id: str) -> RunMeta:
+        """run.json from disk (KeyError for an unknown run)."""
         path = self.run_dir(run_id) / RUN_JSON
         if not path.is_file():
             raise KeyError(run_id)
         return RunMeta.model_validate_json(path.read_text(encoding="utf-8"))
 
-    def all(self) -> list[RunMeta]:
-        """Every readable run, newest first; an unreadable run.json is logged and left out."""
-        metas = []
+    def load(self, run_id: str) -> RunMeta:
+        """The run's record: from memory once loaded, else from disk (KeyError for an unknown run)."""
+        if self._metas is not None:
+            return self._metas[run_id]
+        return self.read(run_id)
+
+    def load_all(self) -> None:
+        """Read every readable run into memory; an unreadable run.json is logged and left out."""
+        metas = {}
         for folder in self.runs_dir.iterdir():
-            if not RUN_ID.match(folder.name) or not (folder / RUN_JSON).is_file():
+            if not RUN_ID.fullmatch(folder.name) or not (folder / RUN_JSON).is_file():
                 continue
             try:
-                metas.append(self.load(folder.name))
+                metas[folder.name] = self.read(folder.name)
             except (ValidationError, json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
                 log.warning("%s: unreadable %s, left out: %s", folder, RUN_JSON, exc)
+        with self._lock:
+            self._metas = {**metas, **(self._metas or {})}  # a save made meanwhile is newer
+
+    def all(self) -> list[RunMeta]:
+        """Every readable run, newest first."""
+        if self._metas is None:
+            self.load_all()
+        with self._lock:
+            metas = list(self._metas.values())
         return sorted(metas, key=lambda m: m.created_at, reverse=True)
+
+    def count(self) -> int:
+        if self._metas is None:
+            self.load_all()
+        return len(self._metas)
 
     @staticmethod
     def now() -> float:

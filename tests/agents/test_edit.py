@@ -80,7 +80,7 @@ def test_spec_parsing_is_linear_in_long_whitespace_runs():
         best = float("inf")
         for _ in range(3):
             start = time.thread_time()
-            subs = parse_substitutions(spec)
+            subs = parse_substitutions(spec, max_chars=None)
             best = min(best, time.thread_time() - start)
         assert [(s.old, s.new) for s in subs] == [("a b", "c d")]
         return best

@@ -1,6 +1,8 @@
 """Image discovery and robust loading (agents/images.py), on files built with Pillow."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -186,3 +188,13 @@ def test_save_png_round_trip():
     import io
 
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(save_png(pixels)))), pixels)
+
+
+def test_distinct_raw_names_get_distinct_display_names():
+    from agents.images import display_name
+
+    names = ["new\nline.png", "new\\x0aline.png", "a\x85b.png", "a" + os.fsdecode(b"\x85") + "b.png", "back\\slash.png"]
+    shown = [display_name(n) for n in names]
+    assert len(set(shown)) == len(names), shown
+    assert shown[0] == "new\\x0aline.png" and shown[1] == "new\\x5cx0aline.png"
+    assert all(c.isprintable() for s in shown for c in s)

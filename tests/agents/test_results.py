@@ -96,15 +96,18 @@ def test_log_last_record_per_id_wins(tmp_path):
     assert again.finished_ids() == {"id1", "id2"}
 
 
-def test_log_drops_partial_last_line_and_appends_cleanly(tmp_path, caplog):
+def test_log_moves_a_partial_last_line_aside_and_appends_cleanly(tmp_path, caplog):
     path = tmp_path / "r.jsonl"
     log = R.ResultsLog(path)
     log.append(_rec(1))
     log.append(_rec(2))
     full = path.read_bytes()
-    path.write_bytes(full + b'{"image_id": "id3", "sta')  # crash in the middle of a write
+    path.write_bytes(full + b'{"image_id": "id3", "sta')  # crash in the middle of a write, or a hand edit
     reopened = R.ResultsLog(path)
-    assert "partial last line" in caplog.text
+    aside = list(tmp_path.glob("r.jsonl.torn-*"))
+    # kept, not deleted, and the warning says where (and does not only blame a crash)
+    assert len(aside) == 1 and aside[0].read_bytes() == b'{"image_id": "id3", "sta'
+    assert f"moved to {aside[0]}" in caplog.text and "hand edit" in caplog.text
     assert reopened.finished_ids() == {"id1", "id2"}
     assert path.read_bytes() == full  # cut back to the last complete line
     reopened.append(_rec(3))
@@ -176,3 +179,47 @@ def test_per_image_outputs(tmp_path):
     assert scores[0] == ["iteration", "clip_t", "clip_i", "prompt"]
     assert scores[1] == ["0", "0.2", "0.5", "a cat"]
     assert scores[2][0] == "1" and float(scores[2][1]) == pytest.approx(0.21) and scores[2][3] == "'-a cat, oil"
+
+
+def test_a_second_torn_line_gets_its_own_file(tmp_path):
+    path = tmp_path / "r.jsonl"
+    for fragment in (b'{"a', b'{"b'):
+        path.write_bytes(json.dumps(_rec(1)).encode() + b"\n" + fragment)
+        R.ResultsLog(path)
+    assert sorted(p.read_bytes() for p in tmp_path.glob("r.jsonl.torn-*")) == [b'{"a', b'{"b']
+
+
+def test_a_read_only_log_leaves_a_torn_line_where_it_is(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(json.dumps(_rec(1)).encode() + b"\n" + b'{"x')
+    assert R.ResultsLog(path, repair=False).finished_ids() == {"id1"}
+    assert path.read_bytes().endswith(b'{"x') and not list(tmp_path.glob("r.jsonl.torn-*"))
+
+
+def test_a_failed_csv_append_leaves_no_torn_row(tmp_path, monkeypatch):
+    """Disk full half-way through a row: the file is cut back to its last whole row at once."""
+    path = tmp_path / "results.csv"
+    R.write_csv(path, [_rec(1)])
+    before = path.read_bytes()
+    real_write = R.os.write
+
+    def half_then_full(fd, data):
+        if fd_is_csv[0] == fd:
+            real_write(fd, bytes(data[: len(data) // 2]))
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    fd_is_csv = [None]
+    real_open = R._open_no_follow
+
+    def remember(p, flags):
+        fd = real_open(p, flags)
+        fd_is_csv[0] = fd
+        return fd
+
+    monkeypatch.setattr(R, "_open_no_follow", remember)
+    monkeypatch.setattr(R.os, "write", half_then_full)
+    with pytest.raises(OSError, match="No space"):
+        R.append_csv_row(path, _rec(2))
+    monkeypatch.undo()
+    assert path.read_bytes() == before
