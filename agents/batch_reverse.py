@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -167,20 +168,14 @@ def _main(args: argparse.Namespace, logs: JobLogging, argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_SETUP_ERROR
-    try:
-        if args.dry_run:
-            return dry_run(cfg, source, out_dir, sys.stdout)
-        lock, identity = prepare_output(source, out_dir, cfg, args.settings_changed)
-    except SetupError as exc:
-        print(f"setup error: {exc}", file=sys.stderr)
-        return EXIT_SETUP_ERROR
-    except KeyboardInterrupt:
-        print("interrupted while starting", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    with lock:
-        job_log = logs.open_job_log(out_dir)
-        log.info("job started: %s", " ".join(argv))
+    with contextlib.ExitStack() as held:
         try:
+            if args.dry_run:
+                return dry_run(cfg, source, out_dir, sys.stdout)
+            lock, identity = prepare_output(source, out_dir, cfg, args.settings_changed)
+            held.enter_context(lock)
+            job_log = logs.open_job_log(out_dir)
+            log.info("job started: %s", " ".join(argv))
             items = model_free_checks(cfg, source, out_dir)
         except SetupError as exc:
             print(f"setup error: {exc}", file=sys.stderr)

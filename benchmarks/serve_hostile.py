@@ -4,8 +4,10 @@
 The server is a process of its own (tests/agents/serve_process.py: the real app and uvicorn over the scripted
 model doubles, so the figures are the server's, not a model's), started from the code in ``--code`` (default:
 this checkout; give a ``git worktree`` of an older commit to measure before a change). While one attack runs
-for ``--seconds`` a prober asks ``GET /api/health`` every 20 ms on its own connection; each latency is the
-request's wall time. The yardstick is the idle row (no attack) of the same server: an attack that blocks the
+for ``--seconds`` a prober asks ``GET /api/health`` every 20 ms, each time on a new plain socket (as curl does: a
+kept-alive httpx client adds a steady ~44 ms per request on this machine, and a new httpx client ~35 ms of its
+own set-up, either of which would hide the effects measured); each latency is the request's wall time,
+connection included, until the server closes it. The yardstick is the idle row (no attack) of the same server: an attack that blocks the
 event loop shows as a p99 far above it, one that reads bodies into memory as peak RSS growth.
 
 Attacks: a 400 MB body without the page's header (``none-header``), a chunked 200 MB multipart upload
@@ -140,13 +142,20 @@ def measure(proc: subprocess.Popen, port: int, attack, seconds: float, threads: 
         while not stop.is_set():
             attack()
 
+    request = b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n\r\n" % port
+
     def prober():
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as c:
-            while not stop.is_set():
-                t = time.perf_counter()
-                c.get("/api/health")
-                latencies.append(time.perf_counter() - t)
-                time.sleep(0.02)
+        while not stop.is_set():
+            t = time.perf_counter()
+            with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
+                sock.sendall(request)
+                answer = b""
+                while chunk := sock.recv(65536):
+                    answer += chunk
+            latencies.append(time.perf_counter() - t)
+            if not answer.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(f"/api/health answered {answer[:80]!r}")
+            time.sleep(0.02)
 
     def sampler():
         while not stop.is_set():

@@ -22,6 +22,7 @@ from agents.results import RESULTS_JSONL
 from agents.serve.files import served_file
 
 #: What the results browser is made of; the checkpoint database and logs are not served.
+READ_BLOCK = 4 << 20
 SERVED_SUFFIXES = frozenset({".html", ".js", ".css", ".png", ".jpg", ".jpeg", ".webp", ".json", ".jsonl", ".csv", ".txt"})
 
 
@@ -45,16 +46,26 @@ class LogTally:
             return
         with open(path, "rb") as fh:
             fh.seek(self.offset)
-            chunk = fh.read(st.st_size - self.offset)
-        end = chunk.rfind(b"\n") + 1  # a partial last line is read when it is complete
-        for line in chunk[:end].splitlines():
+            tail, left = b"", st.st_size - self.offset
+            while left > 0:  # in blocks: memory stays bounded however large the log
+                data = fh.read(min(READ_BLOCK, left))
+                if not data:  # cut short meanwhile: the next listing starts again
+                    break
+                left -= len(data)
+                block = tail + data
+                end = block.rfind(b"\n") + 1  # a partial last line is read when it is complete
+                self._count(block[:end])
+                self.offset += end
+                tail = block[end:]
+
+    def _count(self, lines: bytes) -> None:
+        for line in lines.splitlines():
             try:
                 record = json.loads(line)
             except (json.JSONDecodeError, UnicodeDecodeError):
                 continue
             if isinstance(record, dict) and isinstance(record.get("image_id"), str):
                 self.status[record["image_id"]] = str(record.get("status"))
-        self.offset += end
 
     def count(self, status: str) -> int:
         return sum(s == status for s in self.status.values())

@@ -454,3 +454,17 @@ def test_allowed_hosts_are_named_ones_only(tmp_path):
         assert client.get("/api/health", headers={"Host": "arpo.lan"}).status_code == 200
         got = client.get("/api/health", headers={"Host": "evil.example"})
         assert got.status_code == 421 and "--allowed-host" in got.json()["error"]
+
+
+def test_batch_counts_are_read_in_bounded_blocks(tmp_path, monkeypatch):
+    import agents.serve.batches as batches
+
+    monkeypatch.setattr(batches, "READ_BLOCK", 100)  # lines longer and shorter than a block
+    log = tmp_path / "results.jsonl"
+    lines = [json.dumps({"image_id": f"i{i}", "status": "done" if i % 3 else "error", "pad": "x" * (i * 7 % 250)})
+             for i in range(500)]
+    log.write_text("\n".join(lines) + "\n" + '{"image_id": "z", "sta')
+    tally = batches.LogTally()
+    tally.update(log)
+    assert (tally.count("done"), tally.count("error")) == (333, 167)
+    assert tally.offset == len(log.read_bytes()) - len('{"image_id": "z", "sta')
