@@ -111,16 +111,17 @@ def data_folder(options: ServeOptions, cfg: ArpoConfig) -> Iterator[None]:
     from agents.checkpointing import CheckpointUnavailable, check_checkpointer
     from agents.results import OutputFolderBusy, exclusive_output
 
-    try:
-        with exclusive_output(options.data_dir):
+    with contextlib.ExitStack() as held:
+        try:  # only the checks: an error while serving is not the data folder's
+            held.enter_context(exclusive_output(options.data_dir))
             check_checkpointer(cfg.job.checkpoint, options.data_dir.resolve())
-            yield
-    except OutputFolderBusy:
-        raise SetupError(f"{options.data_dir}: another server (or batch job) is using this data folder") from None
-    except CheckpointUnavailable as exc:
-        raise SetupError(str(exc)) from None
-    except OSError as exc:
-        raise SetupError(f"{options.data_dir}: cannot use it as the data folder: {exc}") from None
+        except OutputFolderBusy:
+            raise SetupError(f"{options.data_dir}: another server (or batch job) is using this data folder") from None
+        except CheckpointUnavailable as exc:
+            raise SetupError(str(exc)) from None
+        except OSError as exc:
+            raise SetupError(f"{options.data_dir}: cannot use it as the data folder: {exc}") from None
+        yield
 
 
 def _serve_with_roles(cfg: ArpoConfig, options: ServeOptions, sock: socket.socket) -> int:

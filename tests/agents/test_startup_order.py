@@ -140,3 +140,28 @@ def test_evaluate_no_images_exits_2_before_ray(tmp_path, no_models, capsys):
     code = main(_eval_args(tmp_path, tmp_path / "imgs"))
     err = capsys.readouterr().err
     assert code == 2 and "no usable reference images" in err, err
+
+
+def test_serve_a_failing_app_start_up_is_a_setup_error_not_uvicorns_exit_3(tmp_path, monkeypatch, capsys):
+    """Issue #22: a start-up error surfaced as exit 3 with a uvicorn traceback, after "serving on"."""
+    import asyncio
+
+    from agents.batch.errors import SetupError
+    from agents.serve.__main__ import bind, serve
+    from agents.serve.options import ServeOptions
+    from agents.serve.store import RunStore
+    from tests.agents.doubles import make_roles
+    from tests.agents.serve_doubles import REPLIES, config, world
+
+    def broken(self):
+        raise RuntimeError("the run folder cannot be read")
+
+    monkeypatch.setattr(RunStore, "load_all", broken)
+    options = ServeOptions(port=0, data_dir=tmp_path / "d")
+    sock = bind(options)
+    try:
+        with pytest.raises(SetupError, match="start-up failed"):
+            asyncio.run(serve(config(tmp_path), make_roles(world(), REPLIES), options, sock))
+    finally:
+        sock.close()
+    assert "serving on" not in capsys.readouterr().err
