@@ -177,27 +177,29 @@ def _main(args: argparse.Namespace, logs: JobLogging, argv: list[str]) -> int:
             job_log = logs.open_job_log(out_dir)
             log.info("job started: %s", " ".join(argv))
             items = model_free_checks(cfg, source, out_dir)
-        except SetupError as exc:
-            print(f"setup error: {exc}", file=sys.stderr)
-            return EXIT_SETUP_ERROR
-        except KeyboardInterrupt:
-            print("interrupted while starting", file=sys.stderr)
-            return EXIT_INTERRUPTED
+        except (SetupError, KeyboardInterrupt) as exc:
+            return _not_started(exc)
         if logs.quiet:
             print(f"starting Ray and the model roles; logs: {job_log.parent}{os.sep}", file=sys.stderr)
         return _run_with_roles(cfg, source, out_dir, identity, args, logs, items)
+
+
+def _not_started(exc: BaseException) -> int:
+    """The exit status of a job that stopped before its first image: a setup error (2) or Ctrl-C (130), said."""
+    if isinstance(exc, KeyboardInterrupt):
+        print("interrupted while starting", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"setup error: {exc}", file=sys.stderr)
+    return EXIT_SETUP_ERROR
 
 
 def model_free_checks(cfg: ArpoConfig, source: ImageSource, out_dir: Path) -> list:
     """The checks left that need no model, run before any loads (under the output folder's lock): the
     checkpoint database answers, and the image plan (read in this thread, so Ctrl-C interrupts it) is
     not empty. Returns the plan; raises :class:`SetupError`."""
-    from agents.checkpointing import CheckpointUnavailable, check_checkpointer
+    from agents.checkpointing import check_checkpointer
 
-    try:
-        check_checkpointer(cfg.job.checkpoint, out_dir.resolve())
-    except CheckpointUnavailable as exc:
-        raise SetupError(str(exc)) from None
+    check_checkpointer(cfg.job.checkpoint, out_dir.resolve())
     return plan_items(source, out_dir.resolve(), cfg)
 
 
@@ -211,12 +213,8 @@ def _run_with_roles(cfg: ArpoConfig, source: ImageSource, out_dir: Path, identit
             running = start_ray_and_roles(cfg, log_dir=log_dir(out_dir))
         else:
             running = start_ray_and_roles(cfg)
-    except SetupError as exc:
-        print(f"setup error: {exc}", file=sys.stderr)
-        return EXIT_SETUP_ERROR
-    except KeyboardInterrupt:
-        print("interrupted while starting", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except (SetupError, KeyboardInterrupt) as exc:
+        return _not_started(exc)
     try:
         outcome = asyncio.run(_main_async(cfg, source, out_dir, running.roles, args.concurrency,
                                           args.config or "<defaults>", identity,

@@ -28,6 +28,7 @@ from urllib.parse import unquote
 
 import ormsgpack
 
+from agents.batch.errors import SetupError
 from agents.config import CheckpointConfig
 
 #: How long a SQLite writer waits for the lock before giving up.
@@ -145,8 +146,9 @@ async def open_checkpointer(cfg: CheckpointConfig, out_dir: str | os.PathLike) -
             yield saver
 
 
-class CheckpointUnavailable(RuntimeError):
-    """The checkpoint database cannot be opened; the message names it (never a password) and the cause."""
+class CheckpointUnavailable(SetupError):
+    """The checkpoint database cannot be opened; the message names it (never a password) and the cause.
+    A setup error: every entry point reports it as such (exit 2) before any model loads."""
 
 
 def check_checkpointer(cfg: CheckpointConfig, out_dir: str | os.PathLike) -> None:

@@ -125,14 +125,14 @@ def arpo_runner(starter: RoleStarter):
     return run
 
 
-async def _run(cfg: EvalConfig, image_dir: Path, specs) -> int:
+async def _run(cfg: EvalConfig, image_dir: Path, specs, plan: Optional[list] = None) -> int:
     starter = RoleStarter()
     try:
         roles = await start_eval_roles(cfg, starter, specs)
     except Exception as exc:
         raise SetupError(f"cannot start the model roles: {type(exc).__name__}: {exc}") from exc
     evaluation = Evaluation(cfg, image_dir, Path(cfg.evaluation.out_dir), roles, specs, arpo_runner=arpo_runner(starter),
-                            lock_held=True)
+                            lock_held=True, plan=plan)
     outcome = await evaluation.run()
     for key, per_image in outcome.missing.items():
         if per_image:
@@ -163,9 +163,10 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     started = False
     try:
-        with preflight(cfg, image_dir, specs):  # every model-free check, before Ray and any model start
+        held, plan = preflight(cfg, image_dir, specs)  # every model-free check, before Ray and any model start
+        with held:
             started = init_ray(cfg.ray)
-            return asyncio.run(_run(cfg, image_dir, specs))
+            return asyncio.run(_run(cfg, image_dir, specs, plan))
     except SetupError as exc:
         print(f"setup error: {exc}", file=sys.stderr)
         return 2

@@ -256,7 +256,7 @@ class ResultsLog:
             number += 1
             newline = raw.find(b"\n", pos)
             if newline == -1:  # the last write did not finish its line
-                record = _parse_line(raw[pos:])
+                record = parse_record_line(raw[pos:])
                 if record is not None:  # complete record, only the newline is missing
                     self._records[record["image_id"]] = record
                     repaired = raw + b"\n"
@@ -271,7 +271,7 @@ class ResultsLog:
                 break
             line = raw[pos:newline]
             if line.strip():
-                record = _parse_line(line)
+                record = parse_record_line(line)
                 if record is not None:
                     self._records[record["image_id"]] = record
                 else:
@@ -313,7 +313,8 @@ class ResultsLog:
                 and (fingerprint is None or r.get("settings_fingerprint") == fingerprint)}
 
 
-def _parse_line(line: bytes) -> Optional[dict]:
+def parse_record_line(line: bytes) -> Optional[dict]:
+    """One results.jsonl line as its record, or None when it is not a JSON object with a string image_id."""
     try:
         record = json.loads(line)
     except (json.JSONDecodeError, UnicodeDecodeError):

@@ -20,7 +20,7 @@ from typing import Any, Awaitable, Callable, Optional
 import numpy as np
 
 from agents.batch.errors import SetupError
-from agents.batch.plan import plan_work
+from agents.batch.plan import WorkItem, plan_work
 from agents.batch.runner import prepare_reference
 from agents.eval import curve as curve_mod
 from agents.eval import table as table_mod
@@ -92,11 +92,12 @@ def check_folders(image_dir: Path, out_dir: Path) -> None:
         raise SetupError(f"the output folder {out_dir} is inside the image folder {image_dir}; put it elsewhere")
 
 
-def preflight(cfg: EvalConfig, image_dir: Path, specs: list[MethodSpec]) -> contextlib.ExitStack:
+def preflight(cfg: EvalConfig, image_dir: Path, specs: list[MethodSpec]) -> tuple[contextlib.ExitStack, list[WorkItem]]:
     """Every check that needs no model, before any loads: the folders, the output folder's lock (held in the
-    returned stack: pass ``lock_held=True`` to :class:`Evaluation`), usable reference images, and the
-    checkpoint database of each ARPO variant whose missing results the batch job will compute."""
-    from agents.checkpointing import CheckpointUnavailable, check_checkpointer
+    returned stack: pass ``lock_held=True`` to :class:`Evaluation`), usable reference images (the plan is
+    returned: pass it as ``plan`` so the folder is hashed once), and the checkpoint database of each ARPO
+    variant whose missing results the batch job will compute."""
+    from agents.checkpointing import check_checkpointer
     from agents.results import OutputFolderBusy
 
     image_dir, out_dir = Path(image_dir).resolve(), Path(cfg.evaluation.out_dir).resolve()
@@ -115,20 +116,22 @@ def preflight(cfg: EvalConfig, image_dir: Path, specs: list[MethodSpec]) -> cont
             if plan.run_missing:
                 try:
                     check_checkpointer(plan.cfg.job.checkpoint, plan.results_dir)
-                except CheckpointUnavailable as exc:
+                except SetupError as exc:  # CheckpointUnavailable: say which method's database
                     raise SetupError(f"method {spec.key!r}: {exc}") from None
     except BaseException:
         stack.close()
         raise
-    return stack
+    return stack, items
 
 
 class Evaluation:
     """One run over one image folder into one output folder."""
 
     def __init__(self, cfg: EvalConfig, image_dir: Path, out_dir: Path, roles: EvalRoles, specs: list[MethodSpec],
-                 arpo_runner: Optional[ArpoRunner] = None, base_dir: Optional[Path] = None, lock_held: bool = False):
+                 arpo_runner: Optional[ArpoRunner] = None, base_dir: Optional[Path] = None, lock_held: bool = False,
+                 plan: Optional[list[WorkItem]] = None):
         self.lock_held = lock_held  # the caller holds out_dir's lock (preflight), taken before the models loaded
+        self._plan = plan  # the image folder's work items, made once (by preflight, or at the first use)
         self.cfg, self.ev = cfg, cfg.evaluation
         self.image_dir, self.out_dir = Path(image_dir).resolve(), Path(out_dir).resolve()
         self.roles, self.specs, self.arpo_runner = roles, specs, arpo_runner
@@ -153,7 +156,7 @@ class Evaluation:
             plan = plan_arpo(spec, self.cfg, self.out_dir)
             results = load_results(plan.results_dir)
             if ids is None:
-                ids = {it.image_id for it in plan_work(self.image_dir, self.out_dir, self.cfg.job.max_file_bytes) if not it.read_error}
+                ids = {it.image_id for it in self._work_items() if not it.read_error}
             missing = ids - set(results)
             if missing and plan.run_missing:
                 if self.arpo_runner is None:
@@ -189,10 +192,16 @@ class Evaluation:
             raise SetupError(f"method {spec.key!r} needs the {name} role, which was not started")
         return role
 
+    def _work_items(self) -> list[WorkItem]:
+        """The image folder's plan, hashed once per run (every file's content is read)."""
+        if self._plan is None:
+            self._plan = plan_work(self.image_dir, self.out_dir, self.cfg.job.max_file_bytes)
+        return self._plan
+
     def _images(self, outcome: EvalOutcome) -> list[EvalImage]:
         configure_pillow_limit(self.cfg.job.max_image_pixels)
         images = []
-        for item in plan_work(self.image_dir, self.out_dir, self.cfg.job.max_file_bytes):
+        for item in self._work_items():
             try:
                 if item.read_error:
                     outcome.failed.setdefault("<reference>", {})[item.image_id] = item.read_error

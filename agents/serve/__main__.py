@@ -108,17 +108,15 @@ def main(argv: Optional[list[str]] = None) -> int:
 @contextlib.contextmanager
 def data_folder(options: ServeOptions, cfg: ArpoConfig) -> Iterator[None]:
     """The data folder, held for this server alone, with its checkpoint database reachable (SetupError else)."""
-    from agents.checkpointing import CheckpointUnavailable, check_checkpointer
+    from agents.checkpointing import check_checkpointer
     from agents.results import OutputFolderBusy, exclusive_output
 
     with contextlib.ExitStack() as held:
         try:  # only the checks: an error while serving is not the data folder's
             held.enter_context(exclusive_output(options.data_dir))
-            check_checkpointer(cfg.job.checkpoint, options.data_dir.resolve())
+            check_checkpointer(cfg.job.checkpoint, options.data_dir.resolve())  # a SetupError when unreachable
         except OutputFolderBusy:
             raise SetupError(f"{options.data_dir}: another server (or batch job) is using this data folder") from None
-        except CheckpointUnavailable as exc:
-            raise SetupError(str(exc)) from None
         except OSError as exc:
             raise SetupError(f"{options.data_dir}: cannot use it as the data folder: {exc}") from None
         yield

@@ -11,14 +11,13 @@ latest status is kept (not its record). A log that shrank or was replaced is rea
 """
 from __future__ import annotations
 
-import json
 import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from agents.results import RESULTS_JSONL
+from agents.results import RESULTS_JSONL, parse_record_line
 from agents.serve.files import served_file
 
 #: What the results browser is made of; the checkpoint database and logs are not served.
@@ -60,11 +59,8 @@ class LogTally:
 
     def _count(self, lines: bytes) -> None:
         for line in lines.splitlines():
-            try:
-                record = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue
-            if isinstance(record, dict) and isinstance(record.get("image_id"), str):
+            record = parse_record_line(line)
+            if record is not None:
                 self.status[record["image_id"]] = str(record.get("status"))
 
     def count(self, status: str) -> int:

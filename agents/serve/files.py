@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from agents.results import UnsafePathError, contained_path
+
 #: Served with every HTML file from a run or batch folder. ``sandbox`` gives the page an opaque origin:
 #: whatever HTML lies in such a folder runs its scripts (the results browser needs its own) but cannot
 #: read this server's API or post to it with the page's header; nothing outside the server loads.
@@ -27,14 +29,10 @@ def served_file(root: Path, rel: str, suffixes: frozenset[str]) -> Optional[Path
     if not parts or any("\x00" in p or len(p.encode("utf-8", "surrogateescape")) > 255 for p in parts):
         return None
     try:
-        base = Path(root).resolve(strict=True)
-        target = base.joinpath(*parts).resolve(strict=True)
-    except (OSError, RuntimeError, ValueError):  # missing, a symlink loop, an unencodable name
+        target = contained_path(root, *parts)
+    except (UnsafePathError, OSError, RuntimeError, ValueError):  # outside the folder, a symlink loop, unencodable
         return None
-    try:
-        inside = target.relative_to(base).parts
-    except ValueError:  # resolved outside the folder
-        return None
+    inside = target.relative_to(Path(root).resolve()).parts
     if not inside or any(part.startswith(".") for part in inside) or target.suffix.lower() not in suffixes:
         return None
     return target if target.is_file() and os.access(target, os.R_OK) else None
