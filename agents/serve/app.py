@@ -87,6 +87,7 @@ def create_app(cfg: Any, roles: Any, options: ServeOptions, optimise_fn: Any = N
         async with open_checkpointer(cfg.job.checkpoint, store.data_dir) as saver:
             manager = RunManager(cfg, roles, saver, store, options, optimise_fn=optimise_fn)
             state["manager"] = app.state.manager = manager
+            await asyncio.to_thread(manager.clear_download_spool)
             await manager.resume_unfinished()
             if on_ready is not None:
                 on_ready()

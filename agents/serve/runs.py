@@ -319,6 +319,13 @@ class RunManager:
         entry = outcome.to_dict(self.store.run_dir(run_id))
         return {**entry, "image_urls": [self.file_url(run_id, p) for p in entry["images"]]}
 
+    def clear_download_spool(self) -> None:
+        """At start: zips a killed server was sending are never read again (each download writes its own)."""
+        spool = self.store.data_dir / DOWNLOADS_DIR
+        if spool.is_dir() and not spool.is_symlink():
+            for path in spool.glob("*.zip"):
+                path.unlink(missing_ok=True)
+
     async def download(self, run_id: str) -> Path:
         """A zip of the run (result.json as its state is now, run.json, the reference, every image and edit),
         written in a thread to a temporary file under the data folder; the caller deletes it once sent."""

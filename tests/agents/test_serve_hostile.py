@@ -370,6 +370,15 @@ def test_the_download_is_streamed_from_a_file_with_images_stored(tmp_path):
         assert not list((tmp_path / "data" / ".downloads").glob("*.zip"))  # the spool file is gone once sent
 
 
+def test_zips_left_by_a_killed_server_are_cleared_at_start(tmp_path):
+    spool = tmp_path / "data" / ".downloads"
+    spool.mkdir(parents=True)
+    (spool / "0123456789abcdef-x.zip").write_bytes(b"PK" + b"\0" * 1000)
+    with serving(tmp_path) as (server, client, roles, w):
+        assert client.get("/api/health").status_code == 200
+        assert not list(spool.glob("*.zip"))
+
+
 # --------------------------------------------------------------------------- paths and hosts
 
 def _batch_folder(tmp_path: Path) -> Path:
