@@ -173,6 +173,33 @@ def check_checkpointer(cfg: CheckpointConfig, out_dir: str | os.PathLike) -> Non
         raise CheckpointUnavailable(f"cannot open the checkpoint database ({where}): {type(exc).__name__}: {exc}") from None
 
 
+async def _retry_while_locked(step, timeout_s: float, path: Path, conn: Any):
+    """Run ``step()`` again while SQLite answers "database is locked", for up to ``timeout_s``.
+
+    The busy timeout does not cover every case: two connections opening the same new file at once both
+    hold a shared lock and both need an exclusive one to switch to WAL (or to create the tables), and SQLite
+    answers one of them "locked" at once rather than wait into a deadlock. Retrying after the other has
+    finished is the documented remedy; any other error, or a lock held past the timeout, is raised."""
+    import random
+    import sqlite3
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    delay = 0.01
+    while True:
+        try:
+            return await step()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if loop.time() + delay > deadline:
+                raise sqlite3.OperationalError(f"{path}: {exc} (still after {timeout_s:g} s)") from exc
+            if conn.in_transaction:  # a script stopped half-way must not keep its locks while we wait
+                await conn.rollback()
+        await asyncio.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 0.5)
+
+
 @asynccontextmanager
 async def open_sqlite_saver(path: str | os.PathLike, busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S) -> AsyncIterator[Any]:
     import aiosqlite
@@ -183,14 +210,18 @@ async def open_sqlite_saver(path: str | os.PathLike, busy_timeout_s: float = SQL
     conn = await aiosqlite.connect(str(path), timeout=busy_timeout_s)
     try:
         await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-        async with conn.execute("PRAGMA journal_mode = WAL") as cur:
-            mode = (await cur.fetchone())[0]
+
+        async def wal_mode() -> str:
+            async with conn.execute("PRAGMA journal_mode = WAL") as cur:
+                return (await cur.fetchone())[0]
+
+        mode = await _retry_while_locked(wal_mode, busy_timeout_s, path, conn)
         if str(mode).lower() != "wal":
             raise RuntimeError(f"{path}: SQLite refused WAL journal mode (got {mode!r}); is it on a network filesystem?")
         # WAL + NORMAL survives an application crash; a power cut may lose the last node, which is redone.
         await conn.execute("PRAGMA synchronous = NORMAL")
         saver = _naming_threads(AsyncSqliteSaver)(conn, serde=StrictJsonSerializer())
-        await saver.setup()
+        await _retry_while_locked(saver.setup, busy_timeout_s, path, conn)
         yield saver
     finally:
         await conn.close()

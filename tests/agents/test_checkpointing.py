@@ -54,6 +54,21 @@ async def test_two_drivers_write_the_same_file_at_once(tmp_path):
     assert [r.stop_reason for r in results] == ["max_steps", "max_steps"]
 
 
+async def test_many_connections_opening_one_new_file_at_once_all_open(tmp_path):
+    """Opening a new file from several connections at once races for the exclusive lock that switching to
+    WAL and creating the tables need; SQLite answers the loser "database is locked" without waiting (the
+    busy timeout does not cover it), which once failed CI. Every opener must get through."""
+
+    async def opener(path):
+        async with open_checkpointer(CheckpointConfig(sqlite_file=path.name), path.parent) as saver:
+            async with saver.conn.execute("PRAGMA journal_mode") as cur:
+                return (await cur.fetchone())[0].lower()
+
+    for round_ in range(25):
+        path = tmp_path / f"round{round_}.sqlite"
+        assert await asyncio.gather(*(opener(path) for _ in range(6))) == ["wal"] * 6
+
+
 async def test_postgres_needs_the_url_variable(monkeypatch, tmp_path):
     monkeypatch.delenv("ARPO_TEST_PG_URL", raising=False)
     cfg = CheckpointConfig(kind="postgres", postgres_url_env="ARPO_TEST_PG_URL")
