@@ -119,6 +119,16 @@ class ConfigReader:
     def from_table(self) -> bool:
         return self.source == "built-in table"
 
+    @property
+    def source_text(self) -> str:
+        """Where the sizes came from, and for the built-in table why not from the hub."""
+        if self.source != "built-in table":
+            return self.source or ""
+        why = (f"the hub could not be asked: {self._hub_problem}" if self._hub_problem
+               else "the hub was not asked: HF_HUB_OFFLINE" if _hub_offline()
+               else "the hub was not asked" if not self.use_hub else "")
+        return f"built-in table; {why}" if why else "built-in table"
+
     def json(self, relpath: str) -> Optional[dict]:
         """The parsed file, or None when the model has no such file."""
         path = Path(self.ref).expanduser()
@@ -166,15 +176,32 @@ class ConfigReader:
         return None
 
     def _from_hub(self, relpath: str):
+        """The file from the hub, {} when the hub answered that it has no such file, None when the hub could
+        not be asked or would not say (``_hub_problem`` then says why). Asked with a short deadline first
+        (actors/hub_probe.py): huggingface_hub's download retries an unreachable hub for ~20 s and reports it
+        with an error class that also means "no such file"."""
         from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
+        from actors import hub_probe
+
+        answer = hub_probe.ask_hub(self.ref, relpath)
+        if answer.verdict == "missing":
+            self.source = "hub"
+            return {}
+        if answer.verdict != "found":
+            self._hub_problem = answer.detail if answer.verdict == "unreachable" else f"the hub refused: {answer.detail}"
+            return None
         try:
-            local = hf_hub_download(self.ref, relpath, cache_dir=self.cache_dir)
+            local = hf_hub_download(self.ref, relpath, cache_dir=self.cache_dir, endpoint=hub_probe.endpoint(),
+                                    etag_timeout=hub_probe.HUB_TIMEOUT_S)
+        except LocalEntryNotFoundError as exc:  # before its base class: the hub went away, not "no such file"
+            self._hub_problem = f"{type(exc).__name__}: the hub stopped answering"
+            return None
         except EntryNotFoundError:
             self.source = "hub"
             return {}
-        except Exception as exc:  # noqa: BLE001 - offline, unknown repo, gated: fall back to the table
+        except Exception as exc:  # noqa: BLE001 - unknown repo, gated, a broken download: fall back to the table
             self._hub_problem = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
             return None
         self.source = "hub"
@@ -415,7 +442,7 @@ def _chat_need(group: RoleGroup, cfg, gpu_memory: int, *, reader_kwargs: dict) -
     dtype_bytes = _dtype_bytes(cfg.dtype)
     counted, config = count_transformers(d, "image-text" if vision else "causal", dtype_bytes)
     dims = _text_dims(config)
-    need.params, need.weights, need.source = counted.params, counted.weight_bytes, reader.source or ""
+    need.params, need.weights, need.source = counted.params, counted.weight_bytes, reader.source_text
     kv_per_token = 2 * dims["layers"] * dims["kv_heads"] * dims["head_dim"] * dtype_bytes
     max_len = cfg.vllm.max_model_len or dims["max_positions"] or TRANSFORMERS_CHAT_TOKENS
     quant = f", {counted.quantization}" if counted.quantization else ""
@@ -489,7 +516,7 @@ def _t2i_need(group: RoleGroup, cfg, *, reader_kwargs: dict) -> GroupNeed:
         configs[name] = d
     need.params = sum(n for _, n in parts)
     need.weights = need.params * dtype_bytes
-    need.source = reader.source or ""
+    need.source = reader.source_text
     need.context = CUDA_CONTEXT_BYTES
     need.notes.append(", ".join(f"{name} {fmt_params(n)}" for name, n in parts) + f": weights {fmt(need.weights)}")
     vae, denoiser = configs.get("vae", {}), configs.get("unet") or configs.get("transformer") or {}
@@ -522,7 +549,7 @@ def _captioner_need(group: RoleGroup, cfg, *, reader_kwargs: dict) -> GroupNeed:
         raise SizingError(f"{cfg.model!r} has no config.json")
     dtype_bytes = _dtype_bytes(cfg.dtype)
     counted, config = count_transformers(d, "image-text", dtype_bytes)
-    need.params, need.weights, need.source = counted.params, counted.weight_bytes, reader.source or ""
+    need.params, need.weights, need.source = counted.params, counted.weight_bytes, reader.source_text
     need.context = CUDA_CONTEXT_BYTES
     dims = _text_dims(config)
     vision = getattr(config, "vision_config", None)
@@ -771,7 +798,7 @@ def format_plan(plan: MemoryPlan) -> str:
     for n in plan.needs:
         head = f"  {n.group.name} [{n.model}]" if n.model else f"  {n.group.name}"
         if n.source:
-            head += " (from the built-in table)" if n.source == "built-in table" else f" (config: {n.source})"
+            head += (f" (from the {n.source})" if n.source.startswith("built-in table") else f" (config: {n.source})")
         if n.unknown:
             lines.append(f"{head}: size unknown: {n.unknown}")
             continue

@@ -167,12 +167,12 @@ def test_hub_ids_that_cannot_be_read_fall_back_to_the_built_in_table_and_say_so(
     })
     plan = make_plan(cfg, 80 * GiB, gpus=4)
     params = {n.group.name: n.params for n in plan.needs if n.where == "gpu"}
-    assert all(n.source == "built-in table" for n in plan.needs if n.where == "gpu")
+    assert all(n.source == "built-in table; the hub was not asked: HF_HUB_OFFLINE" for n in plan.needs if n.where == "gpu")
     assert params["llm"] == pytest.approx(13.0e9, rel=0.01) and params["vlm"] == pytest.approx(7.57e9, rel=0.01)
     # BLIP2's OPT ties its output embedding to the input one (50272 × 2560): 3.87B stored, 3.74B in memory.
     assert params["captioner"] == pytest.approx(3.87e9 - 50272 * 2560, rel=0.01)
     assert params["t2i"] == pytest.approx(860e6 + 123e6 + 83.7e6 + 304e6, rel=0.01)  # with the safety checker
-    assert plan.format().count("(from the built-in table)") == 4
+    assert plan.format().count("(from the built-in table; the hub was not asked: HF_HUB_OFFLINE)") == 4
 
 
 # --- the offline kit's tiny models: the planner's count equals the loaded model's ----------------
@@ -284,7 +284,7 @@ def run_cli(capsys, *args) -> tuple[int, str]:
 def test_the_24gb_profile_fits_24gib(capsys):
     rc, out = run_cli(capsys, "--config", str(REPO / "configs/one_gpu_24gb.yaml"), "--gpu-memory", "24GiB")
     assert rc == 0, out
-    assert "llm+vlm+captioner [Qwen/Qwen2-VL-7B-Instruct-AWQ] (from the built-in table)" in out
+    assert "llm+vlm+captioner [Qwen/Qwen2-VL-7B-Instruct-AWQ] (from the built-in table; the hub was not asked: HF_HUB_OFFLINE)" in out
     assert "one engine serves llm, vlm, captioner" in out and out.rstrip().endswith("Fits.")
 
 
