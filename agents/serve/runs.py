@@ -243,7 +243,16 @@ class RunManager:
             await dirty.wait()
             dirty.clear()
             try:
-                await asyncio.to_thread(self.store.save, meta.model_copy(deep=True))
+                # Cancelling this task (``_flush``) cannot stop a save already running in its thread: left
+                # behind, that older copy (still "running") could land after _flush's final save and
+                # overwrite it on disk and in the store's memory, and once the run leaves ``_live`` it would
+                # read "running" forever. So a cancel waits here for the save's thread to finish first.
+                save = asyncio.ensure_future(asyncio.to_thread(self.store.save, meta.model_copy(deep=True)))
+                try:
+                    await asyncio.shield(save)
+                except asyncio.CancelledError:
+                    await asyncio.gather(save, return_exceptions=True)
+                    raise
                 await self._publish(meta.run_id)
             except asyncio.CancelledError:
                 raise

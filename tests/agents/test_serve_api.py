@@ -246,6 +246,67 @@ def test_two_users_at_once_share_the_roles_and_extra_runs_queue(tmp_path):
         assert {r["run_id"] for r in client.get("/api/runs").json()} == {first, second}
 
 
+
+def test_a_progress_save_left_in_its_thread_never_overwrites_the_final_status(tmp_path):
+    """The race behind the flaky test above: a run's publisher saves run.json in a thread after each node;
+    when the run ends, _flush cancels the publisher and saves the final status. A cancel cannot stop the
+    thread, so an older "running" copy still being written could land after the final "done" one and the
+    run read "running" for ever. Here that save is held until the final one has returned (the old code),
+    or released at once when the cancelled publisher waits for it (the fix): the final status must win."""
+    import asyncio
+    import threading
+    import types
+
+    from agents.serve.runs import RunManager
+    from agents.serve.store import RunMeta, RunRequest, RunStore, new_run_id
+
+    store = RunStore(tmp_path / "data")
+    store.load_all()
+    real_save = store.save
+    progress_saving, release, progress_saved, final_saved = (threading.Event() for _ in range(4))
+
+    def save(meta: RunMeta) -> None:
+        progress = meta.status == "running" and bool(meta.timeline)  # the publisher's save after the node
+        if progress:
+            progress_saving.set()
+            assert release.wait(10), "the held save was never released"
+        real_save(meta)
+        (progress_saved if progress else final_saved if meta.status == "done" else threading.Event()).set()
+
+    store.save = save
+
+    async def optimise(*args, on_node, **kwargs):
+        on_node("generate")
+        while not progress_saving.is_set():  # end the run while that node's save is in its thread
+            await asyncio.sleep(0.005)
+        return types.SimpleNamespace(status="done", error=None, source=None, model_dump_json=lambda indent=None: "{}")
+
+    async def scenario() -> str:
+        manager = RunManager(config(tmp_path), None, None, store, ServeOptions(data_dir=tmp_path / "data"),
+                             optimise_fn=optimise)
+        manager._graph = lambda agent_cfg: None
+        meta = RunMeta(run_id=new_run_id(), filename="cat.png", image_id="0" * 16, created_at=store.now(),
+                       request=RunRequest(framework="enhanced", max_steps=1, seeds=[0]),
+                       settings_fingerprint=manager.fingerprint)
+        real_save(meta.model_copy(deep=True))
+        manager.start(meta)
+        while not progress_saving.is_set():
+            await asyncio.sleep(0.005)
+        publisher = next(t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "RunManager._publisher")
+        while not (publisher.done() or publisher.cancelling()):  # _flush has cancelled it
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.05)  # the cancellation is delivered (loop callbacks only, no thread involved)
+        if publisher.done():  # it left its save behind: let the final save return first, as a slow thread would
+            assert await asyncio.to_thread(final_saved.wait, 10), "the final save never came"
+        release.set()
+        await manager._tasks[meta.run_id]
+        assert await asyncio.to_thread(progress_saved.wait, 10)
+        assert meta.run_id not in manager._live
+        return manager.meta(meta.run_id).status
+
+    assert asyncio.run(scenario()) == "done"  # the store's memory copy, which views read once the run has left
+    assert store.read(store.all()[0].run_id).status == "done"  # run.json: a restart must not resume a finished run
+
 def test_batch_folders_are_listed_and_only_the_results_browser_is_served(tmp_path):
     from tests.agents.report_synthetic import write_synthetic_output
 
