@@ -9,38 +9,11 @@ demand of all actors with what the cluster has or may grow to.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence
+from typing import Mapping
 
 from actors.config import ResourceConfig
-
-_EPS = 1e-9
-
-
-@dataclass(frozen=True)
-class ClusterShape:
-    """What the cluster offers: the resources of each live node, and the autoscaler's node types."""
-
-    nodes: Sequence[Mapping[str, float]]
-    node_types: Sequence[tuple[Mapping[str, float], Optional[int]]] = field(default_factory=tuple)  # (resources, max nodes; None: unbounded)
-
-    def most_on_one_node(self, resource: str) -> float:
-        shapes = [*self.nodes, *(r for r, _ in self.node_types)]
-        return max((float(s.get(resource, 0.0)) for s in shapes), default=0.0)
-
-    def most_in_total(self, resource: str) -> float:
-        total = sum(float(n.get(resource, 0.0)) for n in self.nodes)
-        for resources, max_count in self.node_types:
-            if resources.get(resource, 0.0) > 0:
-                if max_count is None:
-                    return math.inf
-                total += max_count * float(resources[resource])
-        return total
-
-    def fits_one_node(self, bundle: Mapping[str, float]) -> bool:
-        shapes = [*self.nodes, *(r for r, _ in self.node_types)]
-        return any(all(float(s.get(k, 0.0)) + _EPS >= v for k, v in bundle.items()) for s in shapes)
+from core.ray_cluster import EPS as _EPS
+from core.ray_cluster import ClusterShape, current_cluster_shape  # noqa: F401 - part of this module's interface
 
 
 def actor_bundle(res: ResourceConfig) -> dict[str, float]:
@@ -70,23 +43,3 @@ def capacity_problems(roles: Mapping[str, ResourceConfig], shape: ClusterShape) 
             problems.append(f"all roles together need {key} {need:g}, the cluster {'can grow to' if shape.node_types else 'has'} "
                             f"{have:g} (short by {need - have:g})")
     return problems
-
-
-def current_cluster_shape() -> ClusterShape:
-    """The connected Ray cluster's live nodes and, when an autoscaler config is published, its node types."""
-    import ray
-
-    nodes = [dict(n.get("Resources") or {}) for n in ray.nodes() if n.get("Alive")]
-    node_types = []
-    try:
-        from ray._private.state import state
-
-        config = state.get_cluster_config()
-    except Exception:  # noqa: BLE001 - no autoscaler state: a fixed cluster
-        config = None
-    if config is not None:
-        for group in config.node_group_configs:
-            if group.max_count == 0 or not group.resources:
-                continue
-            node_types.append((dict(group.resources), None if group.max_count < 0 else int(group.max_count)))
-    return ClusterShape(nodes=nodes, node_types=node_types)

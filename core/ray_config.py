@@ -19,6 +19,18 @@ class RayConfig(StrictModel):
     include_dashboard: bool = Field(False, description="Local Ray only: start the dashboard (on 127.0.0.1).")
 
 
+# Whether the Ray this process is connected to was started by init_ray on this machine (not joined).
+_started_local = False
+
+
+def on_local_ray() -> bool:
+    """True when this process is connected to a Ray that init_ray started here (one machine, loopback),
+    False when it joined a cluster or is not connected."""
+    import ray
+
+    return _started_local and ray.is_initialized()
+
+
 def init_ray(cfg: RayConfig, *, log_to_driver: bool = True, **runtime_env) -> bool:
     """Connect to a cluster or start a loopback-only local Ray. Returns True if it started one.
 
@@ -37,10 +49,12 @@ def init_ray(cfg: RayConfig, *, log_to_driver: bool = True, **runtime_env) -> bo
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray
 
+    global _started_local
     if ray.is_initialized():
         return False
     if address:
         ray.init(address=address, runtime_env=runtime_env or None, log_to_driver=True)
+        _started_local = False
         return False
     from ray._private import ray_constants
 
@@ -54,4 +68,5 @@ def init_ray(cfg: RayConfig, *, log_to_driver: bool = True, **runtime_env) -> bo
         kwargs["_temp_dir"] = cfg.temp_dir
     ray.init(**{k: v for k, v in kwargs.items() if v is not None}, runtime_env=runtime_env or None,
              log_to_driver=log_to_driver)
+    _started_local = True
     return True

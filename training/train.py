@@ -6,7 +6,9 @@
 
 The config is validated before Ray starts. The driver joins the cluster named by ``ray.address``
 or ``RAY_ADDRESS`` (set by ``ray job submit``), else starts a loopback-only local Ray, and runs a
-``TorchTrainer`` whose run folder is ``<run_dir>/<name>``:
+``TorchTrainer`` whose run folder is ``<run_dir>/<name>``. Workers the cluster cannot hold are refused
+at once naming the key to change; on a Ray this command started, custom resources (which choose a
+node type of a cluster) are dropped with a logged line (training.placement). Then:
 
 * a worker crash restarts the worker group (``FailureConfig(max_failures)``), which resumes from
   the latest checkpoint;
@@ -72,9 +74,17 @@ def run(cfg: TrainConfig):
     """Connect to (or start) Ray, fit, and return the Ray Train ``Result``."""
     import ray
 
+    from core.ray_cluster import current_cluster_shape
+    from core.ray_config import on_local_ray
+    from training.placement import place_workers
+
     cfg = cfg.model_copy(update={"run_dir": resolve_run_dir(cfg.run_dir, JOB_ENV_VAR in os.environ)})
     started = init_ray(cfg.ray)
     try:
+        # Ray would wait for ever for workers no node can hold: checked here, in seconds, naming the key.
+        cfg, notes = place_workers(cfg, current_cluster_shape(), local_ray=on_local_ray())
+        for note in notes:
+            print(note, file=sys.stderr, flush=True)
         return build_trainer(cfg).fit()
     finally:
         if started:
@@ -107,6 +117,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         result = run(cfg)
+    except ConfigError as exc:  # the workers do not fit the cluster (training.placement)
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
     except TrainingFailedError as exc:
         print(f"training failed: {exc}", file=sys.stderr)
         return 1

@@ -60,3 +60,24 @@ def test_two_workers_crash_resume_and_rerun(local_ray, tmp_path):
     assert state["step"] == 8 and state["attempt_starts"] == [0, resumed_at, 6]
     assert [row["step"] for row in read_history(folder)] == list(range(1, 9))
     assert len([p for p in run_folder.glob("checkpoint_*") if p.is_dir()]) == 2  # keep_checkpoints: 2
+
+
+def test_a_cluster_node_type_resource_is_dropped_on_one_machine_and_the_run_trains(local_ray, tmp_path, capsys):
+    """configs/mdss/*'s cluster profiles pin workers with custom_resources_per_worker; on one machine the
+    documented command used to wait for ever. Through the real CLI on the local Ray: dropped, logged, trained."""
+    run_dir = tmp_path / "runs"
+    command = ["--config", str(CONFIG), "--set", f"run_dir={run_dir}", "--set", "custom_resources_per_worker={gpu_small: 1}",
+               "--set", "total_steps=2", "--set", "checkpoint_every=2", "--set", "sample.every=0"]
+    assert main(command) == 0
+    err = capsys.readouterr().err
+    assert "custom_resources_per_worker.gpu_small: dropped" in err
+    assert latest_checkpoint(run_dir / "tiny_fashion_mnist")[1]["step"] == 2
+
+
+def test_a_gpu_profile_on_this_cpu_machine_is_refused_naming_the_key(local_ray, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CIFAR10_DIR", str(tmp_path))
+    config = CONFIG.parent / "finetune_cifar10_ddpm.yaml"
+    assert main(["--config", str(config), "--set", f"run_dir={tmp_path / 'runs'}", "--set", "cpus_per_worker=1"]) == 2
+    err = capsys.readouterr().err
+    assert "config error: this machine's local Ray: use_gpu: each worker needs GPU 1" in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("checkpoint_*"))
