@@ -53,7 +53,7 @@ def _path_or_id(v: str) -> str:
 
 
 class T2IConfig(StrictModel):
-    """Text-to-image role: any diffusers text-to-image pipeline (SD1.5, SDXL, PixArt-α)."""
+    """Text-to-image role: any diffusers text-to-image pipeline (SD1.5, SDXL, SD3.5, FLUX.1, PixArt-α)."""
 
     model: str = Field("stable-diffusion-v1-5/stable-diffusion-v1-5", description="Local pipeline folder or hub id, loaded with from_pretrained.")
     pipeline_class: str = Field("AutoPipelineForText2Image", description="diffusers class used to load it (AutoPipelineForText2Image picks SD/SDXL/PixArt from model_index.json).")
@@ -64,7 +64,7 @@ class T2IConfig(StrictModel):
     height: Optional[int] = Field(None, ge=8, le=4096, description="Output height in pixels (multiple of 8, at most 4096); None uses the pipeline's default.")
     width: Optional[int] = Field(None, ge=8, le=4096, description="Output width in pixels (multiple of 8, at most 4096); None uses the pipeline's default.")
     negative_prompt: Optional[str] = Field(None, description="Negative prompt applied to every image.")
-    max_prompt_tokens: int = Field(77, ge=1, le=4096, description="Text-encoder token limit (at most 4096); prompts are kept within it by the agent.")
+    max_prompt_tokens: Optional[int] = Field(None, ge=1, le=4096, description="Prompt tokens the agent may use, special tokens included (at most 4096). None: what the pipeline's binding text encoder reads (actors/prompt_budget.py: 77 for SD1.5/SDXL's CLIP; T5's max_sequence_length for SD3.5 (256), FLUX.1 (512), PixArt-α (120)), counted with that encoder's tokenizer. More than the encoder reads is refused when the model loads; on a T5 pipeline a set value is also the max_sequence_length it is called with.")
     batching: BatchingConfig = Field(default_factory=lambda: BatchingConfig(max_batch_size=8, max_wait_ms=20.0), description="Cross-caller batching of generation requests.")
     resources: ResourceConfig = Field(default_factory=lambda: ResourceConfig(num_gpus=1.0), description="Ray placement.")
 

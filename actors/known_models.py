@@ -15,7 +15,12 @@ LLaVA-v1.6-Mistral-7B 7,566,747,648 (its hub page: 7.57B); Qwen2-VL-7B-Instruct 
 (8.29B); BLIP2-OPT-2.7b 3,744,679,936 in memory, where OPT's output embedding is tied to its
 input embedding (3,873,376,256 counting both, the hub page's 3.87B); SD1.5 UNet 859,520,964,
 VAE 83,653,863, text encoder 123,060,480 (the model card: "860M UNet and 123M text
-encoder"), safety checker 303,981,588.
+encoder"), safety checker 303,981,588; SDXL base 1.0 UNet 2,567,463,684, text encoders 123,060,480 and
+694,659,840 (the OpenCLIP bigG tower); SD3.5-medium transformer 2,469,663,936 (226,492,416 of them its
+positional-embedding buffer, stored with the weights: the ~4.94 GB bf16 file), T5-XXL encoder
+4,762,310,656 (SD3.5's and FLUX.1's), FLUX.1-dev transformer 11,901,408,320 ("12 billion parameter"),
+the 16-channel VAE 83,819,683. The SDXL, SD3.5 and FLUX.1 entries were transcribed without the hub at
+hand; the counts above, which match the published sizes, are their check.
 """
 from __future__ import annotations
 
@@ -58,6 +63,91 @@ _SD15_PIPELINE = {
         "vision_config": {"hidden_size": 1024, "intermediate_size": 4096, "num_attention_heads": 16,
                           "num_hidden_layers": 24, "patch_size": 14, "image_size": 224},
     },
+}
+
+_CLIP_L = {  # openai/clip-vit-large-patch14's text tower: SD1.5's, SDXL's and FLUX.1's first encoder
+    "model_type": "clip_text_model", "hidden_act": "quick_gelu", "hidden_size": 768, "intermediate_size": 3072,
+    "max_position_embeddings": 77, "num_attention_heads": 12, "num_hidden_layers": 12, "projection_dim": 768,
+    "vocab_size": 49408,
+}
+_CLIP_BIGG = {  # OpenCLIP ViT-bigG/14's text tower with its projection: SDXL's and SD3.5's second encoder
+    "architectures": ["CLIPTextModelWithProjection"], "model_type": "clip_text_model", "hidden_act": "gelu",
+    "hidden_size": 1280, "intermediate_size": 5120, "max_position_embeddings": 77, "num_attention_heads": 20,
+    "num_hidden_layers": 32, "projection_dim": 1280, "vocab_size": 49408,
+}
+_T5_XXL = {  # google/t5-v1_1-xxl's encoder: SD3.5's third encoder and FLUX.1's second
+    "architectures": ["T5EncoderModel"], "model_type": "t5", "d_ff": 10240, "d_kv": 64, "d_model": 4096,
+    "feed_forward_proj": "gated-gelu", "num_heads": 64, "num_layers": 24, "relative_attention_num_buckets": 32,
+    "relative_attention_max_distance": 128, "vocab_size": 32128, "is_gated_act": True, "dense_act_fn": "gelu_new",
+}
+_VAE_16 = {  # the 16-channel autoencoder of SD3/SD3.5 and FLUX.1 (no quant convs)
+    "_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4, "in_channels": 3, "latent_channels": 16, "layers_per_block": 2,
+    "norm_num_groups": 32, "out_channels": 3, "sample_size": 1024, "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "use_quant_conv": False, "use_post_quant_conv": False,
+}
+
+_SDXL_PIPELINE = {
+    "model_index.json": {
+        "_class_name": "StableDiffusionXLPipeline",
+        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"], "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+        "tokenizer": ["transformers", "CLIPTokenizer"], "tokenizer_2": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+    },
+    "unet/config.json": {
+        "_class_name": "UNet2DConditionModel", "act_fn": "silu", "addition_embed_type": "text_time",
+        "addition_embed_type_num_heads": 64, "addition_time_embed_dim": 256, "attention_head_dim": [5, 10, 20],
+        "block_out_channels": [320, 640, 1280], "cross_attention_dim": 2048,
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"], "in_channels": 4,
+        "layers_per_block": 2, "norm_num_groups": 32, "out_channels": 4, "projection_class_embeddings_input_dim": 2816,
+        "sample_size": 128, "transformer_layers_per_block": [1, 2, 10],
+        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"], "use_linear_projection": True,
+    },
+    "vae/config.json": {**_SD15_PIPELINE["vae/config.json"], "sample_size": 1024},
+    "text_encoder/config.json": {**_CLIP_L, "architectures": ["CLIPTextModel"]},
+    "text_encoder_2/config.json": _CLIP_BIGG,
+}
+
+_SD35_MEDIUM_PIPELINE = {
+    "model_index.json": {
+        "_class_name": "StableDiffusion3Pipeline",
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModelWithProjection"],
+        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+        "text_encoder_3": ["transformers", "T5EncoderModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"], "tokenizer_2": ["transformers", "CLIPTokenizer"],
+        "tokenizer_3": ["transformers", "T5TokenizerFast"],
+        "transformer": ["diffusers", "SD3Transformer2DModel"], "vae": ["diffusers", "AutoencoderKL"],
+    },
+    "transformer/config.json": {
+        "_class_name": "SD3Transformer2DModel", "attention_head_dim": 64, "caption_projection_dim": 1536,
+        "dual_attention_layers": list(range(13)), "in_channels": 16, "joint_attention_dim": 4096,
+        "num_attention_heads": 24, "num_layers": 24, "out_channels": 16, "patch_size": 2,
+        "pooled_projection_dim": 2048, "pos_embed_max_size": 384, "qk_norm": "rms_norm", "sample_size": 128,
+    },
+    "vae/config.json": _VAE_16,
+    "text_encoder/config.json": {**_CLIP_L, "architectures": ["CLIPTextModelWithProjection"]},
+    "text_encoder_2/config.json": _CLIP_BIGG,
+    "text_encoder_3/config.json": _T5_XXL,
+}
+
+_FLUX1_DEV_PIPELINE = {
+    "model_index.json": {
+        "_class_name": "FluxPipeline",
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"], "text_encoder_2": ["transformers", "T5EncoderModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"], "tokenizer_2": ["transformers", "T5TokenizerFast"],
+        "transformer": ["diffusers", "FluxTransformer2DModel"], "vae": ["diffusers", "AutoencoderKL"],
+    },
+    "transformer/config.json": {
+        "_class_name": "FluxTransformer2DModel", "attention_head_dim": 128, "axes_dims_rope": [16, 56, 56],
+        "guidance_embeds": True, "in_channels": 64, "joint_attention_dim": 4096, "num_attention_heads": 24,
+        "num_layers": 19, "num_single_layers": 38, "patch_size": 1, "pooled_projection_dim": 768,
+    },
+    "vae/config.json": _VAE_16,
+    "text_encoder/config.json": {**_CLIP_L, "architectures": ["CLIPTextModel"]},
+    "text_encoder_2/config.json": _T5_XXL,
 }
 
 KNOWN_CONFIGS: dict[str, dict[str, dict]] = {
@@ -126,4 +216,7 @@ KNOWN_CONFIGS: dict[str, dict[str, dict]] = {
     },
     "stable-diffusion-v1-5/stable-diffusion-v1-5": _SD15_PIPELINE,
     "runwayml/stable-diffusion-v1-5": _SD15_PIPELINE,
+    "stabilityai/stable-diffusion-xl-base-1.0": _SDXL_PIPELINE,
+    "stabilityai/stable-diffusion-3.5-medium": _SD35_MEDIUM_PIPELINE,
+    "black-forest-labs/FLUX.1-dev": _FLUX1_DEV_PIPELINE,
 }

@@ -359,7 +359,32 @@ def _count_pipeline_component(library: str, class_name: str, d: dict) -> int:
                 model = cls(cls.config_class.from_dict(dict(d)))
     except Exception as exc:  # noqa: BLE001
         raise SizingError(f"cannot build {class_name} from its config on the meta device: {type(exc).__name__}: {exc}") from exc
-    return sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in model.parameters()) - _untied_on_meta(model) + _stored_buffers(model)
+
+
+def _stored_buffers(model) -> int:
+    """Elements of the persistent buffers: saved with the weights and loaded onto the GPU beside them (SD3.5's
+    positional embedding table, 384² × 1536 = 226M values, is a buffer, not a parameter)."""
+    total = 0
+    for module_name, module in model.named_modules():
+        skip = getattr(module, "_non_persistent_buffers_set", set())
+        total += sum(b.numel() for name, b in module.named_buffers(recurse=False) if name not in skip and b is not None)
+    return total
+
+
+def _untied_on_meta(model) -> int:
+    """Parameters counted twice because transformers leaves declared ties undone on the meta device (T5's
+    encoder embedding is its shared embedding: without this T5-XXL counts its 32128 × 4096 matrix twice)."""
+    keys = getattr(model, "all_tied_weights_keys", None) or {}
+    extra = 0
+    for target, source in dict(keys).items():
+        try:
+            t, s = model.get_parameter(target), model.get_parameter(source)
+        except AttributeError:
+            continue
+        if t is not s:
+            extra += t.numel()
+    return extra
 
 
 # --------------------------------------------------------------------------------------
@@ -524,7 +549,9 @@ def _t2i_need(group: RoleGroup, cfg, *, reader_kwargs: dict) -> GroupNeed:
     height = cfg.height or (denoiser.get("sample_size") or 64) * scale
     width = cfg.width or (denoiser.get("sample_size") or 64) * scale
     batch = cfg.batching.max_batch_size
-    cfg_batch = batch * (2 if cfg.guidance_scale > 1 else 1)
+    # Classifier-free guidance runs the denoiser on twice the latents; FLUX.1 is guidance-distilled (one pass,
+    # the guidance value an input of the transformer).
+    cfg_batch = batch * (2 if cfg.guidance_scale > 1 and index.get("_class_name") != "FluxPipeline" else 1)
     channels = vae.get("block_out_channels") or [128]
     vae_peak = batch * height * width * channels[min(1, len(channels) - 1)] * dtype_bytes * VAE_LIVE_TENSORS
     if "block_out_channels" in denoiser:

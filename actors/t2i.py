@@ -1,4 +1,4 @@
-"""Text-to-image role: any diffusers text-to-image pipeline (SD1.5, SDXL, PixArt-α), loaded once.
+"""Text-to-image role: any diffusers text-to-image pipeline (SD1.5, SDXL, SD3.5, FLUX.1, PixArt-α), loaded once.
 
 ``T2IModel`` is the plain class (usable without Ray, e.g. in benchmarks); ``T2IServer`` adds
 cross-caller batching: every (prompt, seed) is one item of a MicroBatcher, so concurrent
@@ -16,6 +16,7 @@ repeated gives bit-for-bit the same images (GPU kernels need not be deterministi
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -23,6 +24,7 @@ import numpy as np
 from actors.batching import MicroBatcher
 from actors.config import T2IConfig
 from actors.model_source import ModelLoadError, check_local_folder, load_error
+from actors.prompt_budget import PromptBudgetError, pipeline_budget
 from actors.torch_device import resolve_device, resolve_dtype
 
 # torch.Generator.manual_seed accepts at most 64 bits; keep seeds non-negative and in int64.
@@ -71,6 +73,24 @@ def load_pipeline(cfg: T2IConfig, device: str, dtype):
     return pipe
 
 
+def check_call_settings(pipe: Any, cfg: T2IConfig) -> None:
+    """Settings the pipeline would drop without a word are refused (PromptBudgetError naming the key)."""
+    name = type(pipe).__name__
+    takes = inspect.signature(type(pipe).__call__).parameters
+    if cfg.negative_prompt is not None:
+        if "negative_prompt" not in takes:
+            raise PromptBudgetError(f"t2i.negative_prompt: {name} takes no negative prompt; set it to null")
+        if "true_cfg_scale" in takes:  # FLUX.1: guidance-distilled; a negative prompt acts only with true CFG
+            raise PromptBudgetError(f"t2i.negative_prompt: {name} (FLUX.1, guidance-distilled) ignores a negative "
+                                    f"prompt unless run with true classifier-free guidance, which this role does "
+                                    f"not do; set it to null")
+    transformer = getattr(pipe, "transformer", None)
+    if "true_cfg_scale" in takes and transformer is not None and not getattr(transformer.config, "guidance_embeds", True) \
+            and cfg.guidance_scale > 0:
+        raise PromptBudgetError(f"t2i.guidance_scale: {name} with a transformer without guidance embeddings "
+                                f"(FLUX.1-schnell) ignores it; set it to 0 (was {cfg.guidance_scale:g})")
+
+
 class T2IModel:
     """A diffusers text-to-image pipeline on the configured device and dtype.
 
@@ -89,12 +109,15 @@ class T2IModel:
         else:
             self.pipe = pipeline.to(self.device, self.dtype)
         self.pipe.set_progress_bar_config(disable=True)
-        tokenizer = getattr(self.pipe, "tokenizer", None)
-        if tokenizer is None:
-            raise ModelLoadError(f"text-to-image model {cfg.model!r}: pipeline {type(self.pipe).__name__} has no tokenizer")
-        # A private copy for token counting: fast tokenizers are not safe to use from two
-        # threads at once, and the pipeline uses its own tokenizer in the batch worker thread.
-        self._count_tokenizer = copy.deepcopy(tokenizer)
+        try:
+            self.budget = pipeline_budget(self.pipe, cfg.max_prompt_tokens)
+            check_call_settings(self.pipe, cfg)
+        except PromptBudgetError as exc:
+            raise ModelLoadError(f"text-to-image model {cfg.model!r}: {exc}") from None
+        self._call_parameters = frozenset(inspect.signature(type(self.pipe).__call__).parameters)
+        # A private copy of the binding tokenizer for counting: fast tokenizers are not safe to use
+        # from two threads at once, and the pipeline uses its own in the batch worker thread.
+        self._count_tokenizer = copy.deepcopy(getattr(self.pipe, self.budget.tokenizer_attr))
 
     def generate_batch(self, items: Sequence[tuple[str, int]]) -> list[np.ndarray]:
         """One pipeline call for all (prompt, seed) items; one uint8 (H, W, 3) image per item."""
@@ -117,12 +140,19 @@ class T2IModel:
             kwargs["width"] = self.cfg.width
         if self.cfg.negative_prompt is not None:
             kwargs["negative_prompt"] = [self.cfg.negative_prompt] * len(prompts)
+        if self.budget.max_sequence_length is not None:  # T5 reads this many tokens: the agent's budget
+            kwargs["max_sequence_length"] = self.budget.max_sequence_length
+        if "clean_caption" in self._call_parameters:
+            # PixArt rewrites prompts (lower case, no URLs, ...) when BeautifulSoup and ftfy are installed, and
+            # warns and skips it when not: the agent's prompt must reach the encoder as it was chosen.
+            kwargs["clean_caption"] = False
         with torch.inference_mode():
             images = self.pipe(**kwargs).images
         return float_images_to_uint8(np.asarray(images))
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Tokens per text under the pipeline's (first) tokenizer, special tokens excluded, no truncation."""
+        """Tokens per text under the binding tokenizer (actors.prompt_budget: T5's where the pipeline has
+        T5, else the CLIP one with the smallest limit), special tokens excluded, no truncation."""
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of str, not a single str")
         texts = [check_prompt(t) for t in texts]
@@ -137,7 +167,7 @@ class T2IServer:
 
     #: Cheap methods that must answer while long calls queue (a Ray shell runs them in a concurrency
     #: group of their own, on another event loop: they touch no asyncio object of the others).
-    CONTROL_METHODS = ("count_tokens", "ping", "stats")
+    CONTROL_METHODS = ("count_tokens", "prompt_budget", "ping", "stats")
 
     def __init__(self, cfg: T2IConfig, model: Optional[T2IModel] = None):
         self.cfg = cfg
@@ -153,6 +183,10 @@ class T2IServer:
     async def count_tokens(self, texts: Sequence[str]) -> list[int]:
         # Tokenizing is fast (microseconds per prompt): done inline on the event loop.
         return self.model.count_tokens(texts)
+
+    async def prompt_budget(self) -> dict:
+        """The tokens a prompt may have (``limit``, special tokens included), the tokenizer counting them and why."""
+        return self.model.budget.as_dict()
 
     async def stats(self) -> dict:
         return {"batches": self._batcher.stats.as_dict()}

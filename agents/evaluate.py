@@ -37,6 +37,7 @@ from agents.eval.config import EvalConfig
 from agents.eval.methods import parse_methods
 from agents.eval.records import fingerprint
 from agents.eval.runner import EvalRoles, Evaluation, needed_roles, preflight
+from agents.prompt_limit import with_prompt_limit
 from core.config import SET_HELP, ConfigError, apply_overrides, read_yaml, validate
 
 log = logging.getLogger("agents.evaluate")
@@ -129,6 +130,7 @@ async def _run(cfg: EvalConfig, image_dir: Path, specs, plan: Optional[list] = N
     starter = RoleStarter()
     try:
         roles = await start_eval_roles(cfg, starter, specs)
+        cfg = await with_prompt_limit(cfg, roles.t2i)
     except Exception as exc:
         raise SetupError(f"cannot start the model roles: {type(exc).__name__}: {exc}") from exc
     evaluation = Evaluation(cfg, image_dir, Path(cfg.evaluation.out_dir), roles, specs, arpo_runner=arpo_runner(starter),

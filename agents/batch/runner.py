@@ -26,6 +26,7 @@ from agents.batch.writer import BatchWriter
 from agents.config import ArpoConfig
 from agents.images import IMAGE_EXTENSIONS, ImageLoadError, configure_pillow_limit, load_rgb, save_png
 from agents.progress import Progress
+from agents.prompt_limit import with_prompt_limit
 from agents.report import ReportHeader, random_weight_roles
 from agents.results import REFERENCE_FILE, RESULTS_JSONL, OutputFolderBusy, ResultsLog, atomic_write_bytes, exclusive_output
 
@@ -137,6 +138,10 @@ async def run_batch(cfg: ArpoConfig, image_dir: "str | Path | ImageSource", out_
             cleanup.enter_context(lock)
         if items is None:
             items = await asyncio.to_thread(plan_items, source, out_dir, cfg)
+        # After the identity (which records the setting as configured): the graph needs the number.
+        # (No roles: a caller's own graph and optimise_fn, which bring their limit with them.)
+        if roles is not None:
+            cfg = await with_prompt_limit(cfg, roles.t2i)
         results = await asyncio.to_thread(ResultsLog, out_dir / RESULTS_JSONL)
         captioner = Captions(out_dir, source, items, captions)
         # e.g. a run killed between an image's record and its caption; reads every caption: off the loop

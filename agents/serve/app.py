@@ -32,6 +32,7 @@ from starlette.background import BackgroundTask
 from agents.html_render import render
 from agents.images import configure_pillow_limit
 from agents.prompt_edit import MAX_PART_CHARS, EditSpecError, PromptEdit, parse_substitutions
+from agents.prompt_limit import with_prompt_limit
 from agents.serve.batches import BatchFolders
 from agents.serve.events import stream
 from agents.serve.files import FILE_CSP, served_file
@@ -85,7 +86,8 @@ def create_app(cfg: Any, roles: Any, options: ServeOptions, optimise_fn: Any = N
         configure_pillow_limit(cfg.job.max_image_pixels)
         await asyncio.to_thread(store.load_all)
         async with open_checkpointer(cfg.job.checkpoint, store.data_dir) as saver:
-            manager = RunManager(cfg, roles, saver, store, options, optimise_fn=optimise_fn)
+            run_cfg = await with_prompt_limit(cfg, roles.t2i)
+            manager = RunManager(run_cfg, roles, saver, store, options, optimise_fn=optimise_fn)
             state["manager"] = app.state.manager = manager
             await asyncio.to_thread(manager.clear_download_spool)
             await manager.resume_unfinished()

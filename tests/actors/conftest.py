@@ -26,3 +26,12 @@ def captioner_section(kit_dir) -> dict:
     from actors.offline_kit import captioner
 
     return captioner.build(kit_dir, seed=0)
+
+
+@pytest.fixture(scope="session")
+def t2i_target_sections(kit_dir) -> dict:
+    """The SDXL, SD3.5, FLUX.1 and PixArt-α twins (actors/offline_kit/t2i_targets.py), built once."""
+    from actors.offline_kit import t2i_targets
+
+    out = kit_dir / "t2i_targets"
+    return {target: t2i_targets.build(out, target, seed=0) for target in t2i_targets.TARGETS}

@@ -104,7 +104,7 @@ def test_the_servers_declare_their_control_methods_without_importing_ray():
     from actors.clip_scorer import ClipServer
     from tests.core.test_layering import imported_modules
 
-    assert control_methods(T2IServer) == ("count_tokens", "ping", "stats")
+    assert control_methods(T2IServer) == ("count_tokens", "prompt_budget", "ping", "stats")
     for cls in (ClipServer, CaptionerServer, VLMCaptioner, LLMServer, VLMServer):
         assert control_methods(cls) == ("ping", "stats"), cls
     assert control_methods(ChatGroupServer) == ("ping", "stats", "call_control")

@@ -343,3 +343,38 @@ def test_start_up_check_is_skipped_when_the_gpu_memory_is_unknown_or_elsewhere()
     for memories, why in ([], "cannot tell its GPUs' memory"), ([80 * GiB], "the cluster has 2 GPUs, this machine sees 1"):
         check = gpu_memory_check(cfg, 2.0 if memories else 1.0, memories)
         assert check.problems == [] and why in check.info[0]
+
+
+@pytest.mark.parametrize("ref, parts", [
+    # published sizes: SDXL's UNet 2.6B with CLIP-L and OpenCLIP bigG; SD3.5-medium's 2.5B MMDiT-X with two
+    # CLIPs and T5-XXL (4.76B); FLUX.1-dev's 12B transformer with CLIP-L and T5-XXL
+    ("stabilityai/stable-diffusion-xl-base-1.0",
+     {"unet": 2_567_463_684, "text_encoder": 123_060_480, "text_encoder_2": 694_659_840, "vae": 83_653_863}),
+    ("stabilityai/stable-diffusion-3.5-medium",
+     {"transformer": 2_469_663_936, "text_encoder": 123_650_304, "text_encoder_2": 694_659_840,
+      "text_encoder_3": 4_762_310_656, "vae": 83_819_683}),
+    ("black-forest-labs/FLUX.1-dev",
+     {"transformer": 11_901_408_320, "text_encoder": 123_060_480, "text_encoder_2": 4_762_310_656, "vae": 83_819_683}),
+])
+def test_the_t2i_targets_in_the_built_in_table_have_their_published_sizes(ref, parts):
+    """T5's encoder embedding is its shared one (counted once) and SD3.5's positional table is a stored
+    buffer (counted: it is in the weights file and on the GPU)."""
+    from actors.known_models import KNOWN_CONFIGS
+    from actors.memory_plan import count_pipeline_component
+
+    entry = KNOWN_CONFIGS[ref]
+    counted = {name: count_pipeline_component(*entry["model_index.json"][name], entry[f"{name}/config.json"])
+               for name in parts}
+    assert counted == parts
+
+
+@pytest.mark.parametrize("config, gpu, t2i_weights", [
+    ("one_gpu_24gb_sdxl.yaml", "24GiB", "6.46 GiB"),
+    ("one_gpu_80gb_sd35.yaml", "81559MiB", "15.15 GiB"),
+    ("one_gpu_80gb_flux1.yaml", "81559MiB", "31.42 GiB"),
+])
+def test_each_target_profile_fits_its_gpu(capsys, config, gpu, t2i_weights):
+    rc, out = run_cli(capsys, "--config", str(REPO / "configs" / config), "--gpu-memory", gpu)
+    assert rc == 0, out
+    t2i_row = next(line for line in out.splitlines() if line.strip().startswith("t2i "))
+    assert t2i_weights in t2i_row and "Fits." in out

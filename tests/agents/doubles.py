@@ -86,9 +86,10 @@ class Scripted:
 
 
 class ScriptedT2I(Scripted):
-    def __init__(self, world: World, **kw):
+    def __init__(self, world: World, token_limit: int = 77, **kw):
         super().__init__(**kw)
         self.world = world
+        self.token_limit = token_limit
         self.prompts: list[str] = []
         self.token_batches: list[list[str]] = []
 
@@ -101,6 +102,10 @@ class ScriptedT2I(Scripted):
         self._tick("count_tokens")
         self.token_batches.append(list(texts))
         return [count_tokens(t) for t in texts]
+
+    async def prompt_budget(self) -> dict:
+        return {"tokenizer": "tokenizer", "encoder": "CLIP", "limit": self.token_limit, "special": 2,
+                "max_sequence_length": None, "note": f"scripted double: a CLIP-like count, {self.token_limit} tokens"}
 
 
 def count_tokens(text: str) -> int:

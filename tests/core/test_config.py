@@ -16,7 +16,7 @@ def write(tmp_path, text, name="c.yaml"):
 def test_defaults_validate():
     cfg = load_config(ArpoConfig)
     assert cfg.agent.max_steps == 10
-    assert cfg.t2i.max_prompt_tokens == 77
+    assert cfg.t2i.max_prompt_tokens is None  # from the loaded pipeline (actors/prompt_budget.py)
 
 
 def test_file_and_overrides(tmp_path):
