@@ -76,6 +76,20 @@ def load_text_space(cfg: ModelConfig, device: torch.device, dtype: torch.dtype =
     return LatentTextSpace(vae, text_encoder, tokenizer, device)
 
 
+def missing_local_sources(cfg) -> list[tuple[str, str]]:
+    """(key, path) for each model or scheduler source of a TrainConfig that can only be a local path (absolute,
+    ./, ../, ~, or more than one '/') and does not exist: refused before Ray starts, naming the key (else the
+    worker would ask the hub for a "repo id" that is a path and fail with the hub's validation message)."""
+    sources = [("model.pretrained", cfg.model.pretrained), ("model.pipeline", cfg.model.pipeline),
+               ("schedule.from_scheduler_config", cfg.schedule.from_scheduler_config)]
+    return [(key, value) for key, value in sources
+            if value and _path_like(value) and _local_dir(value) is None]
+
+
+def _path_like(ref: str) -> bool:
+    return ref.startswith(("/", ".", "~")) or ref.count("/") > 1
+
+
 def resolve_schedule(cfg: ScheduleConfig) -> ScheduleConfig:
     """``cfg`` with a hub-id ``from_scheduler_config`` replaced by the downloaded file's local path."""
     source = cfg.from_scheduler_config

@@ -110,6 +110,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         cfg = load_config(TrainConfig, args.config, args.overrides)
         resolve_run_dir(cfg.run_dir, JOB_ENV_VAR in os.environ)  # fail before Ray starts
+        from training.build import missing_local_sources
+
+        for key, path in missing_local_sources(cfg):
+            raise ConfigError(args.config, key, f"{path!r} is a local path and does not exist")
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2

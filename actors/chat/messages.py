@@ -112,7 +112,7 @@ def shrink_to(image: np.ndarray, longer_side: int) -> np.ndarray:
 
     scale = longer_side / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.BICUBIC))
+    return np.array(Image.fromarray(image).resize(size, Image.BICUBIC))  # writable: torch warns on a read-only array
 
 
 def to_template_conversation(messages: Sequence[ChatMessage], vision: bool) -> list[dict]:

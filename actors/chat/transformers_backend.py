@@ -33,7 +33,7 @@ class TransformersChatBackend(ChatBackend):
 
     def __init__(self, cfg: LLMConfig, vision: bool):
         import torch
-        from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+        from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, GenerationConfig
 
         if vision and cfg.gguf_file:
             raise ValueError("gguf_file is supported for text models only (the LLM role), not the VLM")
@@ -55,6 +55,11 @@ class TransformersChatBackend(ChatBackend):
         if tok.pad_token_id is None:
             tok.pad_token_id = pad
         self.pad_id = pad
+        # generate() fills every field our GenerationConfig leaves unset from the checkpoint's
+        # generation_config.json (Qwen2-VL-Instruct: repetition_penalty 1.05, top_k 1, ...): the role's own
+        # sampling is all that applies, as on vLLM, so only the token ids are kept.
+        self.model.generation_config = GenerationConfig(bos_token_id=self.model.generation_config.bos_token_id,
+                                                        eos_token_id=self.eos_ids or None, pad_token_id=self.pad_id)
         self.batcher: MicroBatcher[_Job, ChatResult] = MicroBatcher(
             self._run_batch, cfg.batching.max_batch_size, cfg.batching.max_wait_ms)
 

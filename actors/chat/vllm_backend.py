@@ -39,6 +39,7 @@ from typing import Sequence
 
 from actors.chat.base import ChatBackend, ChatBackendError, ChatResult
 from actors.chat.messages import ChatMessage, all_images
+from actors.chat.processor_kwargs import check_processor_kwargs
 from actors.chat.prompt import ChatPrompter
 from actors.config import LLMConfig, SamplingConfig
 
@@ -113,6 +114,8 @@ class VLLMChatBackend(ChatBackend):
         self.max_images = cfg.vllm.limit_images_per_prompt
         self.model_name = cfg.model
         self.prompter = ChatPrompter(cfg.model, vision=vision, tokenizer=cfg.tokenizer, chat_template=cfg.chat_template)
+        if vision and cfg.vllm.mm_processor_kwargs:  # before the engine: vLLM would drop an unknown key silently
+            check_processor_kwargs(self.prompter.processor, cfg.vllm.mm_processor_kwargs, "vllm.mm_processor_kwargs")
         self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_args(cfg, vision)))
 
     def _engine_prompt(self, messages: Sequence[ChatMessage]) -> dict:

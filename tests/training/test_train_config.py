@@ -117,3 +117,16 @@ def test_run_dir_resolution(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="absolute path"):
         resolve_run_dir("runs/x", submitted_job=True)
     assert resolve_run_dir(str(tmp_path / "abs"), submitted_job=True) == str(tmp_path / "abs")
+
+
+def test_a_missing_local_model_folder_is_refused_before_ray_naming_the_key(capsys, tmp_path):
+    """It used to reach a worker, which asked the hub for a 'repo id' that is a path."""
+    from training.train import main
+
+    missing = tmp_path / "no-such-unet"
+    rc = main(["--config", str(next(p for p in CONFIGS if p.stem == "tiny_finetune")),
+               "--set", f"model.pretrained={missing}", "--set", f"schedule.from_scheduler_config={missing}",
+               "--set", f"run_dir={tmp_path / 'runs'}"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert f"model.pretrained: '{missing}' is a local path and does not exist" in err
