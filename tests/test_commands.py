@@ -18,6 +18,7 @@ COMMANDS = {
     "expectdiff-train": "training.train:main",
     "expectdiff-plan": "actors.plan:main",
     "expectdiff-serve": "agents.serve.__main__:main",
+    "expectdiff-check": "agents.profile_check.__main__:main",
 }
 
 
@@ -34,7 +35,7 @@ def test_installed_entry_points_match():
 
 
 @pytest.mark.parametrize("name", ["expectdiff-reverse", "expectdiff-evaluate", "expectdiff-edit", "expectdiff-train",
-                                  "expectdiff-serve"])
+                                  "expectdiff-serve", "expectdiff-check"])
 def test_each_main_returns_its_exit_status_as_an_int(name, capsys):
     module, attr = COMMANDS[name].split(":")
     main = getattr(importlib.import_module(module), attr)

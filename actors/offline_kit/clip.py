@@ -26,24 +26,43 @@ def write_model_config(config_dir: Path, name: str = TINY_CLIP_NAME, config: dic
     return config_dir
 
 
-def build(out_dir: Path, seed: int = 0) -> dict:
-    """Save the tiny CLIP under ``out_dir/clip`` and return the CLIP config section for it."""
+# The shape of open_clip's ViT-L-14 with OpenAI's weights (the profiles' scorer): 224 px input, 14 px
+# patches (256 tokens an image), QuickGELU (what open_clip uses for the `openai` tag), CLIP's vocabulary
+# and 77-token context; toy widths and depths.
+VIT_L_14_TWIN_NAME = "expectdiff-twin-ViT-L-14"
+VIT_L_14_TWIN_CONFIG = {
+    "embed_dim": 32,
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "head_width": 16, "patch_size": 14},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2},
+}
+SHAPES = {"tiny": ("clip", TINY_CLIP_NAME, TINY_CLIP_CONFIG),
+          "vit_l_14": ("clip_vit_l_14", VIT_L_14_TWIN_NAME, VIT_L_14_TWIN_CONFIG)}
+
+
+def build(out_dir: Path, seed: int = 0, shape: str = "tiny") -> dict:
+    """Save a random-weight open_clip model under ``out_dir/clip`` (``shape`` "tiny") or ``out_dir/clip_vit_l_14``
+    (``shape`` "vit_l_14": ViT-L/14's patch, input size and activation at toy width) and return its CLIP
+    config section."""
     import open_clip
     import torch
     from safetensors.torch import save_file
 
     from actors.config import ClipConfig
 
-    folder = Path(out_dir) / "clip"
-    config_dir = write_model_config(folder / "model_configs")
+    if shape not in SHAPES:
+        raise ValueError(f"unknown CLIP twin shape {shape!r}; expected one of {sorted(SHAPES)}")
+    subfolder, name, config = SHAPES[shape]
+    folder = Path(out_dir) / subfolder
+    config_dir = write_model_config(folder / "model_configs", name, config)
     open_clip.add_model_config(str(config_dir))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = open_clip.create_model(TINY_CLIP_NAME, pretrained=None)
-    weights = folder / f"{TINY_CLIP_NAME}.safetensors"
+        model = open_clip.create_model(name, pretrained=None)
+    weights = folder / f"{name}.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
     section = {
-        "model_name": TINY_CLIP_NAME,
+        "model_name": name,
         "pretrained": str(weights),
         "model_config_dir": str(config_dir),
         "device": "cpu",

@@ -71,9 +71,13 @@ CHAT_TWINS: dict[str, Twin] = {
                                               "chat_twins:build_llava_next_mistral", takes_backend=True),
 }
 
-# open_clip architectures: only the kit's tiny model exists; ViT-L-14 is stood in for by it and the
-# report says so (the CLIP role's loading path is the same open_clip call for every architecture).
-CLIP_TWIN = Twin("clip", "open_clip tiny ViT (the kit's; not ViT-L/14-shaped)", "clip:build")
+# open_clip architectures, by (model_name, pretrained tag). Others are stood in for by the kit's tiny
+# model and the report says so (the CLIP role's loading path is the same open_clip call for every one).
+CLIP_TWINS: dict[tuple[str, str], Twin] = {
+    ("ViT-L-14", "openai"): Twin("clip_vit_l_14", "open_clip ViT-L/14 shape (224 px, patch 14, QuickGELU; toy widths)",
+                                 "clip:build", (("shape", "vit_l_14"),)),
+}
+CLIP_TWIN = Twin("clip", "open_clip tiny ViT (the kit's; not the profile's architecture)", "clip:build")
 
 
 def builder_exists(twin: Twin) -> bool:

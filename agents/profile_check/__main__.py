@@ -33,7 +33,10 @@ def main(argv: Optional[Sequence[str]] = None, *, in_process: bool = False) -> i
                                                                "(default: a temporary folder, removed)")
     parser.add_argument("--gpu-memory", default="80GiB", help="GPU size for the memory planner's table (default %(default)s)")
     parser.add_argument("--gpus", type=int, default=1, help="GPUs for the memory planner's table (default 1)")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: 0 for --help, 2 for bad arguments — returned, as the other commands do
+        return int(exc.code or 0)
 
     from actors.memory_plan import SizingError, make_plan, parse_size, role_sections
     from agents.config import ArpoConfig

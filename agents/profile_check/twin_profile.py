@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from actors.offline_kit.twins import CAPTIONER_TWINS, CHAT_TWINS, CLIP_TWIN, T2I_TWINS, Twin, twin_for
+from actors.offline_kit.twins import CAPTIONER_TWINS, CHAT_TWINS, CLIP_TWIN, CLIP_TWINS, T2I_TWINS, Twin, twin_for
 from actors.model_source import looks_like_path
 
 ROLES = ("t2i", "llm", "vlm", "captioner", "clip")
@@ -141,13 +141,15 @@ def twin_profile(data: dict, kit: Path, seed: int = 0) -> TwinProfile:
 
     clip = out["clip"]
     if clip.get("model_config_dir") is None and not looks_like_path(str(clip.get("pretrained") or "")):
-        key = (CLIP_TWIN.name, None)
+        clip_twin = CLIP_TWINS.get((clip.get("model_name"), clip.get("pretrained")), CLIP_TWIN)
+        key = (clip_twin.name, None)
         if key not in built:
-            built[key] = CLIP_TWIN.build(kit, seed=seed)
+            built[key] = clip_twin.build(kit, seed=seed)
         twin_sec = built[key]
+        why = "the twin" if clip_twin is not CLIP_TWIN else f"{CLIP_TWIN.architecture} stands in"
         for k in ("model_name", "pretrained", "model_config_dir"):
-            changes.set(clip, k, twin_sec[k], "clip", f"{CLIP_TWIN.architecture} stands in")
-        result.twins["clip"] = f"{CLIP_TWIN.architecture}: {twin_sec['pretrained']}"
+            changes.set(clip, k, twin_sec[k], "clip", why)
+        result.twins["clip"] = f"{clip_twin.architecture}: {twin_sec['pretrained']}"
     changes.set(clip, "device", "cpu", "clip", "no GPU")
     changes.set(clip, "precision", "fp32", "clip", "fp16 kernels are GPU kernels")
     _resources(clip, "clip", changes)

@@ -35,6 +35,7 @@ from actors.chat.base import ChatBackend, ChatResult
 from actors.chat.messages import ChatMessage
 from actors.chat.server import LLMServer, VLMServer
 from actors.clip_scorer import ClipServer
+from actors.prompt_budget import PromptBudget
 from actors.t2i import T2IServer
 from benchmarks.scale.latency import AnswerTokens, BatchedCost, EngineCost
 
@@ -145,6 +146,9 @@ class LatencyT2IModel:
             out.append(tag_image(img, job) if job is not None else img)
         self.ledger.record(jobs, asked, slept)
         return out
+
+    #: What T2IServer.prompt_budget reports (actors.prompt_budget): a CLIP-like limit, as SD1.5's.
+    budget = PromptBudget("tokenizer", "CLIP", 77, 2, None, "stand-in: a CLIP-like word count, 77 tokens")
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Words and punctuation marks (about what CLIP's BPE gives for plain English prompts)."""
