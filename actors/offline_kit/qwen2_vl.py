@@ -298,16 +298,9 @@ def real_checkpoint_name(name: str) -> str:
 
 
 def _rewrite_weight_names(out_dir: Path) -> None:
-    from safetensors.torch import load_file, save_file
+    from actors.offline_kit.vlm import _rewrite_weight_names as rewrite
 
-    files = sorted(out_dir.glob("*.safetensors"))
-    if len(files) != 1:  # the tiny model is far below the shard size
-        raise RuntimeError(f"expected one safetensors file in {out_dir}, found {[f.name for f in files]}")
-    tensors = load_file(files[0])
-    renamed = {real_checkpoint_name(k): v.contiguous() for k, v in tensors.items()}
-    if len(renamed) != len(tensors):
-        raise RuntimeError("two weights map to one checkpoint name")
-    save_file(renamed, files[0], metadata={"format": "pt"})
+    rewrite(out_dir, real_checkpoint_name)
 
 
 def build(out_dir: Path, seed: int = 0, backend: str = "transformers", variant: str = "qwen2_vl") -> dict:

@@ -46,14 +46,18 @@ def real_checkpoint_name(name: str) -> str:
     raise ValueError(f"unexpected LlavaNext weight name {name!r}: no llava-hf checkpoint name for it")
 
 
-def _rewrite_weight_names(out_dir: Path) -> None:
+def _rewrite_weight_names(out_dir: Path, rename=real_checkpoint_name) -> None:
+    """Rename the weights of the (single) safetensors file in ``out_dir`` with ``rename`` (default: llava-hf's
+    names); the Qwen2-VL twin passes its own."""
     from safetensors.torch import load_file, save_file
 
     files = sorted(out_dir.glob("*.safetensors"))
     if len(files) != 1:  # the tiny model is far below the shard size
         raise RuntimeError(f"expected one safetensors file in {out_dir}, found {[f.name for f in files]}")
     tensors = load_file(files[0])
-    renamed = {real_checkpoint_name(k): v.contiguous() for k, v in tensors.items()}
+    renamed = {rename(k): v.contiguous() for k, v in tensors.items()}
+    if len(renamed) != len(tensors):
+        raise RuntimeError("two weights map to one checkpoint name")
     save_file(renamed, files[0], metadata={"format": "pt"})
 
 
