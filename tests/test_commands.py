@@ -19,6 +19,7 @@ COMMANDS = {
     "expectdiff-plan": "actors.plan:main",
     "expectdiff-serve": "agents.serve.__main__:main",
     "expectdiff-check": "agents.profile_check.__main__:main",
+    "expectdiff-config": "agents.config.__main__:main",
 }
 
 
@@ -35,7 +36,7 @@ def test_installed_entry_points_match():
 
 
 @pytest.mark.parametrize("name", ["expectdiff-reverse", "expectdiff-evaluate", "expectdiff-edit", "expectdiff-train",
-                                  "expectdiff-serve", "expectdiff-check"])
+                                  "expectdiff-serve", "expectdiff-check", "expectdiff-config"])
 def test_each_main_returns_its_exit_status_as_an_int(name, capsys):
     module, attr = COMMANDS[name].split(":")
     main = getattr(importlib.import_module(module), attr)

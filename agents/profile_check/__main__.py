@@ -42,19 +42,16 @@ def main(argv: Optional[Sequence[str]] = None, *, in_process: bool = False) -> i
     from agents.config import ArpoConfig
     from agents.profile_check.check import run_job, sample_images, write_profile
     from agents.profile_check.twin_profile import NoTwin, twin_profile
-    from core.config import ConfigError, apply_overrides, read_yaml, validate
+    from agents.profiles import load_profile
+    from core.config import ConfigError, validate
 
     try:
-        data = apply_overrides(read_yaml(args.config), args.set)
-        if "strategy" in data:  # an MDSS training profile (training.config.TrainConfig)
-            return _check_training(data, args, in_process)
-        evaluation = bool({"evaluation", "dino", "vit"} & set(data))
-        if evaluation:  # an evaluation profile: its batch-job part is what runs here
-            from agents.eval.config import EvalConfig
-
-            cfg = validate(EvalConfig, data, args.config, args.set).arpo_config()
-        else:
-            cfg = validate(ArpoConfig, data, args.config, args.set)
+        profile = load_profile(args.config, args.set)
+        if profile.kind == "mdss":
+            return _check_training(profile.data, args, in_process)
+        evaluation = profile.kind == "evaluation"
+        # an evaluation profile: its batch-job part is what runs here
+        cfg = profile.config.arpo_config() if evaluation else profile.config
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
