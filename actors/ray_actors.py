@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import itertools
 import logging
 import os
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 from actors.config import ResourceConfig
 from actors.role_groups import engine_differences, plan_groups, role_groups  # noqa: F401  (role_groups: re-exported)
+from actors.role_client import RoleClient  # noqa: F401  (imported from here by callers)
 from actors.roles import Roles
 from actors.shared_roles import (NAMESPACE, SharedRoles, actor_name, check_layout, config_snapshot, role_info,
                                  with_shared_info)
@@ -117,75 +117,6 @@ def remote_class(cls: type):
     if marked is cls:
         return ray.remote(cls)
     return ray.remote(concurrency_groups={CONTROL_GROUP: CONTROL_GROUP_CONCURRENCY})(marked)
-
-
-class RoleClient:
-    """Awaitable facade over one or more actors of a role: ``await client.method(...)``.
-
-    Calls are spread round-robin over the replicas; each replica batches the calls it gets.
-    With ``route`` the actors serve several roles (a ``ChatGroupServer``) and every call goes
-    to ``route``'s interface inside them: ``await client.chat(...)`` is ``call(route, "chat", ...)``,
-    and a method in ``control`` (the role's control methods) goes through ``call_control``, which
-    runs in the control concurrency group. ``shared``: what this job asked of shared role actors
-    (actors/shared_roles.py ``role_info``); None for actors of this job's own.
-    """
-
-    def __init__(self, role: str, handles: Sequence[Any], route: str | None = None,
-                 control: Sequence[str] = (), shared: Optional[dict] = None):
-        if not handles:
-            raise ValueError(f"role {role!r} has no actors")
-        self.role = role
-        self.route = route
-        self.control = frozenset(control)
-        self.shared = shared
-        self.handles = list(handles)
-        self._next = itertools.cycle(range(len(self.handles)))
-
-    def _remote(self, handle: Any, method: str, *args, **kwargs):
-        if self.route is not None:
-            if method in self.control:
-                return handle.call_control.remote(self.route, method, *args, **kwargs)
-            return handle.call.remote(self.route, method, *args, **kwargs)
-        return getattr(handle, method).remote(*args, **kwargs)
-
-    def __getattr__(self, method: str):
-        if method.startswith("_"):
-            raise AttributeError(method)
-
-        async def call(*args, **kwargs):
-            handle = self.handles[next(self._next)]
-            return await self._remote(handle, method, *args, **kwargs)
-
-        call.__name__ = method
-        return call
-
-    async def broadcast(self, method: str, *args, **kwargs) -> list:
-        """Call ``method`` on every replica (e.g. ``stats``, ``ping``)."""
-        return [await self._remote(h, method, *args, **kwargs) for h in self.handles]
-
-    def kill(self) -> None:
-        import ray
-
-        for h in self.handles:
-            ray.kill(h, no_restart=True)
-
-    async def close(self, timeout_s: float = 30.0) -> None:
-        """Let each replica release its model (``aclose``: a vLLM engine stops its engine-core
-        processes, which ``ray.kill`` alone would orphan), then kill the actors."""
-        import asyncio
-
-        async def one(handle: Any) -> None:
-            try:
-                method = handle.aclose
-            except AttributeError:  # a server without resources of its own to release
-                return
-            try:
-                await asyncio.wait_for(method.remote(), timeout_s)
-            except Exception:  # noqa: BLE001 - dead or stuck: the kill below ends it anyway
-                pass
-
-        await asyncio.gather(*(one(h) for h in self.handles))
-        self.kill()
 
 
 def with_log_file(cls: type, log_file: str | os.PathLike) -> type:

@@ -219,7 +219,7 @@ def stop_shared_roles(name: str, timeout_s: float = 30.0) -> list[str]:
     (``aclose``, as at a job's end), then is killed without restart. Returns the actors' names."""
     import ray
 
-    from actors.ray_actors import RoleClient
+    from actors.role_client import RoleClient
 
     check_name(name)
     names = list_shared_roles(name)

@@ -50,13 +50,21 @@ def float_images_to_uint8(images: np.ndarray) -> list[np.ndarray]:
     return [np.ascontiguousarray(np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)) for img in images]
 
 
-def _dtype_kwarg(dtype) -> dict:
-    """diffusers renamed ``torch_dtype`` to ``dtype`` (0.36+ warns on the old name); pass whichever it expects."""
-    try:
-        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401  (present where `dtype` is accepted)
-    except ImportError:
-        return {"torch_dtype": dtype}
-    return {"dtype": dtype}
+#: The first diffusers release whose from_pretrained takes ``dtype`` and deprecates ``torch_dtype``
+#: (huggingface/diffusers#14205; ``git tag --contains`` of its merge commit: v0.40.0).
+DIFFUSERS_DTYPE_KWARG = (0, 40)
+
+
+def _dtype_kwarg(dtype, version: Optional[str] = None) -> dict:
+    """``dtype`` where diffusers takes it (0.40+; older releases pass an unknown ``dtype`` on to the components,
+    which ignore it and load float32), else ``torch_dtype``."""
+    from packaging.version import Version
+
+    if version is None:
+        import diffusers
+
+        version = diffusers.__version__
+    return {"dtype": dtype} if Version(version).release[:2] >= DIFFUSERS_DTYPE_KWARG else {"torch_dtype": dtype}
 
 
 def load_pipeline(cfg: T2IConfig, device: str, dtype):

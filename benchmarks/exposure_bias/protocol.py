@@ -20,6 +20,7 @@ from benchmarks.exposure_bias import units
 from benchmarks.exposure_bias.config import Cell, ProtocolConfig, Variant
 from benchmarks.exposure_bias.diagnostics import step_errors, variance_error
 from benchmarks.exposure_bias.sampling import Scorer, at_resolution, generate, sampler_config
+from benchmarks.exposure_bias.records import read_jsonl
 from benchmarks.exposure_bias.trainer import FINAL, load_model, snapshot_folders, train
 from training.diffusion import GaussianDiffusion
 from benchmarks.exposure_bias.data import load_split, train_limit
@@ -32,10 +33,6 @@ STAGES = ("feature_net", "pretrain", "pretrain_curve", "finetune", "noise_floor"
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 class Protocol:

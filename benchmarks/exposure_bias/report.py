@@ -93,7 +93,7 @@ def _paired(rows: list[dict], cells: list[tuple[str, int]], labels: list[str], s
 
 def pretrain_section(cfg, work: Path, out: Path) -> list[str]:
     """The pretrained model's metric per snapshot, the last-quarter improvement, and DDIM at several step counts."""
-    from benchmarks.exposure_bias.protocol import read_jsonl
+    from benchmarks.exposure_bias.records import read_jsonl
 
     pc, f = cfg.pretrain_curve, work / "pretrain_curve" / "rows.jsonl"
     if pc is None or not f.is_file():
@@ -131,7 +131,7 @@ def pretrain_section(cfg, work: Path, out: Path) -> list[str]:
 
 
 def write_report(protocol) -> None:
-    from benchmarks.exposure_bias.protocol import read_jsonl
+    from benchmarks.exposure_bias.records import read_jsonl
 
     cfg, work, out = protocol.cfg, protocol.work, protocol.out
     recorded = out / "results.csv"

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from actors.ray_actors import RoleClient, actor_options, remote_class
+from actors.ray_actors import actor_options, remote_class
+from actors.role_client import RoleClient
 from actors.roles import Roles
 from benchmarks.scale.latency import LatencyModel
 from benchmarks.scale.standins import SERVERS, RoleSpec

@@ -147,3 +147,16 @@ def test_unknown_pipeline_class_is_named(t2i_section):
 def test_unreachable_hub_id_is_named(t2i_section):
     with pytest.raises(ModelLoadError, match="nobody/no-such-model"):
         T2IModel(T2IConfig.model_validate({**t2i_section, "model": "nobody/no-such-model"}))
+
+
+def test_the_dtype_keyword_follows_the_diffusers_release():
+    """diffusers 0.40 renamed from_pretrained's torch_dtype to dtype; older releases would ignore a `dtype`
+    (float32 weights where float16 was asked), newer ones warn on `torch_dtype`."""
+    import torch
+
+    from actors.t2i import _dtype_kwarg
+
+    assert _dtype_kwarg(torch.float16, "0.39.2") == {"torch_dtype": torch.float16}
+    assert _dtype_kwarg(torch.float16, "0.40.0.dev0") == {"dtype": torch.float16}
+    assert _dtype_kwarg(torch.float16, "0.42.1") == {"dtype": torch.float16}
+    assert _dtype_kwarg(torch.float16, "1.0.0") == {"dtype": torch.float16}
