@@ -53,22 +53,23 @@ def test_the_profile_check_runs_every_batch_profile(kit, tmp_path, config):
     assert "t2i.dtype" in out and "Replaced because this is a CPU" in out
 
 
-def test_a_prompt_budget_the_target_cannot_hold_fails_naming_the_role_and_setting(kit, tmp_path):
-    rc, out = check(kit, tmp_path, "one_gpu_24gb.yaml", "t2i.max_prompt_tokens=100")
+def test_broken_settings_of_several_roles_are_all_named_by_one_check(kit, tmp_path):
+    """A prompt budget the target cannot hold (t2i) and a processor setting the model does not take (the
+    llm/vlm engine): the roles load at once, and the check names both, each with its role and setting."""
+    rc, out = check(kit, tmp_path, "one_gpu_24gb.yaml", "t2i.max_prompt_tokens=100",
+                    "llm.vllm.mm_processor_kwargs={no_such_kwarg: 3}", "vlm.vllm.mm_processor_kwargs={no_such_kwarg: 3}")
     assert rc == 1, out
-    assert "FAILED" in out and "t2i.max_prompt_tokens 100 is more than StableDiffusionPipeline reads" in out
+    assert "FAILED" in out
+    assert "role 't2i' failed to start" in out and "t2i.max_prompt_tokens 100 is more than StableDiffusionPipeline reads" in out
+    assert "no_such_kwarg" in out and "vlm" in out
 
 
-def test_a_processor_setting_the_model_does_not_take_fails_naming_the_role(kit, tmp_path):
-    rc, out = check(kit, tmp_path, "one_gpu_24gb.yaml", "llm.vllm.mm_processor_kwargs={no_such_kwarg: 3}",
-                    "vlm.vllm.mm_processor_kwargs={no_such_kwarg: 3}")
-    assert rc == 1, out
-    assert "FAILED" in out and "no_such_kwarg" in out and "vlm" in out
-
-
-def test_a_wrong_chat_template_fails_naming_the_role(kit, tmp_path):
-    """A template that cannot render the agent's conversations (here: one that refuses every request)."""
+def test_a_wrong_chat_template_fails_at_load_naming_the_role(kit, tmp_path):
+    """A template that cannot render the agent's conversations (here: one that refuses every request) is
+    refused when the role loads, before any image is spent on it."""
     template = "{{ raise_exception('this template only takes tool calls') }}"
     rc, out = check(kit, tmp_path, "one_gpu_80gb.yaml", f"llm.chat_template={json.dumps(template)}")
     assert rc == 1, out
     assert "FAILED" in out and "this template only takes tool calls" in out
+    assert "role 'llm' failed to start" in out and "cannot render a user turn" in out
+    assert not (tmp_path / "run" / "results.jsonl").exists() or not (tmp_path / "run" / "results.jsonl").read_text()

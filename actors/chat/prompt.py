@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from actors.chat.messages import ChatMessage, to_template_conversation
+import numpy as np
+
+from actors.chat.messages import ChatMessage, ImagePart, TextPart, to_template_conversation
 
 
 def as_id_list(value) -> list[int]:
@@ -54,6 +56,7 @@ class ChatPrompter:
         if not self.chat_template:
             raise ValueError(f"model {source!r} has no chat template; set chat_template in the config")
         self._template_owner = owner
+        self._check_template(source)
         self.stop_token_ids = sorted(set(as_id_list(self.tokenizer.eos_token_id)) | set(_generation_eos_ids(model)))
 
     def render(self, messages: Sequence[ChatMessage]) -> str:
@@ -62,6 +65,23 @@ class ChatPrompter:
         return self._template_owner.apply_chat_template(
             conv, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True
         )
+
+    def _check_template(self, source: str) -> None:
+        """Render the shapes of conversation callers send (a user turn, with an image for a vision model; a
+        re-ask: user, assistant, user) once at load, so a template that cannot take them is refused before
+        any request instead of failing every one."""
+        first = (TextPart("Describe the image."),)
+        if self.vision:
+            first = (ImagePart(np.zeros((8, 8, 3), np.uint8)),) + first
+        shapes = {"a user turn": [ChatMessage("user", first)],
+                  "a re-ask (user, assistant, user)": [ChatMessage("user", first), ChatMessage("assistant", (TextPart("a"),)),
+                                                       ChatMessage("user", (TextPart("Answer as a list."),))]}
+        for name, conversation in shapes.items():
+            try:
+                self.render(conversation)
+            except Exception as exc:  # noqa: BLE001 - jinja2 and transformers raise several kinds
+                raise ValueError(f"the chat template of {source!r} cannot render {name}: {type(exc).__name__}: {exc} "
+                                 "(chat_template in the role's config overrides the model's)") from None
 
     def adds_special_tokens(self, prompt: str) -> bool:
         if not self.vision:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
@@ -155,16 +156,35 @@ def _check_capacity(cfg: ArpoConfig) -> None:
                          "see python -m actors.plan):\n  " + "\n  ".join(check.problems))
 
 
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)): (.*)$")
+
+
+def load_error_cause(exc: BaseException) -> str:
+    """``Type: message`` of what failed inside a role's actor: Ray wraps an error raised while the actor was
+    created in ActorDiedError, whose text is the whole remote traceback; the last exception line is the cause."""
+    text = str(exc)
+    found = [m for m in map(_EXCEPTION_LINE.match, text.splitlines()) if m]
+    if "\n" in text and found:
+        name, message = found[-1].groups()
+        return f"{name.rpartition('.')[2]}: {message}"
+    return f"{type(exc).__name__}: {text}"
+
+
 async def _wait_ready(clients: list, timeout_s: float) -> None:
     """Every actor answers ``ping`` once its model is loaded; a load error names its role."""
     tasks = {asyncio.ensure_future(c.broadcast("ping")): c.role for c in clients}
     done, pending = await asyncio.wait(tasks, timeout=timeout_s)
     for task in pending:
         task.cancel()
-    for task in done:
-        if task.exception() is not None:
-            raise SetupError(f"cannot start the model roles: role {tasks[task]!r} failed to start: "
-                             f"{type(task.exception()).__name__}: {task.exception()}")
+    # Every role that failed is named (the roles load at once: one start-up shows every broken setting); roles
+    # whose actors are one (a role group's shared engine) fail with one cause, said once.
+    causes: dict[str, list[str]] = {}
+    for task in sorted((t for t in done if t.exception() is not None), key=lambda t: tasks[t]):
+        causes.setdefault(load_error_cause(task.exception()), []).append(tasks[task])
+    if causes:
+        what = "; ".join(f"{'roles' if len(roles) > 1 else 'role'} {', '.join(repr(r) for r in roles)} failed to start: "
+                         f"{cause}" for cause, roles in causes.items())
+        raise SetupError(f"cannot start the model roles: {what}")
     if pending:
         raise SetupError(f"roles {', '.join(sorted(tasks[t] for t in pending))} not ready after {timeout_s:g} s "
                          "(job.startup_timeout_s): still loading, or waiting for resources the cluster has not given")

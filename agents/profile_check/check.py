@@ -69,8 +69,10 @@ def _problems_from(out_dir: Path, output: str, rc: int) -> tuple[int, list[str]]
             else:
                 problems.append(f"image {record.get('source')}: {record.get('error')}")
     if rc not in (0, 1):
-        tail = [ln for ln in output.splitlines() if ln.strip()][-12:]
-        problems.append(f"the batch job exited {rc}:\n    " + "\n    ".join(tail))
+        # The job's own verdict ("setup error: ...", naming each role and setting), else the output's tail.
+        said = [ln for ln in output.splitlines() if ln.startswith(("setup error:", "config error:"))]
+        shown = said or [ln for ln in output.splitlines() if ln.strip()][-12:]
+        problems.append(f"the batch job exited {rc}:\n    " + "\n    ".join(shown))
     return done, problems
 
 

@@ -391,3 +391,17 @@ async def test_llava_mistral_twin_answers_through_vllm(twins, hf_roles, request)
         assert isinstance((await chat_steps.compare_images(server, a, c))["overall"], str)
     finally:
         await server.aclose()
+
+
+@pytest.mark.parametrize("vision", [False, True])
+def test_a_template_that_cannot_render_the_callers_conversations_is_refused_at_load(twins, vision):
+    """Not at the first request: every image of a batch would fail on it, one by one."""
+    name = "llava" if vision else "mistral"
+    refuses = "{{ raise_exception('this template only takes tool calls') }}"
+    with pytest.raises(ValueError, match=r"cannot render a user turn: TemplateError: this template only takes tool "
+                                         r"calls \(chat_template in the role's config"):
+        ChatPrompter(_dir(twins, name), vision=vision, chat_template=refuses)
+    one_turn_only = ("{% if messages|length > 1 %}{{ raise_exception('one turn only') }}{% endif %}"
+                     "{{ messages[0]['content'] if messages[0]['content'] is string else 'x' }}")
+    with pytest.raises(ValueError, match=r"cannot render a re-ask \(user, assistant, user\): .*one turn only"):
+        ChatPrompter(_dir(twins, name), vision=vision, chat_template=one_turn_only)

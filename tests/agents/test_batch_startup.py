@@ -124,3 +124,44 @@ def _alive(proc: psutil.Process) -> bool:
 
 async def _child_pids(roles) -> list[int]:
     return [(await roles.engine.child_pid()), (await roles.leaky.child_pid())]
+
+
+class _Broken:
+    def __init__(self, role, error):
+        self.role, self.error = role, error
+
+    async def broadcast(self, method):
+        raise self.error
+
+
+def test_every_role_that_failed_to_start_is_named():
+    """The roles load at once: one start-up reports each broken setting, not only the first to fail."""
+    clients = [_Broken("vlm", ValueError("mm_processor_kwargs: no_such_kwarg")), _Ready(),
+               _Broken("t2i", ValueError("t2i.max_prompt_tokens 100 is more than it reads"))]
+    with pytest.raises(SetupError) as caught:
+        asyncio.run(_wait_ready(clients, timeout_s=5))
+    assert str(caught.value) == ("cannot start the model roles: role 't2i' failed to start: ValueError: "
+                                 "t2i.max_prompt_tokens 100 is more than it reads; role 'vlm' failed to start: "
+                                 "ValueError: mm_processor_kwargs: no_such_kwarg")
+
+
+REMOTE = ("The actor died because of an error raised in its creation task, ray::ChatGroupServer.__init__() (pid=1)\n"
+          "  File \"actors/chat/vllm_backend.py\", line 118, in __init__\n"
+          "    check_processor_kwargs(...)\n"
+          "ValueError: vllm.mm_processor_kwargs.no_such_kwarg: not a keyword argument of Qwen2VLProcessor")
+
+
+def test_roles_sharing_one_engine_are_named_once_with_the_remote_cause():
+    """Ray's ActorDiedError carries the actor's whole traceback: the cause is its last exception line."""
+    from agents.batch.startup import load_error_cause
+
+    died = RuntimeError(REMOTE)
+    assert load_error_cause(died) == ("ValueError: vllm.mm_processor_kwargs.no_such_kwarg: not a keyword argument of "
+                                      "Qwen2VLProcessor")
+    assert load_error_cause(ValueError("one line")) == "ValueError: one line"
+    clients = [_Broken("vlm", died), _Broken("llm", died), _Broken("captioner", died), _Ready()]
+    with pytest.raises(SetupError) as caught:
+        asyncio.run(_wait_ready(clients, timeout_s=5))
+    assert str(caught.value) == ("cannot start the model roles: roles 'captioner', 'llm', 'vlm' failed to start: "
+                                 "ValueError: vllm.mm_processor_kwargs.no_such_kwarg: not a keyword argument of "
+                                 "Qwen2VLProcessor")
