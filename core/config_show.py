@@ -51,6 +51,10 @@ def settings(config: BaseModel, data: dict, overrides: Iterable[str] = ()) -> li
             if isinstance(value, BaseModel):  # a section: its fields, not the section itself
                 walk(value, path)
                 continue
+            if isinstance(value, dict) and value and all(isinstance(v, BaseModel) for v in value.values()):
+                for entry, section in value.items():  # named entries (evaluation.arpo_variants.<name>)
+                    walk(section, path + (str(entry),))
+                continue
             source = "--set" if path in in_sets else "profile" if path in in_data else "default"
             rows.append(Setting(".".join(path), _plain(value), source, " ".join((field.description or "").split())))
 

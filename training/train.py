@@ -1,8 +1,10 @@
 """CLI: data-parallel MDSS (or baseline) training on Ray Train.
 
     python -m training.train --config configs/mdss/fashion_mnist_scratch.yaml [--set key.path=value ...]
-    ray job submit --working-dir . -- python -m training.train --config configs/mdss/...yaml \
+    RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:8265 --working-dir . -- \
+        python -m training.train --config configs/mdss/...yaml \
         --set run_dir=/shared/runs      # absolute: a submitted job runs in a temporary copy of the dir
+    (the address is cluster.yaml's dashboard through `ray dashboard cluster.yaml`; docs/cluster.md)
 
 The config is validated before Ray starts. The driver joins the cluster named by ``ray.address``
 or ``RAY_ADDRESS`` (set by ``ray job submit``), else starts a loopback-only local Ray, and runs a

@@ -87,3 +87,15 @@ def test_credentials_given_in_a_value_never_reach_the_output(capsys):
     assert rc == 2 and "hunter2" not in out + err and "https://***@127.0.0.1:8000/v1" in err
     text = format_settings([Setting("x.url", "postgresql://me:hunter2@db:5432/x", "profile", "")])
     assert "hunter2" not in text and "postgresql://***@db:5432/x" in text
+
+
+def test_named_entries_are_listed_under_their_names(capsys):
+    """An evaluation profile's ARPO variants: each variant's settings under evaluation.arpo_variants.<name>,
+    the keys --set takes for them."""
+    shown = rows(capsys, "--config", str(CONFIGS / "gpu_eval.yaml"), "evaluation.arpo_variants.mistral.results_dir",
+                 "--set", "evaluation.arpo_variants.mistral.label=M")
+    assert list(shown) == ["evaluation.arpo_variants.mistral.results_dir"]
+    assert shown["evaluation.arpo_variants.mistral.results_dir"]["source"] == "profile"
+    label = rows(capsys, "--config", str(CONFIGS / "gpu_eval.yaml"), "evaluation.arpo_variants.mistral.label",
+                 "--set", "evaluation.arpo_variants.mistral.label=M")["evaluation.arpo_variants.mistral.label"]
+    assert (label["value"], label["source"]) == ("M", "--set")
