@@ -29,12 +29,9 @@ from typing import Optional, Sequence
 
 from core.cli import prog_name
 from core.config import ConfigError, expand_path, load_config
+from core.job_submit import JOB_ENV_VAR  # noqa: F401  (read in main)
 from core.ray_config import init_ray
 from training.config import TrainConfig
-
-
-# Set by Ray's job supervisor for the entrypoint of a `ray job submit`.
-JOB_ENV_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
 
 def resolve_run_dir(run_dir: str, submitted_job: bool = False) -> str:

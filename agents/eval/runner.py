@@ -26,6 +26,7 @@ from agents.eval import curve as curve_mod
 from agents.eval import table as table_mod
 from agents.eval.arpo_source import ArpoPlan, ArpoSource, ArpoStepSource, last_step, load_results, plan_arpo
 from agents.eval.config import EvalConfig
+from core.job_submit import relative_output_problem
 from agents.eval.gallery import render_gallery
 from agents.eval.interrogator import load_term_lists
 from agents.eval.methods import (CaptionerSource, EvalImage, FileSource, InterrogatorSource, MethodSpec, NoPrompt,
@@ -100,6 +101,13 @@ def preflight(cfg: EvalConfig, image_dir: Path, specs: list[MethodSpec]) -> tupl
     from agents.checkpointing import check_checkpointer
     from agents.results import OutputFolderBusy
 
+    outputs = [("evaluation.out_dir (--out)", cfg.evaluation.out_dir)]
+    outputs += [(f"evaluation.arpo_variants.{name}.results_dir", v.results_dir)
+                for name, v in cfg.evaluation.arpo_variants.items() if v.results_dir]
+    for key, value in outputs:
+        problem = relative_output_problem(key, value)
+        if problem:
+            raise SetupError(problem)
     image_dir, out_dir = Path(image_dir).resolve(), Path(cfg.evaluation.out_dir).resolve()
     check_folders(image_dir, out_dir)
     stack = contextlib.ExitStack()
