@@ -45,7 +45,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    rows = settings(profile.config, profile.data, args.set)
+    try:
+        return _show(profile, settings(profile.config, profile.data, args.set), args)
+    except BrokenPipeError:  # `... | head`: the reader left; nothing to report (and no error at exit)
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _show(profile, rows, args) -> int:
+    from core.config_show import format_settings
+
     if args.keys:
         wanted = [k.strip(".") for k in args.keys]
         unknown = [k for k in wanted if not any(r.key == k or r.key.startswith(k + ".") for r in rows)]

@@ -99,3 +99,17 @@ def test_named_entries_are_listed_under_their_names(capsys):
     label = rows(capsys, "--config", str(CONFIGS / "gpu_eval.yaml"), "evaluation.arpo_variants.mistral.label",
                  "--set", "evaluation.arpo_variants.mistral.label=M")["evaluation.arpo_variants.mistral.label"]
     assert (label["value"], label["source"]) == ("M", "--set")
+
+
+def test_a_reader_that_stops_early_gets_no_traceback():
+    """`python -m agents.config show ... | head -2`: the listing ends quietly when the pipe closes."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "agents.config", "show", "--config", str(CONFIGS / "gpu_eval.yaml")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=CONFIGS.parent)
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0 and first.startswith(b"# ")
+    assert "Traceback" not in err and "BrokenPipeError" not in err
