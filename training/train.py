@@ -22,14 +22,13 @@ node type of a cluster) are dropped with a logged line (training.placement). The
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 from core.cli import prog_name
 from core.config import ConfigError, expand_path, load_config
-from core.job_submit import JOB_ENV_VAR  # noqa: F401  (read in main)
+from core import job_submit
 from core.ray_config import init_ray
 from training.config import TrainConfig
 
@@ -77,7 +76,7 @@ def run(cfg: TrainConfig):
     from core.ray_config import on_local_ray
     from training.placement import place_workers
 
-    cfg = cfg.model_copy(update={"run_dir": resolve_run_dir(cfg.run_dir, JOB_ENV_VAR in os.environ)})
+    cfg = cfg.model_copy(update={"run_dir": resolve_run_dir(cfg.run_dir, job_submit.submitted_job())})
     started = init_ray(cfg.ray)
     try:
         # Ray would wait for ever for workers no node can hold: checked here, in seconds, naming the key.
@@ -108,7 +107,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(exc.code or 0)
     try:
         cfg = load_config(TrainConfig, args.config, args.overrides)
-        resolve_run_dir(cfg.run_dir, JOB_ENV_VAR in os.environ)  # fail before Ray starts
+        resolve_run_dir(cfg.run_dir, job_submit.submitted_job())  # fail before Ray starts
         from training.build import missing_local_sources
 
         for key, path in missing_local_sources(cfg):
