@@ -32,6 +32,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
+from core.cli import parse_or_status
+
 #: The Ray namespace every shared role actor lives in, whatever the jobs' own namespaces.
 NAMESPACE = "expectdiff-shared-roles"
 #: What a shared-roles name may be: it is the first part of the actors' names (':' separates the parts).
@@ -248,12 +250,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     stop.add_argument("--timeout", type=float, default=30.0, help="seconds each actor gets to release its model (default 30)")
     listing = commands.add_parser("list", help="print the names of the shared role actors running")
     listing.add_argument("--name", default=None, help="only those of this job.shared_roles name")
+    args = parse_or_status(lambda: parser.parse_args(argv))
+    if isinstance(args, int):
+        return args
     try:
-        args = parser.parse_args(argv)
         if args.name is not None:
             check_name(args.name)
-    except SystemExit as exc:
-        return int(exc.code or 0)
     except ValueError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2

@@ -62,7 +62,7 @@ from agents.batch.runner import BatchOutcome, plan_items, prepare_output, run_ba
 from agents.batch.startup import start_ray_and_roles, stop_ray_and_roles
 from agents.config import ArpoConfig
 from agents.results import RESULTS_JSONL, ResultsLog
-from core.cli import prog_name
+from core.cli import parse_or_status, prog_name
 from core.config import SET_HELP, ConfigError, load_config
 
 __all__ = ["EXIT_FATAL", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_SETUP_ERROR", "EXIT_SOME_FAILED", "SetupError", "main"]
@@ -152,10 +152,9 @@ def dry_run(cfg: ArpoConfig, image_dir: "Path | ImageSource", out_dir: Path, str
 def main(argv: Optional[list[str]] = None) -> int:
     """The command line; returns the exit status (usable as a console-script entry point)."""
     parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: 0 for --help, 2 for bad arguments
-        return int(exc.code or 0)
+    args = parse_or_status(lambda: parser.parse_args(argv))
+    if isinstance(args, int):
+        return args
     with JobLogging(verbose=args.verbose) as logs:
         return _main(args, logs, sys.argv[1:] if argv is None else list(argv))
 

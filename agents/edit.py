@@ -37,6 +37,7 @@ from agents.images import save_png
 from agents.prompt_edit import EditSpecError, PromptEdit, apply_edit, parse_substitutions, parts_of_record
 from agents.prompt_parts import PromptParts
 from agents.results import RESULT_JSON, atomic_write_bytes, atomic_write_json, atomic_write_text, slugify
+from core.cli import parse_or_status
 from core.config import SET_HELP
 
 log = logging.getLogger("agents.edit")
@@ -160,10 +161,9 @@ async def _run(cfg: ArpoConfig, record: dict, result_dir: Path, edit: PromptEdit
 def main(argv: Optional[list[str]] = None) -> int:
     from core.config import ConfigError, load_config
 
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    args = parse_or_status(lambda: build_parser().parse_args(argv))
+    if isinstance(args, int):
+        return args
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         edit = edit_from_args(args)

@@ -38,6 +38,7 @@ from agents.eval.methods import parse_methods
 from agents.eval.records import fingerprint
 from agents.eval.runner import EvalRoles, Evaluation, needed_roles, preflight
 from agents.prompt_limit import with_prompt_limit
+from core.cli import parse_or_status
 from core.config import SET_HELP, ConfigError, apply_overrides, read_yaml, validate
 
 log = logging.getLogger("agents.evaluate")
@@ -146,10 +147,9 @@ async def _run(cfg: EvalConfig, image_dir: Path, specs, plan: Optional[list] = N
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    args = parse_or_status(lambda: build_parser().parse_args(argv))
+    if isinstance(args, int):
+        return args
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         cfg = config_from_args(args)

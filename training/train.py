@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from core.cli import prog_name
+from core.cli import parse_or_status, prog_name
 from core.config import ConfigError, expand_path, load_config
 from core import job_submit
 from core.ray_config import init_ray
@@ -101,10 +101,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The command line; returns the exit status (also the ``expectdiff-train`` console script)."""
-    try:
-        args = parse_args(argv)
-    except SystemExit as exc:  # argparse: 0 for --help, 2 for bad arguments
-        return int(exc.code or 0)
+    args = parse_or_status(lambda: parse_args(argv))
+    if isinstance(args, int):
+        return args
     try:
         cfg = load_config(TrainConfig, args.config, args.overrides)
         resolve_run_dir(cfg.run_dir, job_submit.submitted_job())  # fail before Ray starts

@@ -15,6 +15,8 @@ import json
 import sys
 from typing import Optional, Sequence
 
+from core.cli import parse_or_status
+
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from core.config import SET_HELP
@@ -31,10 +33,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       help="show only these keys and the keys below them (e.g. t2i, agent.max_steps)")
     show.add_argument("--brief", action="store_true", help="values only, no descriptions")
     show.add_argument("--json", action="store_true", help="a JSON list of {key, value, source, description}")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: 0 for --help, 2 for bad arguments — returned, as the other commands do
-        return int(exc.code or 0)
+    args = parse_or_status(lambda: parser.parse_args(argv))
+    if isinstance(args, int):
+        return args
 
     from agents.profiles import load_profile
     from core.config import ConfigError

@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
+from core.cli import parse_or_status
+
 DEFAULT_KIT = Path("~/.cache/expectdiff/twins")
 
 
@@ -33,10 +35,9 @@ def main(argv: Optional[Sequence[str]] = None, *, in_process: bool = False) -> i
                                                                "(default: a temporary folder, removed)")
     parser.add_argument("--gpu-memory", default="80GiB", help="GPU size for the memory planner's table (default %(default)s)")
     parser.add_argument("--gpus", type=int, default=1, help="GPUs for the memory planner's table (default 1)")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: 0 for --help, 2 for bad arguments — returned, as the other commands do
-        return int(exc.code or 0)
+    args = parse_or_status(lambda: parser.parse_args(argv))
+    if isinstance(args, int):
+        return args
 
     from actors.memory_plan import SizingError, make_plan, parse_size, role_sections
     from agents.config import ArpoConfig

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from agents.batch.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP_ERROR, SetupError
 from agents.config import ArpoConfig
 from agents.serve.options import ServeOptions
-from core.cli import prog_name
+from core.cli import parse_or_status, prog_name
 from core.config import SET_HELP, ConfigError, load_config
 
 log = logging.getLogger("agents.serve")
@@ -72,10 +72,9 @@ def bind(options: ServeOptions) -> socket.socket:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    args = parse_or_status(lambda: build_parser().parse_args(argv))
+    if isinstance(args, int):
+        return args
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         cfg = load_config(ArpoConfig, args.config, args.set)
