@@ -31,6 +31,7 @@ import os
 import pickle
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -233,16 +234,19 @@ class Run:
                           barrier=str(barrier) if barrier else None)
 
     # ------------------------------------------------------------------ one level
-    def level(self, concurrency: int, n_images: int, seed: int) -> dict:
+    def level(self, concurrency: int, n_images: int, seed: int, inject: bool = False) -> dict:
         from benchmarks.scale.roles import kill, role_stats
 
         a = self.args
-        images = make_images(self.work / f"images-c{concurrency}", n_images, seed)
-        out = self.work / f"out-c{concurrency}"
+        tag = f"c{concurrency}" + ("-injected" if inject else "")
+        images = make_images(self.work / f"images-{tag}", n_images, seed)
+        out = self.work / f"out-{tag}"
         load_before = loadavg()
-        specs, handles, where = self.start_roles(f"c{concurrency}")
-        cprofile = str(self.work / f"driver-c{concurrency}.prof") if concurrency in a.cprofile else None
-        spec = self.driver_spec(specs, f"c{concurrency}", images, out, concurrency, None, cprofile)
+        specs, handles, where = self.start_roles(tag)
+        cprofile = str(self.work / f"driver-{tag}.prof") if concurrency in a.cprofile else None
+        spec = self.driver_spec(specs, tag, images, out, concurrency, None, cprofile)
+        if inject:  # the fault check: CPU is the driver's own (not dilated); a wait of w real s is w × k on the sim clock
+            spec.inject_cpu_s, spec.inject_wait_s = a.inject_cpu_ms / 1000, a.inject_wait_s * self.model.dilation
         cpu0 = tree_cpu()
         res = self.run_drivers([spec], a.timeout)[0]
         stats = asyncio.run(role_stats(handles))
@@ -250,7 +254,7 @@ class Run:
         kill(handles)
         load_after = loadavg()
         row = self._figures(res, stats, concurrency, out)
-        row.update(checkpoint_contents=checkpoint_contents(out), concurrency=concurrency, placement=where, load_before=load_before, load_after=load_after,
+        row.update(checkpoint_contents=checkpoint_contents(out), concurrency=concurrency, placement=where, label=tag, load_before=load_before, load_after=load_after,
                    cprofile=cprofile, uptime=_uptime(),
                    cluster_cpu_ms_per_iteration=1000 * others / max(row["iterations"], 1),
                    cluster_busy_share=others / row["wall_s"] if row["wall_s"] else None)
@@ -263,10 +267,19 @@ class Run:
         k = self.model.dilation
         fig = analysis.driver_figures(res, concurrency, folder_bytes(out))
         ideal, path = analysis.ideal_for(self.cfg, self.model.with_dilation(1.0), stats, fig["done"], concurrency)
-        real_steady = fig["images_per_s_steady"] * k
+        real_steady = fig["images_per_s_regression"] * k
+        little = fig["images_per_s_little"]
+        latencies = sorted(i["end"] - i["start"] for i in res["images"])
+        path_s = sum(s.seconds for s in path)
+        bound = ideal.bound if ideal.bound != "concurrency" else None
         fig.update(
             real_images_per_min_steady=60 * real_steady, real_images_per_min_whole=60 * fig["images_per_s_whole"] * k,
             ideal_images_per_min=60 * ideal.images_per_s, efficiency=real_steady / ideal.images_per_s,
+            efficiency_middle_half=fig["images_per_s_steady"] * k / ideal.images_per_s,
+            efficiency_little=(little * k / ideal.images_per_s) if little else None,
+            # an image's latency against the critical path (real s): what the driver and the queues add per image
+            latency_over_path=(statistics.fmean(latencies) / k) / path_s if latencies and path_s else None,
+            bottleneck_utilisation=_utilisation(analysis.role_summary(stats, res["wall_s"], k), bound),
             ideal=ideal.as_dict(), critical_path=[(s.name, s.seconds) for s in path],
             real_iteration_p50_s=(fig["iteration_p50_s"] or 0) / k, real_iteration_p99_s=(fig["iteration_p99_s"] or 0) / k,
             roles=analysis.role_summary(stats, res["wall_s"], k), role_stats=stats,
@@ -341,6 +354,15 @@ def _uptime() -> str:
         return ""
 
 
+def _utilisation(roles: dict, role: Optional[str]) -> Optional[float]:
+    """Mean busy share of ``role``'s replicas over the whole run (ramp and drain included, so below the
+    steady value); None when the ideal is bound by the concurrency, not by a role."""
+    if role is None:
+        return None
+    shares = [r["utilisation"] for name, r in roles.items() if name.split("[")[0] == role and r.get("utilisation") is not None]
+    return statistics.fmean(shares) if shares else None
+
+
 def _banner(out: Path) -> dict:
     html = (out / "report.html").read_text() if (out / "report.html").is_file() else ""
     return {"report_html": bool(html), "random_weight_banner": "random-weight models" in html,
@@ -364,15 +386,22 @@ def render(meta: dict, rows: list[dict], two: Optional[dict]) -> str:
         f"latency scale ×{meta['latency_scale']}, config overrides {meta['overrides'] or 'none'}",
         f"nothing listened off loopback: {not meta['off_loopback']} {meta['off_loopback'] or ''}",
         "",
-        "| concurrency | images | sim wall s | images/min (real, steady) | ideal images/min | efficiency | bound | iteration p50 / p99 (real s) "
+        f"images N = {meta.get('images_per_concurrency', 2)} × C; steady rate = least-squares slope of completions C+1..N−C over time "
+        "(old: rate between the N/4-th and 3N/4-th completion; Little: C ÷ mean latency of the images inside the window)",
+        f"injected per graph node in the driver: {meta.get('injected') or 'nothing'}",
+        "",
+        "| concurrency | images | sim wall s | images/min (real, steady) | ideal images/min | efficiency | efficiency (old window) | efficiency (Little) "
+        "| bound | bottleneck busy | latency ÷ critical path | orchestration ms/iter (driver clock) | iteration p50 / p99 (real s) "
         "| driver CPU ms/iter | driver busy | cluster CPU ms/iter | RSS per in-flight KB | checkpoint KB/image | writer ms/image: record / flush / captions | load avg before → after |",
-        "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         w = r["writer"]
         lines.append(
-            f"| {r['concurrency']} | {r['done']} ({r['failed']} failed) | {r['wall_s']:.0f} | {r['real_images_per_min_steady']:.2f} "
-            f"| {r['ideal_images_per_min']:.2f} | {r['efficiency']:.3f} | {r['ideal']['bound']} "
+            f"| {r.get('label', r['concurrency'])} | {r['done']} ({r['failed']} failed) | {r['wall_s']:.0f} | {r['real_images_per_min_steady']:.2f} "
+            f"| {r['ideal_images_per_min']:.2f} | {r['efficiency']:.3f} | {fmt(r.get('efficiency_middle_half'), '.3f')} "
+            f"| {fmt(r.get('efficiency_little'), '.3f')} | {r['ideal']['bound']} | {fmt(r.get('bottleneck_utilisation'), '.2f')} "
+            f"| {fmt(r.get('latency_over_path'), '.2f')} | {fmt((r.get('orchestration') or {}).get('ms_per_iteration'), '.1f')} "
             f"| {r['real_iteration_p50_s']:.0f} / {r['real_iteration_p99_s']:.0f} | {r['driver_cpu_ms_per_iteration']:.1f} "
             f"| {100 * r['driver_busy_share']:.0f}% | {r['cluster_cpu_ms_per_iteration']:.1f} | {r['rss_per_inflight_kb']:.0f} | {r['checkpoint_bytes_per_image'] / 1024:.0f} "
             f"| {w['BatchWriter.record']['wall_ms_per_image']:.1f} / {w['BatchWriter.flush']['wall_ms_per_image']:.1f} / "
@@ -387,14 +416,22 @@ def render(meta: dict, rows: list[dict], two: Optional[dict]) -> str:
                 cells.append(f"{s['mean_batch']:.1f} / {s['max_batch']} ({100 * (s['utilisation'] or 0):.0f}%)")
             else:
                 cells.append(f"{s['mean_running']:.1f} / {s['max_running']} ({100 * (s['utilisation'] or 0):.0f}%)")
-        lines.append(f"| {r['concurrency']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r.get('label', r['concurrency'])} | " + " | ".join(cells) + " |")
     if rows and all(r.get("nodes") for r in rows):
         names = ["init", "generate", "describe", "diff", "propose", "select"]
         lines += ["", "Time per graph node, including waits in the roles' queues (real s, p50 / p99):", "",
                   "| concurrency | " + " | ".join(names) + " |", "|---:|" + "---:|" * len(names)]
         for r in rows:
             cells = [f"{r['nodes'][n]['p50_s'] / k:.1f} / {r['nodes'][n]['p99_s'] / k:.1f}" if n in r["nodes"] else "–" for n in names]
-            lines.append(f"| {r['concurrency']} | " + " | ".join(cells) + " |")
+            lines.append(f"| {r.get('label', r['concurrency'])} | " + " | ".join(cells) + " |")
+    if rows and all(r.get("orchestration") for r in rows):
+        names = ["init", "generate", "describe", "diff", "propose", "select"]
+        lines += ["", "The driver's own time per graph node (node wall − waiting on roles; driver clock, ms, p50 / mean):", "",
+                  "| concurrency | " + " | ".join(names) + " |", "|---:|" + "---:|" * len(names)]
+        for r in rows:
+            per = r["orchestration"]["per_node"]
+            cells = [f"{per[n]['p50_ms']:.1f} / {per[n]['mean_ms']:.1f}" if n in per else "–" for n in names]
+            lines.append(f"| {r.get('label', r['concurrency'])} | " + " | ".join(cells) + " |")
     if rows:
         lines += ["", "Placement (each replica reports its node):", "", "| level | role | replica | node type | node |", "|---|---|---:|---|---|"]
         for r in rows:
@@ -419,9 +456,17 @@ def render(meta: dict, rows: list[dict], two: Optional[dict]) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="CI size: concurrency 16, 32 images, max_steps 2, then two 16-image drivers")
+    p.add_argument("--quick", action="store_true", help="CI size: concurrency 4, 32 images, max_steps 2, plainly and with 2 s injected per node; "
+                                                      "then two 16-image drivers")
     p.add_argument("--concurrency", default="1,64,256,1024,4096")
-    p.add_argument("--images-per-concurrency", type=float, default=2.0, help="images = this × concurrency (at least 2)")
+    p.add_argument("--images-per-concurrency", type=float, default=8.0,
+                   help="images N = this × concurrency C (at least 2); the steady window is completions C+1..N−C")
+    p.add_argument("--inject-cpu-ms", type=float, default=0.0,
+                   help="fault check: burn this much CPU in the driver per graph node (driver clock, not dilated)")
+    p.add_argument("--inject-wait-s", type=float, default=0.0,
+                   help="fault check: wait this long per graph node in the driver (real seconds; × k on the sim clock)")
+    p.add_argument("--inject-compare", action="store_true",
+                   help="run every level twice: plainly, then with the --inject-* costs (same images and seed)")
     p.add_argument("--max-steps", type=int, default=3)
     p.add_argument("--dilation", type=float, default=0.05, help="time dilation k: every latency-model cost and batching wait × k")
     p.add_argument("--latency-scale", default="1", help="sensitivity: every latency-model cost × this, or per role: 'llm=2,vlm=2'")
@@ -437,8 +482,9 @@ def main(argv=None) -> int:
     p.add_argument("--cprofile", default="", help="comma-separated concurrencies whose driver runs under cProfile (file in --work)")
     p.add_argument("--timeout", type=float, default=7200.0, help="seconds one level may take")
     a = p.parse_args(argv)
-    if a.quick:
-        a.concurrency, a.images_per_concurrency, a.max_steps = "16", 2.0, 2
+    if a.quick:  # below the saturation point, where the driver's overhead shows, plainly and with 2 s injected per node
+        a.concurrency, a.images_per_concurrency, a.max_steps = "4", 8.0, 2
+        a.inject_compare, a.inject_wait_s = True, a.inject_wait_s or 2.0
         a.two_drivers = "8:16" if a.two_drivers == "64:128" else a.two_drivers
         a.dilation = 0.02 if a.dilation == 0.05 else a.dilation
     a.cprofile = {int(c) for c in a.cprofile.split(",") if c.strip()}
@@ -451,10 +497,13 @@ def main(argv=None) -> int:
         for i, c in enumerate(levels):
             n = max(2, int(round(a.images_per_concurrency * c)))
             print(f"[scale] concurrency {c}: {n} images (load {loadavg()}) ...", file=sys.stderr, flush=True)
-            rows.append(run.level(c, n, seed=1000 + i))
-            r = rows[-1]
-            print(f"[scale]   {r['real_images_per_min_steady']:.2f} images/min real, efficiency {r['efficiency']:.3f}, "
-                  f"driver {r['driver_cpu_ms_per_iteration']:.1f} ms/iter, wall {r['wall_s']:.0f} s", file=sys.stderr, flush=True)
+            injecting = bool(a.inject_cpu_ms or a.inject_wait_s)
+            for inject in ((False, True) if a.inject_compare and injecting else (injecting,)):
+                rows.append(run.level(c, n, seed=1000 + i, inject=inject))
+                r = rows[-1]
+                print(f"[scale]   {r['label']}: {r['real_images_per_min_steady']:.2f} images/min real, efficiency {r['efficiency']:.3f}, "
+                      f"orchestration {fmt((r.get('orchestration') or {}).get('ms_per_iteration'))} ms/iter, "
+                      f"driver CPU {r['driver_cpu_ms_per_iteration']:.1f} ms/iter, wall {r['wall_s']:.0f} s", file=sys.stderr, flush=True)
         if a.two_drivers != "none":
             c, n = (int(x) for x in a.two_drivers.split(":"))
             print(f"[scale] two drivers: {n} images each at concurrency {c} ...", file=sys.stderr, flush=True)
@@ -467,7 +516,9 @@ def main(argv=None) -> int:
             "command": "python -m benchmarks.scale " + " ".join(argv if argv is not None else sys.argv[1:]),
             "nodes": run.sim.counts, "overrides": a.set, "dilation": a.dilation, "latency_scale": parse_scale(a.latency_scale), "max_steps": a.max_steps,
             "off_loopback": sorted(run.off_loopback), "cluster_start_s": run.cluster_start_s, "git": _git(),
-            "latency_model": run.model.as_dict(), "sources": SOURCES}
+            "latency_model": run.model.as_dict(), "sources": SOURCES,
+            "images_per_concurrency": a.images_per_concurrency,
+            "injected": {"cpu_ms_per_node": a.inject_cpu_ms, "wait_real_s_per_node": a.inject_wait_s}}
     text = render(meta, rows, two)
     print(text)
     if a.txt:

@@ -35,6 +35,58 @@ def steady_rate(finish_times: list[float]) -> tuple[float, str]:
     return (n / t[-1] if n and t[-1] > 0 else 0.0), "whole run"
 
 
+def steady_window(n: int, concurrency: int) -> tuple[int, int]:
+    """1-based completions C+1 .. N−C: after the first wave (the C optimisations admitted at once),
+    before the drain (fewer than C left). Empty (0, 0) when N < 2C + 2."""
+    lo, hi = concurrency + 1, n - concurrency
+    return (lo, hi) if hi - lo >= 1 else (0, 0)
+
+
+def regression_rate(finish_times: list[float], concurrency: int) -> tuple[float, str]:
+    """Images per second: the least-squares slope of the completion count over time for completions
+    C+1 .. N−C (``steady_window``). Unlike a rate between two completions, the slope uses every
+    completion in the window, so where its ends fall in the admission waves hardly matters; with
+    N = 8C it spans about six waves. The whole run's rate when the window is empty."""
+    t = sorted(finish_times)
+    lo, hi = steady_window(len(t), concurrency)
+    if not lo:
+        return (len(t) / t[-1] if t and t[-1] > 0 else 0.0), "whole run"
+    xs = t[lo - 1:hi]
+    ys = list(range(lo, hi + 1))
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx <= 0:
+        return 0.0, "degenerate"
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx, f"regression over completions {lo}..{hi} of {len(t)}"
+
+
+def little_rate(images: list[dict], concurrency: int) -> Optional[float]:
+    """Little's law, X = L / W, over the images that started and ended inside the steady window (in flight
+    = C the whole time): C ÷ their mean latency. An estimator independent of the completion times' spacing."""
+    t = sorted(i["end"] for i in images)
+    lo, hi = steady_window(len(t), concurrency)
+    if not lo:
+        return None
+    a, b = t[lo - 1], t[hi - 1]
+    inside = [i["end"] - i["start"] for i in images if i["start"] >= a and i["end"] <= b]
+    return concurrency / statistics.fmean(inside) if inside else None
+
+
+def orchestration(node_split: dict[str, list], iterations: int, images: int) -> dict:
+    """The driver's own time (node wall − waiting on roles; benchmarks/scale/overhead.py), in driver
+    seconds (this machine's clock, not dilated): per node name p50/mean, per iteration and per image."""
+    per_node = {}
+    total = 0.0
+    for name, runs in node_split.items():
+        own = [max(0.0, wall - roles) for wall, roles in runs]
+        total += sum(own)
+        per_node[name] = {"n": len(own), "p50_ms": 1000 * percentile(own, 0.5), "p99_ms": 1000 * percentile(own, 0.99),
+                          "mean_ms": 1000 * statistics.fmean(own),
+                          "role_wait_mean_ms": 1000 * statistics.fmean(r for _, r in runs)}
+    return {"per_node": per_node, "ms_per_iteration": 1000 * total / max(iterations, 1),
+            "ms_per_image": 1000 * total / max(images, 1)}
+
+
 def _sum(rows: list[dict], *keys) -> float:
     total = 0.0
     for r in rows:
@@ -116,6 +168,7 @@ def driver_figures(res: dict, concurrency: int, out_dir_bytes: dict) -> dict:
     images = res["outcome"]["done"] + res["outcome"]["failed"]
     finish = [i["end"] for i in res["images"]]
     rate, window = steady_rate(finish)
+    regression = regression_rate(finish, concurrency)
     gaps = [b - a for i in res["images"] for a, b in zip(i["generates"], i["generates"][1:])]
     iterations = sum(len(i["generates"]) for i in res["images"])
     latencies = [i["end"] - i["start"] for i in res["images"]]
@@ -147,6 +200,10 @@ def driver_figures(res: dict, concurrency: int, out_dir_bytes: dict) -> dict:
         "wall_s": res["wall_s"], "iterations": iterations,
         "images_per_s_whole": images / res["wall_s"] if res["wall_s"] else 0.0,
         "images_per_s_steady": rate, "steady_window": window,
+        "images_per_s_regression": regression[0], "regression_window": regression[1],
+        "images_per_s_little": little_rate(res["images"], concurrency),
+        "orchestration": orchestration(res["node_split"], iterations, images) if res.get("node_split") else None,
+        "injected": res.get("injected"),
         "iteration_p50_s": percentile(gaps, 0.5), "iteration_p99_s": percentile(gaps, 0.99),
         "image_latency_p50_s": percentile(latencies, 0.5),
         "driver_cpu_s": res["cpu_s"], "driver_cpu_ms_per_iteration": 1000 * res["cpu_s"] / max(iterations, 1),

@@ -12,7 +12,10 @@ without editing it:
   to time the writer and the report per finished image;
 * a sampler records the process's RSS and the in-flight count every ``sample_s``;
 * ``time.process_time()`` gives the driver's CPU time (all its threads: asyncio loop, SQLite,
-  Ray's core-worker threads).
+  Ray's core-worker threads);
+* the role clients are timed per image (benchmarks/scale/overhead.py), so each node's time splits
+  into waiting on roles and the driver's own orchestration; ``inject_cpu_s`` / ``inject_wait_s``
+  add a known cost per node for the check that these figures can fail.
 
 The measurements go to a JSON file; ``--profile`` adds a cProfile dump of the whole run.
 """
@@ -50,6 +53,8 @@ class DriverSpec:
     sample_s: float = 0.5
     cprofile: Optional[str] = None
     barrier: Optional[str] = None  # when set: write <result>.ready once set up, start when this file exists
+    inject_cpu_s: float = 0.0  # the fault check: CPU burnt in the driver per node (benchmarks/scale/overhead.py)
+    inject_wait_s: float = 0.0  # ... and a wait per node (sim seconds)
 
 
 class Timer:
@@ -109,10 +114,13 @@ class Tracker:
 
     async def __call__(self, *args, on_node=None, **kwargs):
         from agents.api import optimise
+        from benchmarks.scale.overhead import ROLE_CALLS
 
         start = time.perf_counter()
         gens: list[float] = []
         nodes: list[tuple[str, float]] = []
+        calls: list[tuple[float, float]] = []
+        ROLE_CALLS.set(calls)  # this task's context: the graph's node tasks inherit it
         self.inflight += 1
         self.started += 1
         self.max_inflight = max(self.max_inflight, self.inflight)
@@ -131,7 +139,18 @@ class Tracker:
             self.inflight -= 1
             end = time.perf_counter()
             self.finished.append(end)
-            self.images.append({"start": start, "generates": gens, "nodes": nodes, "end": end})
+            self.images.append({"start": start, "generates": gens, "nodes": nodes, "end": end, "calls": calls})
+
+
+def _node_split(images: list[dict]) -> dict[str, list[tuple[float, float]]]:
+    """Per node name: (node wall s, of which waiting on roles s) of every run of it."""
+    from benchmarks.scale.overhead import node_split
+
+    out: dict[str, list[tuple[float, float]]] = {}
+    for image in images:
+        for name, wall, roles in node_split(image["start"], image["nodes"], image["calls"]):
+            out.setdefault(name, []).append((round(wall, 5), round(roles, 5)))
+    return out
 
 
 def _node_seconds(images: list[dict]) -> dict[str, list[float]]:
@@ -160,6 +179,7 @@ async def run(spec: DriverSpec) -> dict:
 
     from agents.batch.runner import run_batch
     from benchmarks.scale.cluster import loopback_environment
+    from benchmarks.scale.overhead import Injected, timed_roles
     from benchmarks.scale.roles import clients, start_or_join_roles, wait_ready
 
     loopback_environment()
@@ -172,7 +192,7 @@ async def run(spec: DriverSpec) -> dict:
     ray.init(address=spec.address, namespace=spec.namespace, log_to_driver=False)
     handles = start_or_join_roles(spec.cfg, spec.specs, spec.prefix, spec.namespace)
     await wait_ready(handles)
-    roles = clients(handles)
+    roles = timed_roles(clients(handles))
     if spec.barrier:  # several drivers start their batches together
         Path(spec.result).with_suffix(".ready").write_text(str(os.getpid()))
         while not Path(spec.barrier).exists():
@@ -185,7 +205,8 @@ async def run(spec: DriverSpec) -> dict:
     rss0 = psutil.Process().memory_info().rss
     sampler = asyncio.ensure_future(_sample(tracker, samples, spec.sample_s))
     profiler = cProfile.Profile() if spec.cprofile else None
-    with Patched() as patched, open(os.devnull, "w") as devnull:
+    with Patched() as patched, Injected(spec.inject_cpu_s, spec.inject_wait_s) as injected, \
+            open(os.devnull, "w") as devnull:
         cpu0, t0, t0_abs = time.process_time(), time.perf_counter(), time.time()
         if profiler:
             profiler.enable()
@@ -208,6 +229,8 @@ async def run(spec: DriverSpec) -> dict:
         "images": [{"start": i["start"] - t0, "generates": [g - t0 for g in i["generates"]], "end": i["end"] - t0}
                    for i in tracker.images],
         "node_seconds": _node_seconds(tracker.images),
+        "node_split": _node_split(tracker.images),
+        "injected": {"cpu_s": spec.inject_cpu_s, "wait_s": spec.inject_wait_s, "calls": injected.calls},
         "samples": [(t - t0, rss, n, f) for t, rss, n, f in samples],
         "writer": {name: [(s - t0, w, c) for s, w, c in timer.calls] for name, timer in patched.timers.items()},
         "pid": os.getpid(),

@@ -1,8 +1,10 @@
-"""``python -m benchmarks.scale --quick`` as CI runs it: a test of placement and completion, not of speed.
+"""``python -m benchmarks.scale --quick`` as CI runs it: placement, completion, and a throughput floor that can fail.
 
 A simulated cluster of cluster.yaml's node types (1 head, 2 gpu_large, 2 gpu_small), the five roles
 placed with configs/gpu_cluster.yaml's resources as latency-model stand-ins, the real batch job
-(concurrency 16, 32 images), then two batch jobs at once on one set of shared role actors."""
+(concurrency 4, 32 images: below the saturation point, where the driver's own time lengthens every
+image and so lowers the throughput), the same level again with a 2 s (real) wait injected per graph
+node in the driver, then two batch jobs at once on one set of shared role actors."""
 from __future__ import annotations
 
 import json
@@ -47,19 +49,49 @@ def test_every_role_lands_on_its_node_type(quick):
 def test_every_image_done_and_the_report_flags_the_standins(quick):
     result, work = quick
     level = result["levels"][0]
-    assert (level["concurrency"], level["done"], level["failed"]) == (16, 32, 0)
-    assert level["max_inflight"] == 16
+    assert (level["label"], level["done"], level["failed"]) == ("c4", 32, 0)
+    assert level["max_inflight"] == 4
     assert level["report_banner"] == {"report_html": True, "random_weight_banner": True, "simulation_profile": True}
-    html = (work / "out-c16" / "report.html").read_text()
+    html = (work / "out-c4" / "report.html").read_text()
     for role in ("t2i", "llm", "vlm", "captioner", "clip"):
         assert role in html.split("random-weight models", 1)[1][:200]
-    records = [json.loads(line) for line in (work / "out-c16" / "results.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (work / "out-c4" / "results.jsonl").read_text().splitlines()]
     assert len(records) == 32 and all(r["status"] == "done" for r in records)
     # the stand-ins make every candidate win: every image runs the full max_steps (2) iterations
     assert all(len(r["iterations"]) == 3 for r in records)
-    assert (work / "out-c16" / "checkpoints.sqlite").stat().st_size > 0
-    # the T2I replicas batched across optimisations
-    assert max(level["roles"][name]["max_batch"] for name in ("t2i[0]", "t2i[1]")) > 1
+    assert (work / "out-c4" / "checkpoints.sqlite").stat().st_size > 0
+    # the T2I replicas batched across optimisations (and across the two jobs, below)
+    assert max(roles[name]["max_batch"] for roles in (level["roles"], result["two_drivers"]["roles"])
+               for name in ("t2i[0]", "t2i[1]")) > 1
+
+
+# The floor: 0.70 measured on an idle 2-core VM (docs/scale.md, "An efficiency that can fail"); the same level
+# with 2 s per node injected reached 0.45, a tenfold slower driver lower still.
+FLOOR = 0.5
+
+
+def test_throughput_below_saturation_stays_above_the_floor(quick):
+    level = quick[0]["levels"][0]
+    assert level["ideal"]["bound"] == "concurrency"  # the level where the driver's time shows in the throughput
+    assert level["efficiency"] >= FLOOR, level["efficiency"]
+    # three estimators of one rate agree (no window bias): the slope, Little's law, the old middle half
+    assert abs(level["efficiency_little"] - level["efficiency"]) < 0.15 * level["efficiency"]
+
+
+def test_an_injected_wait_per_node_moves_the_figures_where_it_should(quick):
+    plain, injected = quick[0]["levels"][:2]
+    assert injected["label"] == "c4-injected" and injected["injected"]["calls"] > 0
+    wait_s = injected["injected"]["wait_s"]  # 2 s real × k on the sim clock
+    assert wait_s == pytest.approx(2.0 * quick[0]["meta"]["dilation"])
+    # the directly measured orchestration time grows by the injected wait at every per-iteration node (one
+    # checkpoint per node) ...
+    for node in ("generate", "describe", "diff", "propose", "select"):
+        grew = (injected["orchestration"]["per_node"][node]["mean_ms"] - plain["orchestration"]["per_node"][node]["mean_ms"]) / 1000
+        assert 0.8 * wait_s < grew < 1.6 * wait_s, (node, grew, wait_s)
+    # ... so below saturation each image takes longer and the throughput falls
+    assert injected["latency_over_path"] > plain["latency_over_path"] * 1.2
+    assert injected["efficiency"] < 0.8 * plain["efficiency"]
+    assert injected["efficiency"] < FLOOR  # the floor would catch it
 
 
 def test_two_drivers_share_the_roles_and_their_requests_interleave(quick):
