@@ -391,9 +391,9 @@ def render(meta: dict, rows: list[dict], two: Optional[dict]) -> str:
         f"injected per graph node in the driver: {meta.get('injected') or 'nothing'}",
         "",
         "| concurrency | images | sim wall s | images/min (real, steady) | ideal images/min | efficiency | efficiency (old window) | efficiency (Little) "
-        "| bound | bottleneck busy | latency ÷ critical path | orchestration ms/iter (driver clock) | iteration p50 / p99 (real s) "
+        "| bound | bottleneck busy | latency ÷ critical path | orchestration ms/iter (driver clock) | driver share of an image's latency | iteration p50 / p99 (real s) "
         "| driver CPU ms/iter | driver busy | cluster CPU ms/iter | RSS per in-flight KB | checkpoint KB/image | writer ms/image: record / flush / captions | load avg before → after |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         w = r["writer"]
@@ -402,6 +402,7 @@ def render(meta: dict, rows: list[dict], two: Optional[dict]) -> str:
             f"| {r['ideal_images_per_min']:.2f} | {r['efficiency']:.3f} | {fmt(r.get('efficiency_middle_half'), '.3f')} "
             f"| {fmt(r.get('efficiency_little'), '.3f')} | {r['ideal']['bound']} | {fmt(r.get('bottleneck_utilisation'), '.2f')} "
             f"| {fmt(r.get('latency_over_path'), '.2f')} | {fmt((r.get('orchestration') or {}).get('ms_per_iteration'), '.1f')} "
+            f"| {fmt(100 * r['driver_share_of_latency'] if r.get('driver_share_of_latency') is not None else None, '.1f')}% "
             f"| {r['real_iteration_p50_s']:.0f} / {r['real_iteration_p99_s']:.0f} | {r['driver_cpu_ms_per_iteration']:.1f} "
             f"| {100 * r['driver_busy_share']:.0f}% | {r['cluster_cpu_ms_per_iteration']:.1f} | {r['rss_per_inflight_kb']:.0f} | {r['checkpoint_bytes_per_image'] / 1024:.0f} "
             f"| {w['BatchWriter.record']['wall_ms_per_image']:.1f} / {w['BatchWriter.flush']['wall_ms_per_image']:.1f} / "

@@ -171,6 +171,7 @@ def driver_figures(res: dict, concurrency: int, out_dir_bytes: dict) -> dict:
     regression = regression_rate(finish, concurrency)
     gaps = [b - a for i in res["images"] for a, b in zip(i["generates"], i["generates"][1:])]
     iterations = sum(len(i["generates"]) for i in res["images"])
+    orch = orchestration(res["node_split"], iterations, images) if res.get("node_split") else None
     latencies = [i["end"] - i["start"] for i in res["images"]]
     # memory: samples while every worker was busy (in flight == concurrency) after the first completion
     full = [rss for t, rss, n, f in res["samples"] if n >= concurrency and f >= 1]
@@ -202,7 +203,10 @@ def driver_figures(res: dict, concurrency: int, out_dir_bytes: dict) -> dict:
         "images_per_s_steady": rate, "steady_window": window,
         "images_per_s_regression": regression[0], "regression_window": regression[1],
         "images_per_s_little": little_rate(res["images"], concurrency),
-        "orchestration": orchestration(res["node_split"], iterations, images) if res.get("node_split") else None,
+        "orchestration": orch,
+        # Little's law at a fixed C: below saturation the throughput would rise by at most this share if the
+        # driver took no time at all (its own time ÷ an image's latency)
+        "driver_share_of_latency": (orch["ms_per_image"] / 1000 / statistics.fmean(latencies)) if orch and latencies else None,
         "injected": res.get("injected"),
         "iteration_p50_s": percentile(gaps, 0.5), "iteration_p99_s": percentile(gaps, 0.99),
         "image_latency_p50_s": percentile(latencies, 0.5),

@@ -88,6 +88,8 @@ def test_an_injected_wait_per_node_moves_the_figures_where_it_should(quick):
     for node in ("generate", "describe", "diff", "propose", "select"):
         grew = (injected["orchestration"]["per_node"][node]["mean_ms"] - plain["orchestration"]["per_node"][node]["mean_ms"]) / 1000
         assert 0.8 * wait_s < grew < 1.6 * wait_s, (node, grew, wait_s)
+    # ... its share of an image's latency with it ...
+    assert injected["driver_share_of_latency"] > plain["driver_share_of_latency"] + 0.15
     # ... so below saturation each image takes longer and the throughput falls
     assert injected["latency_over_path"] > plain["latency_over_path"] * 1.2
     assert injected["efficiency"] < 0.8 * plain["efficiency"]
