@@ -71,6 +71,9 @@ def actor_options(res: ResourceConfig, name: str | None = None) -> dict:
     )
     if res.custom_resources:
         opts["resources"] = dict(res.custom_resources)
+    if res.num_replicas > 1 and res.placement == "spread":
+        # Ray's default packs: both halves of a GPU-sharing role would land on one GPU while another node's sat idle
+        opts["scheduling_strategy"] = "SPREAD"
     if name:
         opts["name"] = name
     return opts

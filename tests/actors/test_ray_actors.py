@@ -47,6 +47,10 @@ def ray_local():
 def test_actor_options_follow_config():
     res = ResourceConfig(num_gpus=0.25, num_cpus=2, max_restarts=5, max_task_retries=7, max_concurrency=64)
     assert actor_options(res) == dict(num_gpus=0.25, num_cpus=2, max_restarts=5, max_task_retries=7, max_concurrency=64)
+    # several replicas are spread over nodes unless packing is asked for
+    many = ResourceConfig(num_gpus=0.5, num_replicas=2)
+    assert actor_options(many)["scheduling_strategy"] == "SPREAD"
+    assert "scheduling_strategy" not in actor_options(ResourceConfig(num_gpus=0.5, num_replicas=2, placement="pack"))
 
 
 async def test_killed_actor_restarts_and_call_completes(ray_local):

@@ -42,6 +42,8 @@ def test_every_role_lands_on_its_node_type(quick):
         # one GPU per gpu_large node: the LLM and the VLM cannot share one
         large = [p["node_id"] for p in placement if p["role"] in ("llm", "vlm")]
         assert len(set(large)) == 2
+        # the two T2I replicas (half a GPU each) on two gpu_small nodes, not packed onto one GPU (placement: spread)
+        assert len({p["node_id"] for p in placement if p["role"] == "t2i"}) == 2
     assert result["meta"]["nodes"] == {"head_cpu": 1, "gpu_large": 2, "gpu_small": 2}
     assert result["meta"]["off_loopback"] == []
 
