@@ -79,15 +79,16 @@ def load_cfg(work: Path, dilation: float, max_steps: int, config: Path, extra: l
     return cfg
 
 
-def make_images(folder: Path, n: int, seed: int, job: int = 0) -> Path:
-    """``n`` distinct 32x32 noise PNGs whose first row carries the job tag."""
+def make_images(folder: Path, n: int, seed: int, job: int = 0, side: int = 32) -> Path:
+    """``n`` distinct ``side``×``side`` noise PNGs whose first row carries the job tag (noise: PNG's worst case,
+    a photograph compresses about twice as well)."""
     import numpy as np
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     for i in range(n):
-        img = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        img = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
         Image.fromarray(tag_image(img, job)).save(folder / f"img_{i:05d}.png")
     return folder
 
@@ -188,7 +189,7 @@ class Run:
     def start_roles(self, prefix: str):
         from benchmarks.scale.roles import placement, role_specs, start_or_join_roles, wait_ready
 
-        specs = role_specs(self.cfg, self.model)
+        specs = role_specs(self.cfg, self.model, image_side=self.args.image_side)
         handles = start_or_join_roles(self.cfg, specs, prefix, NAMESPACE)
         asyncio.run(wait_ready(handles))
         where = asyncio.run(placement(handles, self.nodes))
@@ -239,7 +240,7 @@ class Run:
 
         a = self.args
         tag = f"c{concurrency}" + ("-injected" if inject else "")
-        images = make_images(self.work / f"images-{tag}", n_images, seed)
+        images = make_images(self.work / f"images-{tag}", n_images, seed, side=a.image_side)
         out = self.work / f"out-{tag}"
         load_before = loadavg()
         specs, handles, where = self.start_roles(tag)
@@ -296,7 +297,7 @@ class Run:
         barrier.unlink(missing_ok=True)
         dspecs = []
         for job in (1, 2):
-            images = make_images(self.work / f"images-job{job}", n_images, seed + job, job=job)
+            images = make_images(self.work / f"images-job{job}", n_images, seed + job, job=job, side=self.args.image_side)
             dspecs.append(self.driver_spec(specs, "shared", images, self.work / f"out-job{job}", concurrency, barrier))
         results = self.run_drivers_with_barrier(dspecs, barrier)
         stats = asyncio.run(role_stats(handles))
@@ -386,7 +387,7 @@ def render(meta: dict, rows: list[dict], two: Optional[dict]) -> str:
         f"latency scale ×{meta['latency_scale']}, config overrides {meta['overrides'] or 'none'}",
         f"nothing listened off loopback: {not meta['off_loopback']} {meta['off_loopback'] or ''}",
         "",
-        f"images N = {meta.get('images_per_concurrency', 2)} × C; steady rate = least-squares slope of completions C+1..N−C over time "
+        f"images {meta.get('image_side', 32)}×{meta.get('image_side', 32)} px, N = {meta.get('images_per_concurrency', 2)} × C; steady rate = least-squares slope of completions C+1..N−C over time "
         "(old: rate between the N/4-th and 3N/4-th completion; Little: C ÷ mean latency of the images inside the window)",
         f"injected per graph node in the driver: {meta.get('injected') or 'nothing'}",
         "",
@@ -468,6 +469,8 @@ def main(argv=None) -> int:
                    help="fault check: wait this long per graph node in the driver (real seconds; × k on the sim clock)")
     p.add_argument("--inject-compare", action="store_true",
                    help="run every level twice: plainly, then with the --inject-* costs (same images and seed)")
+    p.add_argument("--image-side", type=int, default=32,
+                   help="side of the reference and generated images in pixels (512: gpu_cluster.yaml's SD1.5 size)")
     p.add_argument("--max-steps", type=int, default=3)
     p.add_argument("--dilation", type=float, default=0.05, help="time dilation k: every latency-model cost and batching wait × k")
     p.add_argument("--latency-scale", default="1", help="sensitivity: every latency-model cost × this, or per role: 'llm=2,vlm=2'")
@@ -518,7 +521,7 @@ def main(argv=None) -> int:
             "nodes": run.sim.counts, "overrides": a.set, "dilation": a.dilation, "latency_scale": parse_scale(a.latency_scale), "max_steps": a.max_steps,
             "off_loopback": sorted(run.off_loopback), "cluster_start_s": run.cluster_start_s, "git": _git(),
             "latency_model": run.model.as_dict(), "sources": SOURCES,
-            "images_per_concurrency": a.images_per_concurrency,
+            "images_per_concurrency": a.images_per_concurrency, "image_side": a.image_side,
             "injected": {"cpu_ms_per_node": a.inject_cpu_ms, "wait_real_s_per_node": a.inject_wait_s}}
     text = render(meta, rows, two)
     print(text)

@@ -16,12 +16,12 @@ from actors.ray_actors import actor_options, remote_class
 from actors.role_client import RoleClient
 from actors.roles import Roles
 from benchmarks.scale.latency import LatencyModel
-from benchmarks.scale.standins import SERVERS, RoleSpec
+from benchmarks.scale.standins import OUTPUT_SIDE, SERVERS, RoleSpec
 
 ROLES = ("t2i", "llm", "vlm", "captioner", "clip")
 
 
-def role_specs(cfg: Any, model: LatencyModel) -> dict[str, RoleSpec]:
+def role_specs(cfg: Any, model: LatencyModel, image_side: int = OUTPUT_SIDE) -> dict[str, RoleSpec]:
     costs = {"t2i": model.t2i, "llm": model.llm, "vlm": model.vlm, "captioner": model.captioner,
              "clip": (model.clip_text, model.clip_image)}
     specs = {}
@@ -30,7 +30,7 @@ def role_specs(cfg: Any, model: LatencyModel) -> dict[str, RoleSpec]:
         share = section.resources.num_gpus
         if not share > 0:
             raise ValueError(f"{role}: the latency model needs a GPU share (resources.num_gpus > 0), got {share}")
-        specs[role] = RoleSpec(role, section, costs[role], share, model.dilation, model.answers)
+        specs[role] = RoleSpec(role, section, costs[role], share, model.dilation, model.answers, image_side=image_side)
     return specs
 
 

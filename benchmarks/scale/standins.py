@@ -41,7 +41,7 @@ from benchmarks.scale.latency import AnswerTokens, BatchedCost, EngineCost
 
 TAG_RE = re.compile(r"scalejob(\d+)")
 EMBED_DIM = 32
-OUTPUT_SIDE = 32  # stand-in images are 32x32 (the latency model charges for the config's 512x512)
+OUTPUT_SIDE = 32  # stand-in images are 32x32 by default (the latency model charges for the config's 512x512)
 GENERATED_MARK = 0x77  # second row of every stand-in T2I image: tells CLIP's stand-in it is not a reference
 
 
@@ -439,6 +439,7 @@ class RoleSpec:
     share: float
     dilation: float
     answers: AnswerTokens = AnswerTokens()
+    image_side: int = OUTPUT_SIDE  # side of the T2I stand-in's images (512: the size the latency model charges for)
 
 
 def _where() -> dict:
@@ -451,7 +452,7 @@ def _where() -> dict:
 
 class SimT2IServer(T2IServer):
     def __init__(self, spec: RoleSpec):
-        super().__init__(spec.cfg, model=LatencyT2IModel(spec.cost, spec.share, spec.dilation))
+        super().__init__(spec.cfg, model=LatencyT2IModel(spec.cost, spec.share, spec.dilation, side=spec.image_side))
 
     async def where(self) -> dict:
         return _where()

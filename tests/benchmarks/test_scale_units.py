@@ -170,3 +170,18 @@ def test_simulated_nodes_mirror_cluster_yaml_and_hold_the_gpu_roles():
     assert capacity_problems(roles, shape(2, 2)) == []  # the benchmark's cluster
     assert capacity_problems(roles, shape(1, 2))  # one gpu_large cannot hold the LLM and the VLM
     assert capacity_problems(roles, shape(2, 1))  # 1.5 gpu_small are asked for
+
+
+def test_real_size_images_on_request(tmp_path):
+    from PIL import Image
+
+    from benchmarks.scale.__main__ import make_images
+    from benchmarks.scale.latency import BatchedCost
+    from benchmarks.scale.standins import LatencyT2IModel
+
+    folder = make_images(tmp_path / "refs", 2, seed=0, job=3, side=512)
+    first = np.asarray(Image.open(folder / "img_00000.png"))
+    assert first.shape == (512, 512, 3) and image_job(first) == 3
+    model = LatencyT2IModel(BatchedCost(0.0, 0.0), share=1.0, dilation=0.0, side=512)
+    out = model.generate_batch([("a scalejob3 prompt", 0)])
+    assert out[0].shape == (512, 512, 3) and image_job(out[0]) == 3 and (out[0][1] == GENERATED_MARK).all()
