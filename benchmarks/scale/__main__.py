@@ -47,6 +47,8 @@ from benchmarks.scale import analysis  # noqa: E402
 from benchmarks.scale.cluster import classify_nodes, listeners_off_loopback, start_cluster  # noqa: E402
 from benchmarks.scale.driver import DriverSpec  # noqa: E402
 from benchmarks.scale.latency import SOURCES, LatencyModel, default_model  # noqa: E402
+from benchmarks.scale.object_store import store_stats  # noqa: E402
+from benchmarks.scale.object_store import summary as object_store_summary  # noqa: E402
 from benchmarks.scale.standins import tag_image  # noqa: E402
 
 NAMESPACE = "expectdiff-scale"
@@ -209,7 +211,12 @@ class Run:
                                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), log))
         deadline = time.monotonic() + timeout_s
         next_check = time.monotonic() + 5
+        next_store = time.monotonic()
+        self.store_samples = []
         while any(p.poll() is None for p, _ in procs):
+            if time.monotonic() >= next_store:  # the object store, from here (not from the measured driver)
+                self.store_samples.append(store_stats(self.sim.address))
+                next_store = time.monotonic() + self.args.store_every
             if time.monotonic() > deadline:
                 for p, _ in procs:
                     p.kill()
@@ -255,7 +262,8 @@ class Run:
         kill(handles)
         load_after = loadavg()
         row = self._figures(res, stats, concurrency, out)
-        row.update(checkpoint_contents=checkpoint_contents(out), concurrency=concurrency, placement=where, label=tag, load_before=load_before, load_after=load_after,
+        row.update(object_store=object_store_summary(self.store_samples),
+                   checkpoint_contents=checkpoint_contents(out), concurrency=concurrency, placement=where, label=tag, load_before=load_before, load_after=load_after,
                    cprofile=cprofile, uptime=_uptime(),
                    cluster_cpu_ms_per_iteration=1000 * others / max(row["iterations"], 1),
                    cluster_busy_share=others / row["wall_s"] if row["wall_s"] else None)
@@ -434,6 +442,13 @@ def render(meta: dict, rows: list[dict], two: Optional[dict]) -> str:
             per = r["orchestration"]["per_node"]
             cells = [f"{per[n]['p50_ms']:.1f} / {per[n]['mean_ms']:.1f}" if n in per else "–" for n in names]
             lines.append(f"| {r.get('label', r['concurrency'])} | " + " | ".join(cells) + " |")
+    if rows and all((r.get("object_store") or {}).get("samples") for r in rows):
+        lines += ["", "Object store, whole cluster (Ray's store statistics, as `ray memory --stats-only`; sampled while the driver ran):", "",
+                  "| concurrency | samples | peak in use MB | peak objects | spilled MB (objects) | capacity MB |", "|---:|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            o = r["object_store"]
+            lines.append(f"| {r.get('label', r['concurrency'])} | {o['samples']} | {o['peak_used_mb']:.1f} | {o['peak_objects']} "
+                         f"| {o['spilled_mb']:.1f} ({o['spilled_objects']}) | {o['capacity_mb']:.0f} |")
     if rows:
         lines += ["", "Placement (each replica reports its node):", "", "| level | role | replica | node type | node |", "|---|---|---:|---|---|"]
         for r in rows:
@@ -471,6 +486,7 @@ def main(argv=None) -> int:
                    help="run every level twice: plainly, then with the --inject-* costs (same images and seed)")
     p.add_argument("--image-side", type=int, default=32,
                    help="side of the reference and generated images in pixels (512: gpu_cluster.yaml's SD1.5 size)")
+    p.add_argument("--store-every", type=float, default=5.0, help="seconds between object-store samples")
     p.add_argument("--max-steps", type=int, default=3)
     p.add_argument("--dilation", type=float, default=0.05, help="time dilation k: every latency-model cost and batching wait × k")
     p.add_argument("--latency-scale", default="1", help="sensitivity: every latency-model cost × this, or per role: 'llm=2,vlm=2'")

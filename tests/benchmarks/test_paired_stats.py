@@ -3,8 +3,8 @@ import math
 
 import numpy as np
 
-from benchmarks.paired_stats import (benjamini_hochberg, bootstrap_ci, min_detectable_effect, paired_summary,
-                                    q_values, relative_trend, t_interval, t_test_p, union, verdict)
+from benchmarks.paired_stats import (benjamini_hochberg, bootstrap_ci, mde_factors, min_detectable_effect,
+                                    paired_summary, q_values, relative_trend, t_interval, t_test_p, union, verdict)
 
 
 def test_t_interval_and_mde_by_hand():
@@ -79,3 +79,19 @@ def test_relative_trend_by_hand():
     # a rising curve is a negative fall; under three points there is no line with an interval
     assert relative_trend([0, 1, 2], [1.0, 1.1, 1.2])[0] < 0
     assert all(math.isnan(v) for v in relative_trend([0, 1], [1.0, 0.9]))
+
+
+def test_mde_factors_formula_and_exact_noncentral_t():
+    from scipy import stats
+
+    approx, exact = mde_factors(3)
+    # the formula min_detectable_effect uses: (t_{0.975, 2} + t_{0.8, 2}) / √3 = 3.10 sd; the noncentral t: 3.26 sd
+    assert math.isclose(approx, (4.302653 + 1.060660) / math.sqrt(3), rel_tol=1e-5)
+    assert math.isclose(approx, min_detectable_effect(np.array([1.0, 2.0, 3.0])), rel_tol=1e-12)
+    assert round(exact, 2) == 3.26
+    crit = stats.t.ppf(0.975, 2)
+    power = lambda e: stats.nct.sf(crit, 2, e * math.sqrt(3)) + stats.nct.cdf(-crit, 2, e * math.sqrt(3))  # noqa: E731
+    assert math.isclose(power(exact), 0.8, abs_tol=1e-6) and round(power(approx), 2) == 0.77
+    # with many seeds the formula is exact
+    a30, e30 = mde_factors(30)
+    assert math.isclose(a30, e30, rel_tol=1e-3)

@@ -135,3 +135,17 @@ def test_the_injected_cost_runs_once_per_checkpoint_and_is_undone(tmp_path):
     assert wall1 - wall0 >= 0.05 * waiting.calls * 0.9
     assert cpu2 - cpu0 >= 0.03 * burning.calls * 0.9
     assert AsyncSqliteSaver.aput is original
+
+
+def test_object_store_summary_keeps_peaks_and_counts_missed_samples():
+    from benchmarks.scale.object_store import summary
+
+    mb = 2**20
+    samples = [{"used_bytes": 3 * mb, "objects": 3, "capacity_bytes": 100 * mb, "fallback_bytes": 0, "spilled_bytes": 0,
+                "spilled_objects": 0},
+               None,
+               {"used_bytes": 1 * mb, "objects": 9, "capacity_bytes": 100 * mb, "fallback_bytes": 0, "spilled_bytes": 2 * mb,
+                "spilled_objects": 2}]
+    assert summary(samples) == {"samples": 2, "missed": 1, "peak_used_mb": 3.0, "peak_objects": 9, "capacity_mb": 100.0,
+                                "spilled_mb": 2.0, "spilled_objects": 2, "fallback_mb": 0.0}
+    assert summary([None]) == {"samples": 0}

@@ -98,6 +98,12 @@ def test_an_injected_wait_per_node_moves_the_figures_where_it_should(quick):
     assert injected["efficiency"] < FLOOR  # the floor would catch it
 
 
+def test_the_object_store_is_sampled_while_the_driver_runs(quick):
+    store = quick[0]["levels"][0]["object_store"]
+    assert store["samples"] >= 2 and store["missed"] == 0
+    assert store["capacity_mb"] > 0 and store["peak_objects"] >= 0 and store["spilled_mb"] == 0
+
+
 def test_two_drivers_share_the_roles_and_their_requests_interleave(quick):
     result, work = quick
     two = result["two_drivers"]
