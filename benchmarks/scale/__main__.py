@@ -253,6 +253,7 @@ class Run:
         specs, handles, where = self.start_roles(tag)
         cprofile = str(self.work / f"driver-{tag}.prof") if concurrency in a.cprofile else None
         spec = self.driver_spec(specs, tag, images, out, concurrency, None, cprofile)
+        spec.tracemalloc = a.tracemalloc
         if inject:  # the fault check: CPU is the driver's own (not dilated); a wait of w real s is w × k on the sim clock
             spec.inject_cpu_s, spec.inject_wait_s = a.inject_cpu_ms / 1000, a.inject_wait_s * self.model.dilation
         cpu0 = tree_cpu()
@@ -442,6 +443,16 @@ def render(meta: dict, rows: list[dict], two: Optional[dict]) -> str:
             per = r["orchestration"]["per_node"]
             cells = [f"{per[n]['p50_ms']:.1f} / {per[n]['mean_ms']:.1f}" if n in per else "–" for n in names]
             lines.append(f"| {r.get('label', r['concurrency'])} | " + " | ".join(cells) + " |")
+    if rows and any((r.get("traced") or {}).get("per_inflight_kb") is not None for r in rows):
+        lines += ["", "The driver's Python allocations (tracemalloc) while C were in flight: per optimisation in flight, and the "
+                      "growth per finished image (a least-squares slope; near 0: finished images leave nothing behind):", "",
+                  "| concurrency | samples | start MB | median MB | peak MB | KB per in-flight | KB per finished image |",
+                  "|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            t = r.get("traced") or {}
+            if t.get("per_inflight_kb") is not None:
+                lines.append(f"| {r.get('label', r['concurrency'])} | {t['samples']} | {t['start_mb']:.1f} | {t['median_mb']:.1f} "
+                             f"| {t['peak_mb']:.1f} | {t['per_inflight_kb']:.0f} | {fmt(t['per_finished_kb'], '.2f')} |")
     if rows and all((r.get("object_store") or {}).get("samples") for r in rows):
         lines += ["", "Object store, whole cluster (Ray's store statistics, as `ray memory --stats-only`; sampled while the driver ran):", "",
                   "| concurrency | samples | peak in use MB | peak objects | spilled MB (objects) | capacity MB |", "|---:|---:|---:|---:|---:|---:|"]
@@ -487,6 +498,8 @@ def main(argv=None) -> int:
     p.add_argument("--image-side", type=int, default=32,
                    help="side of the reference and generated images in pixels (512: gpu_cluster.yaml's SD1.5 size)")
     p.add_argument("--store-every", type=float, default=5.0, help="seconds between object-store samples")
+    p.add_argument("--tracemalloc", action="store_true",
+                   help="trace the driver's Python allocations (a memory run: tracing slows the driver)")
     p.add_argument("--max-steps", type=int, default=3)
     p.add_argument("--dilation", type=float, default=0.05, help="time dilation k: every latency-model cost and batching wait × k")
     p.add_argument("--latency-scale", default="1", help="sensitivity: every latency-model cost × this, or per role: 'llm=2,vlm=2'")

@@ -87,6 +87,26 @@ def orchestration(node_split: dict[str, list], iterations: int, images: int) -> 
             "ms_per_image": 1000 * total / max(images, 1)}
 
 
+def traced_memory(traced: Optional[list], concurrency: int) -> Optional[dict]:
+    """The driver's Python allocations (tracemalloc) while C optimisations were in flight: a least-squares
+    line ``bytes = base + per_finished · finished`` over those samples — ``per_finished`` near 0 means
+    finished images leave nothing behind — and ``(median − traced at the start) ÷ C`` per optimisation in flight."""
+    if not traced:
+        return None
+    start = traced[0][1]
+    full = [(f, b) for _, b, n, f in traced if n >= concurrency and f >= 1]
+    if len(full) < 3:
+        return {"samples": len(full)}
+    xs, ys = [f for f, _ in full], [b for _, b in full]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx > 0 else None
+    return {"samples": len(full), "start_mb": start / 2**20, "median_mb": statistics.median(ys) / 2**20,
+            "peak_mb": max(ys) / 2**20,
+            "per_inflight_kb": (statistics.median(ys) - start) / 1024 / concurrency,
+            "per_finished_kb": slope / 1024 if slope is not None else None}
+
+
 def _sum(rows: list[dict], *keys) -> float:
     total = 0.0
     for r in rows:
@@ -208,6 +228,7 @@ def driver_figures(res: dict, concurrency: int, out_dir_bytes: dict) -> dict:
         # driver took no time at all (its own time ÷ an image's latency)
         "driver_share_of_latency": (orch["ms_per_image"] / 1000 / statistics.fmean(latencies)) if orch and latencies else None,
         "injected": res.get("injected"),
+        "traced": traced_memory(res.get("traced"), concurrency),
         "iteration_p50_s": percentile(gaps, 0.5), "iteration_p99_s": percentile(gaps, 0.99),
         "image_latency_p50_s": percentile(latencies, 0.5),
         "driver_cpu_s": res["cpu_s"], "driver_cpu_ms_per_iteration": 1000 * res["cpu_s"] / max(iterations, 1),

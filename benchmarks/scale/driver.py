@@ -55,6 +55,7 @@ class DriverSpec:
     barrier: Optional[str] = None  # when set: write <result>.ready once set up, start when this file exists
     inject_cpu_s: float = 0.0  # the fault check: CPU burnt in the driver per node (benchmarks/scale/overhead.py)
     inject_wait_s: float = 0.0  # ... and a wait per node (sim seconds)
+    tracemalloc: bool = False  # trace the driver's Python allocations (slows it: a memory run, not a speed run)
 
 
 class Timer:
@@ -165,12 +166,17 @@ def _node_seconds(images: list[dict]) -> dict[str, list[float]]:
     return out
 
 
-async def _sample(tracker: Tracker, samples: list, every_s: float) -> None:
+async def _sample(tracker: Tracker, samples: list, every_s: float, traced: Optional[list] = None) -> None:
+    import tracemalloc
+
     import psutil
 
     proc = psutil.Process()
     while True:
-        samples.append((time.perf_counter(), proc.memory_info().rss, tracker.inflight, len(tracker.finished)))
+        now = time.perf_counter()
+        samples.append((now, proc.memory_info().rss, tracker.inflight, len(tracker.finished)))
+        if traced is not None:
+            traced.append((now, tracemalloc.get_traced_memory()[0], tracker.inflight, len(tracker.finished)))
         await asyncio.sleep(every_s)
 
 
@@ -203,7 +209,13 @@ async def run(spec: DriverSpec) -> dict:
     import psutil
 
     rss0 = psutil.Process().memory_info().rss
-    sampler = asyncio.ensure_future(_sample(tracker, samples, spec.sample_s))
+    traced: Optional[list] = None
+    if spec.tracemalloc:
+        import tracemalloc
+
+        tracemalloc.start()
+        traced = []
+    sampler = asyncio.ensure_future(_sample(tracker, samples, spec.sample_s, traced))
     profiler = cProfile.Profile() if spec.cprofile else None
     with Patched() as patched, Injected(spec.inject_cpu_s, spec.inject_wait_s) as injected, \
             open(os.devnull, "w") as devnull:
@@ -232,6 +244,7 @@ async def run(spec: DriverSpec) -> dict:
         "node_split": _node_split(tracker.images),
         "injected": {"cpu_s": spec.inject_cpu_s, "wait_s": spec.inject_wait_s, "calls": injected.calls},
         "samples": [(t - t0, rss, n, f) for t, rss, n, f in samples],
+        "traced": [(t - t0, b, n, f) for t, b, n, f in traced] if traced is not None else None,
         "writer": {name: [(s - t0, w, c) for s, w, c in timer.calls] for name, timer in patched.timers.items()},
         "pid": os.getpid(),
     }

@@ -149,3 +149,15 @@ def test_object_store_summary_keeps_peaks_and_counts_missed_samples():
     assert summary(samples) == {"samples": 2, "missed": 1, "peak_used_mb": 3.0, "peak_objects": 9, "capacity_mb": 100.0,
                                 "spilled_mb": 2.0, "spilled_objects": 2, "fallback_mb": 0.0}
     assert summary([None]) == {"samples": 0}
+
+
+def test_traced_memory_separates_in_flight_from_finished_images():
+    mb = 2**20
+    # 4 in flight hold 1 MB between them; every finished image leaves 10 KB behind
+    traced = [(0.0, 5 * mb, 0, 0)] + [(float(i), 6 * mb + 10 * 1024 * i, 4, i) for i in range(1, 21)]
+    fig = analysis.traced_memory(traced, 4)
+    assert fig["per_finished_kb"] == pytest.approx(10.0)
+    assert fig["samples"] == 20 and fig["start_mb"] == pytest.approx(5.0)
+    held = analysis.traced_memory([(0.0, 5 * mb, 0, 0)] + [(float(i), 6 * mb, 4, i) for i in range(1, 21)], 4)
+    assert held["per_finished_kb"] == pytest.approx(0.0) and held["per_inflight_kb"] == pytest.approx(256.0)
+    assert analysis.traced_memory(None, 4) is None
