@@ -94,6 +94,24 @@ def min_detectable_effect(d: np.ndarray, power: float = 0.8, level: float = 0.95
     return float((stats.t.ppf(0.5 + level / 2, df) + stats.t.ppf(power, df)) * d.std(ddof=1) / math.sqrt(len(d)))
 
 
+def mde_factors(n: int, power: float = 0.8, level: float = 0.95) -> tuple[float, float]:
+    """The minimal detectable effect in units of the per-seed sd for ``n`` seeds: (the formula
+    ``min_detectable_effect`` uses, (t_{(1+level)/2} + t_{power}) / √n, and the exact value, the effect at which the
+    two-sided one-sample t test has ``power`` under the noncentral t). With few seeds the formula understates it:
+    n = 3 gives 3.10 against 3.26 (the formula's effect has 77 % power, not 80 %)."""
+    from scipy import optimize, stats
+
+    df, crit = n - 1, stats.t.ppf(0.5 + level / 2, n - 1)
+    approx = float((crit + stats.t.ppf(power, df)) / math.sqrt(n))
+
+    def power_at(effect: float) -> float:
+        nc = effect * math.sqrt(n)
+        lower = stats.nct.cdf(-crit, df, nc)  # the wrong-sign rejections: negligible, and NaN far out in the tail
+        return float(stats.nct.sf(crit, df, nc) + (lower if math.isfinite(lower) else 0.0))
+
+    return approx, float(optimize.brentq(lambda e: power_at(e) - power, approx / 2, approx * 2))
+
+
 def union(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
     if any(math.isnan(x) for x in (*a, *b)):
         return (math.nan, math.nan)

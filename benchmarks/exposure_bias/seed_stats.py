@@ -68,7 +68,7 @@ def summarise(cfg, work: Path, rows: list[dict]) -> list[dict]:
     methods += [(f"{lab} + ε-scaling", lab, "eps_scaled") for lab in cfg.scaled_labels()]
     if cfg.evaluation.k_selection_labels:
         methods.append(("mdss (k by held-out)", None, "off"))
-    out = []
+    out, tests = [], []
     for cell in cfg.evaluation.cells:
         base = scores.get((*BASE, cell.sampler, cell.steps), {})
         for name, label, setting in methods:
@@ -91,7 +91,10 @@ def summarise(cfg, work: Path, rows: list[dict]) -> list[dict]:
                     paired.pop("n_train_seeds")
                     row.update(diff_vs_ddpm=paired.pop("diff"), **paired)
             out.append(row)
-    return _add_q_values(out)
+            # the data the row's test runs on: a held-out choice that picked one label in every seed repeats that
+            # label's row, and the same test must not enter the false-discovery family twice
+            tests.append((cell.sampler, cell.steps, setting, tuple(sorted(picked.items()))))
+    return _add_q_values(out, tests)
 
 
 def paired_difference(a: dict, b: dict, n_boot: int) -> dict:
@@ -108,10 +111,20 @@ def paired_difference(a: dict, b: dict, n_boot: int) -> dict:
                 t_ci=list(tci), mde=min_detectable_effect(d_t), p=t_test_p(d_t), n_train_seeds=len(d_t))
 
 
-def _add_q_values(rows: list[dict]) -> list[dict]:
-    """``q``: the Benjamini–Hochberg q of every row with a ``p`` (the family: all those rows of one table)."""
-    for r, q in q_values(rows, lambda r: r.get("p")):
+def _add_q_values(rows: list[dict], tests: list | None = None) -> list[dict]:
+    """``q``: the Benjamini–Hochberg q of every row with a ``p`` (the family: all those rows of one table). Rows
+    with the same entry in ``tests`` (the data their test runs on) are one test: it enters the family once, and
+    every such row gets its q."""
+    tests = list(range(len(rows))) if tests is None else tests
+    first: dict = {}
+    for r, key in zip(rows, tests):
+        if r.get("p") is not None:
+            first.setdefault(key, r)
+    for r, q in q_values(list(first.values()), lambda r: r.get("p")):
         r["q"] = q
+    for r, key in zip(rows, tests):
+        if r.get("p") is not None:
+            r["q"] = first[key]["q"]
     return rows
 
 
@@ -172,8 +185,10 @@ def training_seed_section(cfg, work: Path, rows: list[dict], out: Path) -> list[
           "Each cell: mean ± std over training seeds of the per-seed mean; below it the paired difference to the "
           "DDPM fine-tune [95 % CI: the union of the hierarchical bootstrap and the t interval], the verdict (better / worse when the CI excludes 0), and "
           "the effect these seeds could detect (MDE, 80 % power), and q, the Benjamini–Hochberg false-discovery-rate "
-          "q of the t test over the training seeds, the family being every cell of this table (with this many cells "
-          "a few CIs exclude 0 by chance alone). k and λ are chosen on the held-out split.", "",
+          "q of the t test over the training seeds, the family being every cell of this table, each test once (a "
+          "`mdss (k by held-out)` cell whose held-out choice picked one k in every seed repeats that k's cell and "
+          "shares its q; with this many cells a few CIs exclude 0 by chance alone). k and λ are chosen on the "
+          "held-out split.", "",
           "| method | " + " | ".join(f"{s} {n}" for s, n in cells) + " |", "|---|" + "---|" * len(cells)]
     for name in names:
         parts = []

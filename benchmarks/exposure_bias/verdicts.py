@@ -1,0 +1,214 @@
+"""The converged protocol's verdict on each thesis claim, computed from its committed tables (issue #28).
+
+``python -m benchmarks.exposure_bias.verdicts [--dir docs/exposure_bias_converged]`` reads ``results.csv`` (every
+score), ``headline.csv`` (the held-out k choices and the vs-DDPM rows), ``contrasts.csv`` and ``lambda_probe.json``
+of a finished converged report and writes two files beside them:
+
+* ``posthoc_contrasts.csv``: paired differences between methods that the report does not compute but the analysis
+  compares (ε-scaling against MDSS with k chosen on the held-out split, MDSS and SDSS against SS), with the report's
+  own statistics (``seed_stats.paired_difference``: the same bootstrap, t interval, MDE and p) and a
+  Benjamini–Hochberg q over this file's rows. They were added after the results had been seen.
+* ``verdicts.csv``: per thesis claim, the pre-specified row (MDSS with k by held-out, ε-scaling with λ by held-out),
+  the thesis-sized effect (the thesis' relative change in its table times the reference method's mean here), the
+  Δ with its CI, the MDE (as tabled, and exact from the noncentral t: ``paired_stats.mde_factors``), q, and the
+  verdict by the rules of ``judge``.
+
+It prints the verdict table as Markdown. No training and no sampling: it works on the committed files alone.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.exposure_bias.seed_stats import _scores, paired_difference
+from benchmarks.paired_stats import mde_factors, q_values
+
+DOCS = Path("docs/exposure_bias_converged")
+HELD_OUT_K = "mdss (k by held-out)"
+EPS = "ddpm + ε-scaling"
+PROBE = "ddpm + ε-scaling (λ probe)"
+
+# (first, second, question, cells): first − second, negative = first better
+POSTHOC = [
+    (EPS, HELD_OUT_K, "ε-scaling (λ by held-out, preset grid) vs MDSS (k by held-out)",
+     [("ddpm", 30), ("ddim", 10), ("ddim", 30), ("ddim", 100), ("dpm2", 10)]),
+    (PROBE, HELD_OUT_K, "ε-scaling at the side probe's λ (outside the protocol) vs MDSS (k by held-out)",
+     [("ddpm", 30)]),
+    (HELD_OUT_K, "ss", "MDSS (k by held-out) vs SS (Table 3.3)", [("ddim", 30), ("ddim", 100)]),
+    ("sdss", "ss", "SDSS vs SS (Table 3.3)", [("ddim", 30), ("ddim", 100)]),
+]
+
+# (claim, thesis source, (reference name, value as printed), (method name, value as printed), table, first, second,
+# cell)
+CLAIMS = [
+    ("MDSS gains with DDPM at few steps", "Table 3.2, CIFAR-10, 30 steps", ("DDPM", "7.81"), ("MDSS", "5.54"),
+     "headline", HELD_OUT_K, "ddpm", ("ddpm", 30)),
+    ("MDSS 'significantly enhances' DDIM", "Table 3.3, CIFAR-10, 30 steps", ("DDPM", "7.47"), ("MDSS", "5.25"),
+     "headline", HELD_OUT_K, "ddpm", ("ddim", 30)),
+    ("MDSS 'significantly enhances' DDIM", "Table 3.3, CIFAR-10, 100 steps", ("DDPM", "4.99"), ("MDSS", "3.86"),
+     "headline", HELD_OUT_K, "ddpm", ("ddim", 100)),
+    ("MDSS beats SS", "Table 3.3, CIFAR-10, 30 steps", ("SS", "7.02"), ("MDSS", "5.25"),
+     "posthoc", HELD_OUT_K, "ss", ("ddim", 30)),
+    ("MDSS beats SS", "Table 3.3, CIFAR-10, 100 steps", ("SS", "4.78"), ("MDSS", "3.86"),
+     "posthoc", HELD_OUT_K, "ss", ("ddim", 100)),
+    ("SDSS beats SS", "Table 3.3, CIFAR-10, 30 steps", ("SS", "7.02"), ("SDSS", "6.92"),
+     "posthoc", "sdss", "ss", ("ddim", 30)),
+    ("SDSS beats SS", "Table 3.3, CIFAR-10, 100 steps", ("SS", "4.78"), ("SDSS", "4.53"),
+     "posthoc", "sdss", "ss", ("ddim", 100)),
+    ("IP is poor with DDIM", "Table 3.3, CIFAR-10, 100 steps", ("DDPM", "4.99"), ("IP", "6.95"),
+     "headline", "ip", "ddpm", ("ddim", 100)),
+    ("IP is poor with DDIM (the thesis' own 30-step row has IP better)", "Table 3.3, CIFAR-10, 30 steps",
+     ("DDPM", "7.47"), ("IP", "5.35"), "headline", "ip", "ddpm", ("ddim", 30)),
+    ("MDSS brings 'minimal or no improvement' with DPM-Solver-2", "Table 3.4, CIFAR-10, DPM-Solver-2, 10 steps",
+     ("DDPM", "10.43"), ("MDSS", "12.149"), "headline", HELD_OUT_K, "ddpm", ("dpm2", 10)),
+    ("ξ input denoising improves slightly", "Table 3.5, CIFAR-10, DDPM 30 steps", ("SDSS w/o", "7.93"), ("SDSS", "7.92"),
+     "contrasts", "sdss/off", "sdss/no_xi_denoise", ("ddpm", 30)),
+    ("ξ input denoising improves slightly", "Table 3.5, CIFAR-10, DDIM 30 steps", ("SDSS w/o", "6.93"), ("SDSS", "6.92"),
+     "contrasts", "sdss/off", "sdss/no_xi_denoise", ("ddim", 30)),
+    ("ξ input denoising improves slightly", "Table 3.5, CIFAR-10, DDIM 100 steps", ("SDSS w/o", "4.60"), ("SDSS", "4.53"),
+     "contrasts", "sdss/off", "sdss/no_xi_denoise", ("ddim", 100)),
+    ("DDIM: k = 10 beats k = 4 at 30 steps", "Table 3.7, CIFAR-10, DDIM 30 steps", ("k = 4", "5.25"), ("k = 10", "4.45"),
+     "contrasts", "mdss_k10/off", "mdss_k4/off", ("ddim", 30)),
+    ("DDIM: k = 4 beats k = 10 at 100 steps", "Table 3.7, CIFAR-10, DDIM 100 steps", ("k = 4", "3.86"), ("k = 10", "4.04"),
+     "contrasts", "mdss_k10/off", "mdss_k4/off", ("ddim", 100)),
+    ("The DDIM-modified MDSS is better at few steps", "Table 3.8, CIFAR-10, DDIM 30 steps", ("MDSS", "5.25"), ("DDIM MDSS", "4.82"),
+     "contrasts", "mdss_ddim_k4/off", "mdss_k4/off", ("ddim", 30)),
+    ("The DDIM-modified MDSS is better at few steps (the thesis has no 10-step row: its 30-step change applied)",
+     "Table 3.8, CIFAR-10, DDIM 30 steps", ("MDSS", "5.25"), ("DDIM MDSS", "4.82"),
+     "contrasts", "mdss_ddim_k4/off", "mdss_k4/off", ("ddim", 10)),
+]
+
+
+def judge(effect: float, diff: float, lo: float, hi: float, mde_exact: float, q: float) -> str:
+    """The verdict on a claim whose thesis-sized effect is ``effect`` (signed; negative = the first method better):
+    reproduced: a discovery at 5 % FDR (q < 0.05) in the thesis' direction; not reproduced: a discovery the other
+    way, or the 95 % CI excludes the thesis-sized effect while the exact MDE is below it; inconclusive
+    (underpowered): the exact MDE is at or above the thesis-sized effect; inconclusive: anything else (noting a CI
+    that excludes 0 in the thesis' direction without a discovery)."""
+    if q < 0.05:
+        return "reproduced" if diff * effect > 0 else "not reproduced (a discovery the other way)"
+    if mde_exact >= abs(effect):
+        return "inconclusive (underpowered)"
+    if (effect < 0 and effect < lo) or (effect > 0 and effect > hi):
+        return "not reproduced"
+    if (effect < 0 and hi < 0) or (effect > 0 and lo > 0):
+        return "inconclusive (the thesis' direction, CI excludes 0, q ≥ 0.05)"
+    return "inconclusive"
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+class Committed:
+    """The committed report of one converged run: scores per method and cell, and the held-out k choices."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        rows = [dict(variant=r["variant"], setting=r["setting"], sampler=r["sampler"], steps=int(r["steps"]),
+                     train_seed=int(r["train_seed"]), seed=int(r["seed"]), score=float(r["score"]))
+                for r in _read_csv(folder / "results.csv")]
+        self.scores = _scores(rows)
+        self.headline = _read_csv(folder / "headline.csv")
+        self.contrasts = _read_csv(folder / "contrasts.csv")
+        self.chosen = {(r["sampler"], int(r["steps"])): {int(t): lab for t, lab in json.loads(r["k_chosen"]).items()}
+                       for r in self.headline if r["method"] == HELD_OUT_K}
+        probe = json.loads((folder / "lambda_probe.json").read_text())
+        self.probe: dict = {}
+        for r in probe.get("test", []):
+            self.probe.setdefault((r["sampler"], r["steps"]), {}).setdefault(r["train_seed"], {})[r["seed"]] = r["score"]
+
+    def series(self, name: str, sampler: str, steps: int) -> dict:
+        """{train seed: {sampling seed: score}} of a method as the tables name it."""
+        if name == HELD_OUT_K:
+            picks = self.chosen.get((sampler, steps), {})
+            return {t: self.scores[(lab, "off", sampler, steps)][t] for t, lab in picks.items()}
+        if name == PROBE:
+            return self.probe.get((sampler, steps), {})
+        label, setting = ("ddpm", "eps_scaled") if name == EPS else (name.split("/") if "/" in name else (name, "off"))
+        return dict(self.scores.get((label, setting, sampler, steps), {}))
+
+    def mean(self, name: str, sampler: str, steps: int) -> float:
+        """Mean over training seeds of each seed's mean score (the headline's ``mean``)."""
+        return float(np.mean([np.mean(list(v.values())) for v in self.series(name, sampler, steps).values()]))
+
+
+def posthoc_contrasts(data: Committed, n_boot: int) -> list[dict]:
+    out = []
+    for first, second, question, cells in POSTHOC:
+        for sampler, steps in cells:
+            got = paired_difference(data.series(first, sampler, steps), data.series(second, sampler, steps), n_boot)
+            if got:
+                out.append({"first": first, "second": second, "question": question, "sampler": sampler,
+                            "steps": steps, **got})
+    for r, q in q_values(out, lambda r: r.get("p")):
+        r["q"] = q
+    return out
+
+
+def verdicts(data: Committed, posthoc: list[dict]) -> list[dict]:
+    out = []
+    for claim, source, (ref_name, ref), (meth_name, meth), table, first, second, (sampler, steps) in CLAIMS:
+        if table == "headline":
+            r = next(x for x in data.headline if (x["method"], x["sampler"], int(x["steps"])) == (first, sampler, steps))
+            diff, n = float(r["diff_vs_ddpm"]), int(r["n_train_seeds"])
+        else:
+            rows = data.contrasts if table == "contrasts" else posthoc
+            r = next(x for x in rows if (x["first"], x["second"], x["sampler"], int(x["steps"])) == (first, second, sampler, steps))
+            diff, n = float(r["diff"]), int(r["n_train_seeds"])
+        approx, exact = mde_factors(n)
+        relative = (float(meth) - float(ref)) / float(ref)
+        reference = data.mean(second, sampler, steps)
+        effect = relative * reference
+        lo, hi, mde, q = float(r["ci_low"]), float(r["ci_high"]), float(r["mde"]), float(r["q"])
+        mde_exact = mde * exact / approx
+        out.append(dict(claim=claim, thesis=f"{source}: {ref_name} {ref}, {meth_name} {meth}",
+                        thesis_relative_change=relative, row=f"{first} − {second}", sampler=sampler, steps=steps,
+                        reference_mean_here=reference, thesis_sized_effect=effect, diff=diff, ci_low=lo, ci_high=hi,
+                        mde=mde, mde_exact=mde_exact, q=q, q_family=f"{table}.csv" if table != "posthoc" else
+                        "posthoc_contrasts.csv", verdict=judge(effect, diff, lo, hi, mde_exact, q)))
+    return out
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def markdown(rows: list[dict]) -> str:
+    g = lambda x: f"{x:+.3f}" if abs(x) >= 0.0095 else f"{x:+.4f}"  # noqa: E731
+    lines = ["| thesis claim | thesis | here: row, cell | Δ [95 % CI] | q | thesis-sized Δ | MDE (exact) | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['claim']} | {r['thesis']} ({100 * r['thesis_relative_change']:+.1f} %) | {r['row']}, "
+                     f"{r['sampler']}-{r['steps']} | {g(r['diff'])} [{g(r['ci_low'])}, {g(r['ci_high'])}] | "
+                     f"{r['q']:.2g} | {g(r['thesis_sized_effect'])} | {r['mde']:#.3g} ({r['mde_exact']:#.3g}) | "
+                     f"**{r['verdict']}** |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.exposure_bias.config import converged
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dir", type=Path, default=DOCS, help="a converged report's folder (default: %(default)s)")
+    args = ap.parse_args(argv)
+    data = Committed(args.dir)
+    posthoc = posthoc_contrasts(data, converged().evaluation.bootstrap)
+    _write(args.dir / "posthoc_contrasts.csv", posthoc)
+    rows = verdicts(data, posthoc)
+    _write(args.dir / "verdicts.csv", rows)
+    print(markdown(rows))
+    return 0 if all(math.isfinite(r["q"]) for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
