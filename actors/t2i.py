@@ -23,6 +23,7 @@ import numpy as np
 
 from actors.batching import MicroBatcher
 from actors.config import T2IConfig
+from actors.epsilon_scaling import EpsilonScalingError, apply_epsilon_scaling
 from actors.model_source import ModelLoadError, check_local_folder, load_error
 from actors.prompt_budget import PromptBudgetError, pipeline_budget
 from actors.torch_device import resolve_device, resolve_dtype
@@ -122,6 +123,11 @@ class T2IModel:
             check_call_settings(self.pipe, cfg)
         except PromptBudgetError as exc:
             raise ModelLoadError(f"text-to-image model {cfg.model!r}: {exc}") from None
+        if cfg.epsilon_scaling is not None:
+            try:
+                apply_epsilon_scaling(self.pipe.scheduler, cfg.epsilon_scaling)
+            except EpsilonScalingError as exc:
+                raise ModelLoadError(f"text-to-image model {cfg.model!r}: t2i.epsilon_scaling: {exc}; set it to null") from None
         self._call_parameters = frozenset(inspect.signature(type(self.pipe).__call__).parameters)
         # A private copy of the binding tokenizer for counting: fast tokenizers are not safe to use
         # from two threads at once, and the pipeline uses its own in the batch worker thread.
