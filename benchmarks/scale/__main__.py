@@ -166,11 +166,23 @@ def parse_scale(text: str) -> dict[str, float]:
     return out
 
 
+#: Options of this command's parser that other commands driving a Run (benchmarks.scale.train_beside) need not have.
+RUN_DEFAULTS = {"image_side": 32, "store_every": 5.0, "tracemalloc": False, "inject_cpu_ms": 0.0, "inject_wait_s": 0.0}
+
+
+def with_run_defaults(args):
+    """``args`` with every option of RUN_DEFAULTS it lacks set to its default."""
+    for name, value in RUN_DEFAULTS.items():
+        if not hasattr(args, name):
+            setattr(args, name, value)
+    return args
+
+
 class Run:
     """The simulated cluster and what the levels share."""
 
     def __init__(self, args, work: Path):
-        self.args, self.work = args, work
+        self.args, self.work = with_run_defaults(args), work
         self.cfg = load_cfg(work, args.dilation, args.max_steps, args.config, args.set)
         self.model: LatencyModel = default_model(self.cfg).scaled_roles(parse_scale(args.latency_scale)).with_dilation(args.dilation)
         counts = {"gpu_large": args.gpu_large_nodes, "gpu_small": args.gpu_small_nodes}

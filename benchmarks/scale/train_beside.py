@@ -50,7 +50,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.scale import analysis  # noqa: E402
 from benchmarks.scale.__main__ import (NAMESPACE, PROFILE, Run, _banner, _git, folder_bytes, load_cfg,  # noqa: E402
-                                       loadavg, make_images)
+                                       loadavg, make_images, with_run_defaults)
 from benchmarks.scale.autoscale import (ClusterLimits, cluster_limits, over_limits, plan_nodes,  # noqa: E402
                                         serving_bundles, training_bundles)
 from benchmarks.scale.cluster import (classify_nodes, free_port, listeners_off_loopback, node_types,  # noqa: E402
@@ -156,7 +156,7 @@ class BesideRun(Run):
 
     def __init__(self, args, work: Path):
         # Run.__init__'s set-up, with the head's dashboard and job server (Run starts none).
-        self.args, self.work = args, work
+        self.args, self.work = with_run_defaults(args), work
         self.cfg = load_cfg(work, args.dilation, args.max_steps, args.config, args.set)
         self.model = default_model(self.cfg).with_dilation(args.dilation)
         counts = {"gpu_large": args.gpu_large_nodes, "gpu_small": args.gpu_small_nodes}
