@@ -397,6 +397,18 @@ def fmt(v, spec=".1f"):
     return "–" if v is None else format(v, spec)
 
 
+NODES = ["init", "generate", "describe", "diff", "propose", "select"]
+
+
+def _node_table(title: str, rows: list[dict], per_node, cell) -> list[str]:
+    """A table of one figure per graph node (``per_node(row)[name]``, formatted by ``cell``), one line per level."""
+    out = ["", title, "", "| concurrency | " + " | ".join(NODES) + " |", "|---:|" + "---:|" * len(NODES)]
+    for r in rows:
+        per = per_node(r)
+        out.append(f"| {r.get('label', r['concurrency'])} | " + " | ".join(cell(per[n]) if n in per else "–" for n in NODES) + " |")
+    return out
+
+
 def render(meta: dict, rows: list[dict], two: Optional[dict]) -> str:
     k = meta["dilation"]
     lines = [
@@ -441,20 +453,11 @@ def render(meta: dict, rows: list[dict], two: Optional[dict]) -> str:
                 cells.append(f"{s['mean_running']:.1f} / {s['max_running']} ({100 * (s['utilisation'] or 0):.0f}%)")
         lines.append(f"| {r.get('label', r['concurrency'])} | " + " | ".join(cells) + " |")
     if rows and all(r.get("nodes") for r in rows):
-        names = ["init", "generate", "describe", "diff", "propose", "select"]
-        lines += ["", "Time per graph node, including waits in the roles' queues (real s, p50 / p99):", "",
-                  "| concurrency | " + " | ".join(names) + " |", "|---:|" + "---:|" * len(names)]
-        for r in rows:
-            cells = [f"{r['nodes'][n]['p50_s'] / k:.1f} / {r['nodes'][n]['p99_s'] / k:.1f}" if n in r["nodes"] else "–" for n in names]
-            lines.append(f"| {r.get('label', r['concurrency'])} | " + " | ".join(cells) + " |")
+        lines += _node_table("Time per graph node, including waits in the roles' queues (real s, p50 / p99):", rows,
+                             lambda r: r["nodes"], lambda v: f"{v['p50_s'] / k:.1f} / {v['p99_s'] / k:.1f}")
     if rows and all(r.get("orchestration") for r in rows):
-        names = ["init", "generate", "describe", "diff", "propose", "select"]
-        lines += ["", "The driver's own time per graph node (node wall − waiting on roles; driver clock, ms, p50 / mean):", "",
-                  "| concurrency | " + " | ".join(names) + " |", "|---:|" + "---:|" * len(names)]
-        for r in rows:
-            per = r["orchestration"]["per_node"]
-            cells = [f"{per[n]['p50_ms']:.1f} / {per[n]['mean_ms']:.1f}" if n in per else "–" for n in names]
-            lines.append(f"| {r.get('label', r['concurrency'])} | " + " | ".join(cells) + " |")
+        lines += _node_table("The driver's own time per graph node (node wall − waiting on roles; driver clock, ms, p50 / mean):",
+                             rows, lambda r: r["orchestration"]["per_node"], lambda v: f"{v['p50_ms']:.1f} / {v['mean_ms']:.1f}")
     if rows and any((r.get("traced") or {}).get("per_inflight_kb") is not None for r in rows):
         lines += ["", "The driver's Python allocations (tracemalloc) while C were in flight: per optimisation in flight, and the "
                       "growth per finished image (a least-squares slope; near 0: finished images leave nothing behind):", "",

@@ -10,7 +10,7 @@ import statistics
 from typing import Any, Optional
 
 from benchmarks.scale.latency import (Ideal, LatencyModel, RoleDemand, batched_capacity, clip_capacity,
-                                      critical_path, engine_capacity, ideal_throughput)
+                                      critical_path, engine_capacity, fit_line, ideal_throughput)
 from benchmarks.scale.standins import PROPOSED_PER_ANSWER
 
 
@@ -52,12 +52,9 @@ def regression_rate(finish_times: list[float], concurrency: int) -> tuple[float,
     if not lo:
         return (len(t) / t[-1] if t and t[-1] > 0 else 0.0), "whole run"
     xs = t[lo - 1:hi]
-    ys = list(range(lo, hi + 1))
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    sxx = sum((x - mx) ** 2 for x in xs)
-    if sxx <= 0:
+    if len(set(xs)) < 2:
         return 0.0, "degenerate"
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx, f"regression over completions {lo}..{hi} of {len(t)}"
+    return fit_line(list(zip(xs, range(lo, hi + 1))))[1], f"regression over completions {lo}..{hi} of {len(t)}"
 
 
 def little_rate(images: list[dict], concurrency: int) -> Optional[float]:
@@ -97,10 +94,8 @@ def traced_memory(traced: Optional[list], concurrency: int) -> Optional[dict]:
     full = [(f, b) for _, b, n, f in traced if n >= concurrency and f >= 1]
     if len(full) < 3:
         return {"samples": len(full)}
-    xs, ys = [f for f, _ in full], [b for _, b in full]
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    sxx = sum((x - mx) ** 2 for x in xs)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx > 0 else None
+    ys = [b for _, b in full]
+    slope = fit_line(full)[1] if len({f for f, _ in full}) > 1 else None
     return {"samples": len(full), "start_mb": start / 2**20, "median_mb": statistics.median(ys) / 2**20,
             "peak_mb": max(ys) / 2**20,
             "per_inflight_kb": (statistics.median(ys) - start) / 1024 / concurrency,
