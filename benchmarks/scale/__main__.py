@@ -291,7 +291,6 @@ class Run:
         ideal, path = analysis.ideal_for(self.cfg, self.model.with_dilation(1.0), stats, fig["done"], concurrency)
         real_steady = fig["images_per_s_regression"] * k
         little = fig["images_per_s_little"]
-        latencies = sorted(i["end"] - i["start"] for i in res["images"])
         path_s = sum(s.seconds for s in path)
         bound = ideal.bound if ideal.bound != "concurrency" else None
         fig.update(
@@ -300,7 +299,7 @@ class Run:
             efficiency_middle_half=fig["images_per_s_steady"] * k / ideal.images_per_s,
             efficiency_little=(little * k / ideal.images_per_s) if little else None,
             # an image's latency against the critical path (real s): what the driver and the queues add per image
-            latency_over_path=(statistics.fmean(latencies) / k) / path_s if latencies and path_s else None,
+            latency_over_path=(fig["image_latency_mean_s"] / k) / path_s if fig["image_latency_mean_s"] and path_s else None,
             bottleneck_utilisation=_utilisation(analysis.role_summary(stats, res["wall_s"], k), bound),
             ideal=ideal.as_dict(), critical_path=[(s.name, s.seconds) for s in path],
             real_iteration_p50_s=(fig["iteration_p50_s"] or 0) / k, real_iteration_p99_s=(fig["iteration_p99_s"] or 0) / k,

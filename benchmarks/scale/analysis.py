@@ -188,6 +188,7 @@ def driver_figures(res: dict, concurrency: int, out_dir_bytes: dict) -> dict:
     iterations = sum(len(i["generates"]) for i in res["images"])
     orch = orchestration(res["node_split"], iterations, images) if res.get("node_split") else None
     latencies = [i["end"] - i["start"] for i in res["images"]]
+    mean_latency = statistics.fmean(latencies) if latencies else None
     # memory: samples while every worker was busy (in flight == concurrency) after the first completion
     full = [rss for t, rss, n, f in res["samples"] if n >= concurrency and f >= 1]
     peak = max(full) if full else max((s[1] for s in res["samples"]), default=res["rss0"])
@@ -221,11 +222,11 @@ def driver_figures(res: dict, concurrency: int, out_dir_bytes: dict) -> dict:
         "orchestration": orch,
         # Little's law at a fixed C: below saturation the throughput would rise by at most this share if the
         # driver took no time at all (its own time ÷ an image's latency)
-        "driver_share_of_latency": (orch["ms_per_image"] / 1000 / statistics.fmean(latencies)) if orch and latencies else None,
+        "driver_share_of_latency": (orch["ms_per_image"] / 1000 / mean_latency) if orch and mean_latency else None,
         "injected": res.get("injected"),
         "traced": traced_memory(res.get("traced"), concurrency),
         "iteration_p50_s": percentile(gaps, 0.5), "iteration_p99_s": percentile(gaps, 0.99),
-        "image_latency_p50_s": percentile(latencies, 0.5),
+        "image_latency_p50_s": percentile(latencies, 0.5), "image_latency_mean_s": mean_latency,
         "driver_cpu_s": res["cpu_s"], "driver_cpu_ms_per_iteration": 1000 * res["cpu_s"] / max(iterations, 1),
         "driver_busy_share": res["cpu_s"] / res["wall_s"] if res["wall_s"] else 0.0,
         "rss0_mb": res["rss0"] / 2**20, "rss_peak_full_mb": peak / 2**20, "rss_end_mb": res["rss_end"] / 2**20,
