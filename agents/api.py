@@ -9,6 +9,7 @@ resumable — running the same image again continues from where it stopped.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import tempfile
@@ -24,7 +25,8 @@ from agents.config import AgentConfig, ArpoConfig
 from agents.graph import build_graph, compile_graph, thread_config
 from agents.image_id import ID_HEX_DIGITS, content_id
 from agents.images import load_rgb, save_png, to_rgb_array
-from agents.result import ReverseResult, result_from_state
+from agents.result import ReverseResult
+from agents.result import result_from_state as _result_from_state
 from agents.results import atomic_write_bytes
 from agents.state import initial_state
 
@@ -67,6 +69,8 @@ async def optimise(
     if base_dir is not None:
         reference_path, work_dir = _inside(reference_path, base_dir), _inside(work_dir, base_dir)
     source = str(reference_path)
+    result_from_state = functools.partial(_result_from_state, prompts_per_image=cfg.prompts_per_image,
+                                          caption_prefix=cfg.caption_prefix)
     snapshot = await graph.aget_state(config)
     # Finished means no task is left at all. ``snapshot.next`` leaves out a task whose writes
     # were saved (a crash between a node's writes and the step's checkpoint) while ``values``

@@ -5,6 +5,7 @@ Usage::
     python -m agents.batch_reverse (--dir images/ | --image a.png [--image b.jpg ...])
                                    [--out DIR] [--config FILE] [--set key=value ...]
                                    [--concurrency N] [--dry-run] [--settings-changed refuse|fresh]
+                                   [--prompts-per-image K] [--caption-prefix TEXT]
                                    [--captions-txt] [--captions-beside-images] [--verbose]
 
 (installed as the command ``expectdiff-reverse`` too).
@@ -53,6 +54,8 @@ import traceback
 from pathlib import Path
 from typing import Optional, TextIO
 
+from pydantic import ValidationError
+
 from agents.batch.captions import CAPTIONS_JSONL, CaptionOptions
 from agents.batch.console import JobLogging, log_dir
 from agents.batch.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP_ERROR, EXIT_SOME_FAILED, SetupError
@@ -60,7 +63,7 @@ from agents.batch.identity import fingerprint, result_settings
 from agents.batch.plan import ImageSource
 from agents.batch.runner import BatchOutcome, plan_items, prepare_output, run_batch
 from agents.batch.startup import start_ray_and_roles, stop_ray_and_roles
-from agents.config import ArpoConfig
+from agents.config import AgentConfig, ArpoConfig
 from agents.results import RESULTS_JSONL, ResultsLog
 from core.cli import parse_or_status, prog_name
 from core.config import SET_HELP, ConfigError, load_config
@@ -103,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="When settings that change results differ from the output folder's earlier runs: "
                              "refuse (default; the changes are listed) or start every image afresh under the new settings.")
     parser.add_argument("--dry-run", action="store_true", help="List what would run (and what is already finished), then exit without starting Ray.")
+    parser.add_argument("--prompts-per-image", type=_positive_int, metavar="K",
+                        help="List the K best distinct prompts per image, ranked by CLIP-I of their generated images "
+                             "(agent.prompts_per_image; no extra model call). A rerun with another K re-ranks the "
+                             "finished images from their recorded iterations.")
+    parser.add_argument("--caption-prefix", metavar="TEXT",
+                        help="A trigger word for training captions (agent.caption_prefix): captions become "
+                             "'TEXT, <prompt>' and the token budget counts TEXT once; the T2I model never sees it.")
     parser.add_argument("--captions-txt", action="store_true",
                         help=f"Also write each image's caption (best prompt) as a .txt in a mirror tree under OUT/captions/ "
                              f"(OUT/{CAPTIONS_JSONL} is always written).")
@@ -125,6 +135,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def with_agent_flags(cfg: ArpoConfig, args: argparse.Namespace) -> ArpoConfig:
+    """``cfg`` with the agent settings given as flags (they win over --config and --set); ConfigError names a bad one."""
+    flags = {"prompts_per_image": ("--prompts-per-image", args.prompts_per_image),
+             "caption_prefix": ("--caption-prefix", args.caption_prefix)}
+    updates = {key: value for key, (_, value) in flags.items() if value is not None}
+    if not updates:
+        return cfg
+    try:
+        agent = AgentConfig.model_validate({**cfg.agent.model_dump(), **updates})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = str(first["loc"][0]) if first["loc"] else ""
+        flag = flags[key][0] if key in flags else "agent"
+        raise ConfigError(flag, f"agent.{key}", first["msg"]) from None
+    return cfg.model_copy(update={"agent": agent})
+
+
 def dry_run(cfg: ArpoConfig, image_dir: "Path | ImageSource", out_dir: Path, stream: TextIO) -> int:
     source = ImageSource.of(image_dir)
     source.check(out_dir)
@@ -134,18 +161,22 @@ def dry_run(cfg: ArpoConfig, image_dir: "Path | ImageSource", out_dir: Path, str
     results_path = out_dir / RESULTS_JSONL
     previous = {r["image_id"]: r for r in ResultsLog(results_path, repair=False).records()} if results_path.exists() else {}
     current = fingerprint(result_settings(cfg))
-    counts = {"run": 0, "retry": 0, "redo": 0, "skip": 0}
+    counts = {"run": 0, "retry": 0, "redo": 0, "skip": 0, "rerank": 0}
     for item in items:
         record = previous.get(item.image_id) or {}
         if record.get("status") == "done":
             action = "skip" if record.get("settings_fingerprint") == current else "redo"
+            if action == "skip" and record.get("prompts_per_image", 1) != cfg.agent.prompts_per_image:
+                action = "rerank"  # agents.batch.runner.rerank_finished: from the recorded iterations
         else:
             action = "retry" if record.get("status") == "error" else "run"
         counts[action] += 1
         also = f"  (same content: {', '.join(item.duplicates)})" if item.duplicates else ""
         stream.write(f"{action:5} {item.image_id}  {item.source.rel}{also}\n")
     stream.write(f"{len(items)} images: {counts['run']} to run, {counts['retry']} to retry, {counts['skip']} already done"
-                 + (f", {counts['redo']} done under other settings" if counts["redo"] else "") + "\n")
+                 + (f", {counts['redo']} done under other settings" if counts["redo"] else "")
+                 + (f", {counts['rerank']} done to re-rank for --prompts-per-image (no model call)" if counts["rerank"] else "")
+                 + "\n")
     return EXIT_OK
 
 
@@ -163,7 +194,7 @@ def _main(args: argparse.Namespace, logs: JobLogging, argv: list[str]) -> int:
     source = ImageSource(folder=Path(args.dir)) if args.dir is not None else ImageSource(files=tuple(map(Path, args.image)))
     out_dir = Path(args.out)
     try:
-        cfg = load_config(ArpoConfig, args.config, args.set)
+        cfg = with_agent_flags(load_config(ArpoConfig, args.config, args.set), args)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_SETUP_ERROR

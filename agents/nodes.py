@@ -25,6 +25,7 @@ from agents.images import load_rgb, save_png
 from agents.prompt_parts import Fragment, PromptParts
 from agents.results import atomic_write_bytes
 from agents.selection import candidate_outcomes, checked_scores, greedy_select, token_budget
+from agents.training_caption import caption_token_counter
 from agents.state import (STOP_MAX_STEPS, STOP_NO_CANDIDATES, STOP_NO_IMPROVEMENT, STOP_PATIENCE,
                           STOP_TOKEN_LIMIT, ArpoState)
 
@@ -180,7 +181,7 @@ async def select(state: ArpoState, deps: NodeDeps) -> dict:
     async def score(texts: Sequence[str]) -> Sequence[float]:
         return await deps.roles.clip.text_image_scores(list(texts), reference, image_key=image_id)
 
-    fits = token_budget(deps.roles.t2i.count_tokens, deps.token_budget)
+    fits = token_budget(caption_token_counter(deps.roles.t2i.count_tokens, deps.cfg.caption_prefix), deps.token_budget)
     sel = await greedy_select(parts, cands, score, base_score=record["clip_t"], fits=fits)
     history = _with_last(state["history"], too_long=[c.text for c in sel.too_long], selection=candidate_outcomes(cands, sel))
     if not sel.added:

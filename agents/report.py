@@ -259,7 +259,19 @@ def detail_view(record: dict, prefix: str) -> dict:
         "elapsed": _num(record.get("elapsed_s")),
         "duplicates": [str(d) for d in record.get("duplicate_sources") or []],
         "gain": report_row(record)["g"],
+        "caption": record.get("caption") if record.get("caption") != (record.get("prompt") or {}).get("rendered") else None,
+        "ranked": _ranked_rows(record),
     }
+
+
+def _ranked_rows(record: dict) -> list[dict]:
+    """The ranked prompts (agent.prompts_per_image) when more than one was asked for; else none."""
+    prompts = [p for p in record.get("prompts") or [] if isinstance(p, dict)]
+    if (record.get("prompts_per_image") or 1) < 2:
+        return []
+    return [{"rank": p.get("rank"), "iteration": p.get("iteration"), "rendered": p.get("rendered") or "",
+             "caption": p.get("caption") or "", "clip_i": _num(p.get("clip_i")), "clip_t": _num(p.get("clip_t"))}
+            for p in prompts]
 
 
 def render_detail(record: dict, header: ReportHeader, prefix: str, edit_index: Optional[list[dict]] = None) -> str:

@@ -6,6 +6,8 @@ from typing import Literal, Optional
 from pydantic import BaseModel, Field
 
 from agents.prompt_parts import PromptParts
+from agents.ranked_prompts import ranked_prompts
+from agents.training_caption import with_caption_prefix
 
 
 class FragmentOut(BaseModel):
@@ -32,6 +34,18 @@ class CandidateOut(BaseModel):
     clip_t: Optional[float] = Field(None, description="CLIP-T of the prompt with it added, in the round it was chosen.")
     needed: Optional[float] = Field(None, description="The best score so far that it had to reach to be kept.")
     round: Optional[int] = Field(None, description="The selection round (0-based) that chose it.")
+
+
+class RankedPromptOut(BaseModel):
+    rank: int = Field(description="1 is the best (the result's `prompt`); ranked by CLIP-I, ties to the earlier iteration.")
+    iteration: int = Field(description="The iteration that generated and scored this prompt.")
+    content: list[str] = Field(description="Content fragments.")
+    style: list[str] = Field(description="Style fragments.")
+    rendered: str = Field(description="The prompt as the T2I model saw it.")
+    caption: str = Field(description="Its training caption: `rendered` with agent.caption_prefix (agents.training_caption).")
+    clip_i: float = Field(description="Mean over seeds of the CLIP similarity of its generated images and the reference.")
+    clip_t: float = Field(description="CLIP similarity of the prompt and the reference image.")
+    clip_i_per_seed: list[float] = Field(default_factory=list, description="CLIP-I of each seed's image.")
 
 
 class IterationOut(BaseModel):
@@ -64,16 +78,23 @@ class ReverseResult(BaseModel):
     best_iteration: Optional[int] = Field(None, description="The iteration that produced `prompt`.")
     best_clip_i: Optional[float] = Field(None, description="CLIP-I of the best iteration.")
     best_clip_t: Optional[float] = Field(None, description="CLIP-T of the best iteration.")
+    caption: Optional[str] = Field(None, description="The training caption: the best prompt with agent.caption_prefix (agents.training_caption); what captions.jsonl and metadata.jsonl hold.")
+    prompts: list[RankedPromptOut] = Field(default_factory=list, description="The agent.prompts_per_image best distinct prompts met, best first (agents.ranked_prompts); the first is `prompt`.")
+    prompts_per_image: int = Field(1, description="How many prompts were asked for (agent.prompts_per_image); `prompts` holds fewer when fewer distinct ones were met.")
     iterations: list[IterationOut] = Field(default_factory=list, description="Every evaluated iteration, in order.")
     stop_reason: Optional[str] = Field(None, description="no_candidates, no_improvement, token_limit, max_steps or patience.")
     elapsed_s: float = Field(0.0, description="Seconds spent in graph nodes, over all runs of this image.")
 
 
-def result_from_state(values: dict, source: str, error: Optional[str] = None) -> ReverseResult:
-    """Build the result from a thread's state values (finished, or partial when ``error`` is set)."""
+def result_from_state(values: dict, source: str, error: Optional[str] = None, *,
+                      prompts_per_image: int = 1, caption_prefix: Optional[str] = None) -> ReverseResult:
+    """Build the result from a thread's state values (finished, or partial when ``error`` is set).
+
+    ``prompts_per_image`` and ``caption_prefix``: the agent settings of that name (AgentConfig)."""
     history = values.get("history") or []
     best = values.get("best_iteration")
     best_rec = history[best] if best is not None and best < len(history) else None
+    prompts = ranked_prompts(history, prompts_per_image) if history else []
     return ReverseResult(
         image_id=values["image_id"],
         source=source,
@@ -85,6 +106,9 @@ def result_from_state(values: dict, source: str, error: Optional[str] = None) ->
         best_iteration=best,
         best_clip_i=best_rec["clip_i"] if best_rec else None,
         best_clip_t=best_rec["clip_t"] if best_rec else None,
+        caption=with_caption_prefix(best_rec["rendered"], caption_prefix) if best_rec else None,
+        prompts=[RankedPromptOut(**p, caption=with_caption_prefix(p["rendered"], caption_prefix)) for p in prompts],
+        prompts_per_image=prompts_per_image,
         iterations=[IterationOut.model_validate(rec) for rec in history],
         stop_reason=values.get("stop_reason"),
         elapsed_s=float(values.get("elapsed_s") or 0.0),

@@ -174,16 +174,21 @@ class ImageFolder(Dataset):
         return {"pixels": to_unit_range(img)}
 
 
+#: Caption files looked for in the data folder when none is named, in this order.
+CAPTION_FILES = ("captions.jsonl", "metadata.jsonl", "captions.csv")
+
+
 def read_captions(folder: Path, captions_file: str | None) -> list[tuple[Path, str]]:
-    """Read (image path, caption) pairs from ``captions.jsonl`` ({"file", "text"} per line) or ``captions.csv``
+    """Read (image path, caption) pairs from ``captions.jsonl`` ({"file", "text"} per line), ``metadata.jsonl``
+    (the image-folder layout: {"file_name", "text"} per line, as the batch job writes it too) or ``captions.csv``
     (columns ``file,text``); paths are relative to ``folder`` (an absolute path is used as it is).
 
     A file listed more than once is one pair, with its last caption, at the place of its first line: an
     appended line updates a caption (the batch job's ``OUT/captions.jsonl`` is written that way)."""
     if captions_file is None:
-        found = [folder / n for n in ("captions.jsonl", "captions.csv") if (folder / n).is_file()]
+        found = [folder / n for n in CAPTION_FILES if (folder / n).is_file()]
         if not found:
-            raise DataError(f"{folder}: no captions.jsonl or captions.csv")
+            raise DataError(f"{folder}: no {', '.join(CAPTION_FILES[:-1])} or {CAPTION_FILES[-1]}")
         path = found[0]
     else:
         path = folder / captions_file
@@ -205,9 +210,10 @@ def read_captions(folder: Path, captions_file: str | None) -> list[tuple[Path, s
         raise DataError(f"{path}: captions must be a .jsonl or .csv file")
     pairs: dict[Path, str] = {}
     for n, row in enumerate(rows, 1):
-        if not isinstance(row, dict) or not isinstance(row.get("file"), str) or not isinstance(row.get("text"), str):
-            raise DataError(f"{path}: record {n} needs string fields 'file' and 'text'")
-        image = folder / row["file"]
+        name = row.get("file", row.get("file_name")) if isinstance(row, dict) else None
+        if not isinstance(name, str) or not isinstance(row.get("text"), str):
+            raise DataError(f"{path}: record {n} needs string fields 'file' (or 'file_name') and 'text'")
+        image = folder / name
         if not image.is_file():
             raise DataError(f"{path}: record {n}: image {image} does not exist")
         pairs[Path(os.path.normpath(image))] = row["text"]

@@ -41,6 +41,8 @@ NEUTRAL_KEYS = frozenset({
     "vllm.gpu_memory_utilization", "vllm.max_num_seqs", "vllm.enforce_eager", "vllm.cpu_kvcache_space_gib",
     "vllm.enable_chunked_prefill", "vllm.max_num_batched_tokens", "vllm.tensor_parallel_size",
     "openai.timeout_s", "openai.max_retries", "openai.api_key_env", "openai.allow_insecure_http",
+    # how many ranked prompts a result lists: read from the recorded iterations, no model call
+    "prompts_per_image",
 })
 
 OnChange = Literal["refuse", "fresh"]

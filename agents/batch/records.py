@@ -61,3 +61,15 @@ def error_record(item: WorkItem, error: str, out_dir: Path, fingerprint: str) ->
 
     result = ReverseResult(image_id=item.image_id, source=item.source.rel, status="error", error=error)
     return result_record(result, item, out_dir, fingerprint)
+
+
+def reranked_record(record: dict, prompts_per_image: int, caption_prefix: Optional[str]) -> dict:
+    """``record`` (done) with its ranked prompts made again from its iterations for ``prompts_per_image``
+    (agents.ranked_prompts); every other field as it was."""
+    from agents.ranked_prompts import ranked_prompts
+    from agents.training_caption import with_caption_prefix
+
+    prompts = ranked_prompts(record.get("iterations") or [], prompts_per_image) if record.get("iterations") else []
+    for p in prompts:
+        p["caption"] = with_caption_prefix(p["rendered"], caption_prefix)
+    return {**record, "prompts": prompts, "prompts_per_image": prompts_per_image}

@@ -21,7 +21,7 @@ from agents.batch.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, Set
 from agents.batch.identity import JobIdentity, OnChange, open_job
 from agents.batch.captions import CaptionOptions, Captions
 from agents.batch.plan import ImageSource, WorkItem
-from agents.batch.records import error_record, result_record
+from agents.batch.records import error_record, reranked_record, result_record
 from agents.batch.writer import BatchWriter
 from agents.config import ArpoConfig
 from agents.images import IMAGE_EXTENSIONS, ImageLoadError, configure_pillow_limit, load_rgb, save_png
@@ -156,6 +156,8 @@ async def run_batch(cfg: ArpoConfig, image_dir: "str | Path | ImageSource", out_
         if header.random_weight_roles:
             log.warning("random-weight models serve %s: outputs measure plumbing and speed only", ", ".join(header.random_weight_roles))
         writer = BatchWriter(out_dir, results, header, cfg.job.summary_refresh_s)
+        cleanup.callback(captioner.close)
+        rerank_finished(items, finished, results, writer, captioner, cfg)
         progress = Progress(total=len(todo), skipped=len(items) - len(todo), stream=progress_stream)
         outcome = BatchOutcome(total=len(items), skipped=len(items) - len(todo), done=0, failed=0)
         configure_pillow_limit(cfg.job.max_image_pixels)
@@ -174,6 +176,26 @@ async def run_batch(cfg: ArpoConfig, image_dir: "str | Path | ImageSource", out_
             run = _ItemRunner(cfg, out_dir, roles, identity, writer, progress, outcome, optimise_fn, shared, captioner)
             await _run_all(todo, run, concurrency, stop, progress)
     return outcome
+
+
+def rerank_finished(items: list[WorkItem], finished: set[str], results: ResultsLog, writer: BatchWriter,
+                    captioner: Captions, cfg: ArpoConfig) -> int:
+    """Re-rank the finished images whose records list prompts for another agent.prompts_per_image (a
+    setting outside the fingerprint): their recorded iterations hold every prompt and score, so this calls
+    no model; each gets a new record (result.json, its page, its captions). Returns how many."""
+    k = cfg.agent.prompts_per_image
+    count = 0
+    for item in items:
+        record = results.get(item.image_id) if item.image_id in finished else None
+        if record is None or record.get("prompts_per_image", 1) == k:
+            continue
+        new = reranked_record(record, k, cfg.agent.caption_prefix)
+        writer.record(item, new)
+        captioner.write(item, new)
+        count += 1
+    if count:
+        log.info("re-ranked %d finished image(s) for agent.prompts_per_image=%d from their recorded iterations", count, k)
+    return count
 
 
 class _shared_graph:

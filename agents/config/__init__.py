@@ -9,6 +9,8 @@ from pydantic import Field, field_validator
 
 from actors.config import CaptionerConfig, ClipConfig, LLMConfig, T2IConfig, VLMConfig
 from actors.shared_roles import check_name as check_shared_roles_name
+from agents.ranked_prompts import MAX_PROMPTS_PER_IMAGE
+from agents.training_caption import check_caption_prefix
 from core.config import StrictModel
 from core.ray_config import RayConfig
 
@@ -24,6 +26,10 @@ class AgentConfig(StrictModel):
     max_candidates: int = Field(10, ge=1, le=1000, description="Most candidate fragments kept from one proposal (at most 1000).")
     max_reasks: int = Field(2, ge=0, le=100, description="Re-asks of the LLM when its answer cannot be parsed into a list (at most 100).")
     reserved_tokens: int = Field(2, ge=0, le=64, description="At most 64 tokens of the T2I text encoder's limit (t2i.max_prompt_tokens) taken by special tokens that count_tokens leaves out (CLIP: start and end of text, 2); fragments are only added while the prompt's count stays within limit - reserved_tokens.")
+    prompts_per_image: int = Field(1, ge=1, le=MAX_PROMPTS_PER_IMAGE, description="How many prompts each result lists (at most 100): the best distinct prompts the optimisation met, ranked by CLIP-I of their generated images (agents.ranked_prompts says what distinct means). Costs no model call: every listed prompt was already generated and scored. Changes no optimisation, so it is not part of the settings fingerprint: a rerun with another value re-ranks the finished images from their recorded iterations.")
+    caption_prefix: Optional[str] = Field(None, description="A trigger word or phrase for training captions (e.g. 'ohwx'): each result's caption is '<prefix>, <best prompt>' (added once: not when a fragment already is it). The T2I model never sees it; the token budget counts it once, in the caption text, so every caption fits the text encoder (agents.training_caption). No comma, semicolon or line break; at most 200 characters.")
+
+    _v_caption_prefix = field_validator("caption_prefix")(lambda cls, v: check_caption_prefix(v))
 
 
 class CheckpointConfig(StrictModel):

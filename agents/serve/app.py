@@ -33,6 +33,7 @@ from agents.html_render import render
 from agents.images import configure_pillow_limit
 from agents.prompt_edit import MAX_PART_CHARS, EditSpecError, PromptEdit, parse_substitutions
 from agents.prompt_limit import with_prompt_limit
+from agents.ranked_prompts import MAX_PROMPTS_PER_IMAGE
 from agents.serve.batches import BatchFolders
 from agents.serve.events import stream
 from agents.serve.files import FILE_CSP, served_file
@@ -149,6 +150,8 @@ def create_app(cfg: Any, roles: Any, options: ServeOptions, optimise_fn: Any = N
     async def server_options() -> dict:
         agent = cfg.agent
         return {"framework": agent.framework, "max_steps": agent.max_steps, "seeds": list(agent.seeds),
+                "prompts_per_image": agent.prompts_per_image, "max_prompts_per_image": MAX_PROMPTS_PER_IMAGE,
+                "caption_prefix": agent.caption_prefix,
                 "max_steps_limit": options.max_steps_limit, "max_seeds": options.max_seeds,
                 "max_upload_bytes": upload_bytes, "max_upload_pixels": manager().max_upload_pixels,
                 "random_weight_roles": manager().random_weight_roles}
@@ -160,9 +163,11 @@ def create_app(cfg: Any, roles: Any, options: ServeOptions, optimise_fn: Any = N
     @app.post("/api/runs", status_code=201)
     async def create_run(file: UploadFile, framework: Optional[str] = Form(None),
                          max_steps: Optional[str] = Form(None), seeds: Optional[str] = Form(None),
-                         init_prompt: Optional[str] = Form(None)) -> dict:
+                         init_prompt: Optional[str] = Form(None), prompts_per_image: Optional[str] = Form(None),
+                         caption_prefix: Optional[str] = Form(None)) -> dict:
         try:
-            run_request = manager().request(framework, _int_or_none(max_steps, "steps"), _seeds(seeds), init_prompt)
+            run_request = manager().request(framework, _int_or_none(max_steps, "steps"), _seeds(seeds), init_prompt,
+                                            _int_or_none(prompts_per_image, "prompts per image"), caption_prefix)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         data = await file.read(upload_bytes + 1)

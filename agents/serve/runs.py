@@ -37,8 +37,10 @@ from agents.image_id import ID_HEX_DIGITS
 from agents.images import save_png
 from agents.prompt_edit import PromptEdit
 from agents.report import random_weight_roles
+from agents.ranked_prompts import MAX_PROMPTS_PER_IMAGE
 from agents.result import result_from_state
 from agents.results import atomic_write_bytes, atomic_write_text
+from agents.training_caption import check_caption_prefix
 from agents.serve.events import Channel
 from agents.serve.options import ServeOptions
 from agents.serve.store import REFERENCE_PNG, RESULT_JSON, RUN_JSON, UNFINISHED, RunMeta, RunRequest, RunStore, new_run_id
@@ -80,7 +82,8 @@ class RunManager:
 
     # ------------------------------------------------------------------ requests
     def request(self, framework: Optional[str], max_steps: Optional[int], seeds: Optional[list[int]],
-                init_prompt: Optional[str]) -> RunRequest:
+                init_prompt: Optional[str], prompts_per_image: Optional[int] = None,
+                caption_prefix: Optional[str] = None) -> RunRequest:
         """The user's choices, defaults from the config's agent section; ValueError names a bad one."""
         agent, opts = self.cfg.agent, self.options
         framework = framework or agent.framework
@@ -97,15 +100,25 @@ class RunManager:
         init_prompt = (init_prompt or "").strip() or None
         if init_prompt is not None and len(init_prompt) > 2000:
             raise ValueError(f"the starting prompt has {len(init_prompt)} characters; at most 2000")
-        return RunRequest(framework=framework, max_steps=max_steps, seeds=seeds, init_prompt=init_prompt)
+        prompts_per_image = agent.prompts_per_image if prompts_per_image is None else prompts_per_image
+        if not 1 <= prompts_per_image <= MAX_PROMPTS_PER_IMAGE:
+            raise ValueError(f"prompts per image must be between 1 and {MAX_PROMPTS_PER_IMAGE}, got {prompts_per_image}")
+        caption_prefix = (caption_prefix or "").strip() or agent.caption_prefix
+        try:
+            caption_prefix = check_caption_prefix(caption_prefix)
+        except ValueError as exc:
+            raise ValueError(f"trigger word: {exc}") from None
+        return RunRequest(framework=framework, max_steps=max_steps, seeds=seeds, init_prompt=init_prompt,
+                          prompts_per_image=prompts_per_image, caption_prefix=caption_prefix)
 
     def agent_config(self, request: RunRequest) -> AgentConfig:
         data = self.cfg.agent.model_dump()
-        data.update(framework=request.framework, max_steps=request.max_steps, seeds=request.seeds, init_prompt=None)
+        data.update(framework=request.framework, max_steps=request.max_steps, seeds=request.seeds, init_prompt=None,
+                    prompts_per_image=request.prompts_per_image, caption_prefix=request.caption_prefix)
         return AgentConfig.model_validate(data)
 
     def _graph(self, agent_cfg: AgentConfig) -> Any:
-        key = agent_cfg.model_dump_json()
+        key = agent_cfg.model_dump_json(exclude={"prompts_per_image"})  # the graph does not use it
         if key in self._graphs:
             self._graphs.move_to_end(key)
         else:
@@ -298,7 +311,8 @@ class RunManager:
         values = snapshot.values or {}
         if not values.get("image_id"):
             return None
-        result = result_from_state(values, meta.filename).model_dump(mode="json")
+        result = result_from_state(values, meta.filename, prompts_per_image=agent_cfg.prompts_per_image,
+                                   caption_prefix=agent_cfg.caption_prefix).model_dump(mode="json")
         result["next"] = list(snapshot.next)
         return result
 

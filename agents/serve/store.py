@@ -40,6 +40,8 @@ class RunRequest(BaseModel):
     max_steps: int
     seeds: list[int]
     init_prompt: Optional[str] = None
+    prompts_per_image: int = 1
+    caption_prefix: Optional[str] = None
 
 
 class RunMeta(BaseModel):

@@ -43,6 +43,9 @@
     $("max-steps").value = options.max_steps;
     $("max-steps").max = options.max_steps_limit;
     $("seeds").value = options.seeds.join(",");
+    $("prompts-per-image").value = options.prompts_per_image;
+    $("prompts-per-image").max = options.max_prompts_per_image;
+    $("caption-prefix").value = options.caption_prefix || "";
     $("file").addEventListener("change", (e) => choose(e.target.files[0]));
     const drop = $("drop");
     drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
@@ -58,7 +61,8 @@
       }
       const form = new FormData();
       form.append("file", chosen, chosen.name);
-      for (const [name, id] of [["framework", "framework"], ["max_steps", "max-steps"], ["seeds", "seeds"], ["init_prompt", "init-prompt"]])
+      for (const [name, id] of [["framework", "framework"], ["max_steps", "max-steps"], ["seeds", "seeds"], ["init_prompt", "init-prompt"],
+                                ["prompts_per_image", "prompts-per-image"], ["caption_prefix", "caption-prefix"]])
         form.append(name, $(id).value);
       $("start").disabled = true;
       try {
@@ -144,6 +148,10 @@
     $("best-prompt").textContent = best ? best.rendered : "";
     $("best-score").textContent = best ? `(iteration ${result.best_iteration}, CLIP-I ${fmt(result.best_clip_i)}, CLIP-T ${fmt(result.best_clip_t)})` : "";
     $("regenerate").disabled = !best;
+    const caption = result && result.caption;
+    $("caption").textContent = caption || "";
+    $("caption-box").hidden = !(caption && best && caption !== best.rendered);
+    renderRanked(result);
     const refDesc = $("reference-description");
     refDesc.replaceChildren();
     if (result && result.reference_description) refDesc.append(texts("Reference, as the VLM describes it", result.reference_description));
@@ -174,6 +182,17 @@
         el("figcaption", {text: scores ? `${name} · CLIP-I ${fmt(scores[k])}` : name})));
     });
     return box;
+  }
+
+  // The K best distinct prompts (agent.prompts_per_image), shown when more than one was asked for.
+  function renderRanked(result) {
+    const list = $("ranked");
+    list.replaceChildren();
+    const ranked = (result && result.prompts) || [];
+    $("ranked-box").hidden = !(result && result.prompts_per_image > 1 && ranked.length);
+    for (const p of ranked)
+      list.append(el("li", {"data-rank": String(p.rank)}, el("span", {class: "prompt", text: p.rendered}),
+        el("span", {class: "muted", text: ` · iteration ${p.iteration}, CLIP-I ${fmt(p.clip_i)}, CLIP-T ${fmt(p.clip_t)}`})));
   }
 
   function renderIterations(result) {

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from agents.batch.captions import CAPTIONS_JSONL, CaptionOptions, Captions, txt_name
+from agents.batch.captions import CAPTIONS_JSONL, METADATA_JSONL, CaptionOptions, Captions, txt_name
 from agents.batch.errors import EXIT_OK, EXIT_SOME_FAILED
 from agents.batch.plan import ImageSource
 from agents.batch.runner import run_batch
@@ -100,6 +100,9 @@ async def test_rerun_adds_no_lines_and_a_changed_caption_wins_in_writer_and_read
     # ... the last line per file wins, for the writer's reconciliation and for training's reader alike
     pairs = read_captions(images, str(out / CAPTIONS_JSONL))
     assert len(pairs) == 4 and {p.relative_to(images).as_posix(): t for p, t in pairs} == _expected(images, out, "second")
+    # metadata.jsonl, which dataset loaders read, was compacted to one line per file when the run ended
+    meta = [json.loads(line) for line in (out / METADATA_JSONL).read_text().splitlines()]
+    assert {r["file_name"]: r["text"] for r in meta} == _expected(images, out, "second") and len(meta) == 4
     # the next start compacts the file to one line per file
     await _run(images, out, Captioning("second"), changed)
     assert {r["file"]: r["text"] for r in _lines(out)} == _expected(images, out, "second") and len(_lines(out)) == 4

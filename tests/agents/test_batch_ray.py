@@ -102,11 +102,18 @@ def test_batch_job_with_llm_vlm_and_captioner_in_one_actor(kit_config, tmp_path)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     env.pop("RAY_ADDRESS", None)
     run = subprocess.run([sys.executable, "-m", "agents.batch_reverse", "--dir", str(images), "--out", str(out),
-                          "--config", str(config)], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+                          "--config", str(config), "--prompts-per-image", "2", "--caption-prefix", "ohwx"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-4000:]
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert sorted((r["source"], r["status"]) for r in records) == [("a.png", "done"), ("b.png", "done")]
     assert all(r["iterations"] for r in records)
+    # several prompts and a trigger word through the real job (each iteration's prompt is a new one)
+    for r in records:
+        assert r["prompts_per_image"] == 2 and len(r["prompts"]) == min(2, len(r["iterations"]))
+        assert r["caption"] == "ohwx, " + r["prompt"]["rendered"]
+    metadata = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
+    assert {m["file_name"]: m["text"] for m in metadata} == {r["source"]: r["caption"] for r in records}
 
 
 def _processes_with(marker: str) -> list[str]:

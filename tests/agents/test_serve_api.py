@@ -42,6 +42,21 @@ def test_an_upload_runs_to_the_end_and_every_image_of_the_view_is_served(tmp_pat
         assert client.get("/api/health").json() == {"ok": True, "runs": 1}
 
 
+def test_a_run_lists_the_prompts_asked_for_and_captions_with_the_trigger_word(tmp_path):
+    with serving(tmp_path) as (server, client, roles, w):
+        assert client.get("/api/options").json()["prompts_per_image"] == 1
+        made = upload(client, png_of(w), framework="enhanced", max_steps=3, seeds="0", prompts_per_image=3,
+                      caption_prefix="ohwx")
+        assert made.status_code == 201, made.text
+        view = wait_status(client, made.json()["run_id"], ("done", "error"))
+        result = view["result"]
+        assert view["run"]["status"] == "done" and result["prompts_per_image"] == 3
+        ranked = result["prompts"]
+        assert len(ranked) == min(3, len(result["iterations"])) and ranked[0]["rendered"] == result["prompt"]["rendered"]
+        assert [p["clip_i"] for p in ranked] == sorted((it["clip_i"] for it in result["iterations"]), reverse=True)[:len(ranked)]
+        assert result["caption"] == "ohwx, " + result["prompt"]["rendered"]
+
+
 def test_events_carry_each_iteration_as_it_happens(tmp_path):
     w, roles, gate = gated("t2i", "generate")
     with serving(tmp_path, w, roles) as (server, client, _, _):
@@ -174,6 +189,9 @@ def test_size_and_pixel_limits_refuse_big_uploads(tmp_path):
     ({"seeds": ",".join(map(str, range(9)))}, "at most 8 seeds"),
     ({"seeds": "1,1"}, "distinct"),
     ({"framework": "fancy"}, "framework must be vanilla or enhanced"),
+    ({"prompts_per_image": 0}, "prompts per image must be between 1 and 100"),
+    ({"prompts_per_image": "two"}, "prompts per image must be a whole number"),
+    ({"caption_prefix": "ohwx, man"}, "trigger word: 'ohwx, man' holds a comma"),
 ])
 def test_bad_run_options_are_refused(tmp_path, fields, words):
     with serving(tmp_path) as (server, client, roles, w):

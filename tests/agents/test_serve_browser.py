@@ -171,7 +171,8 @@ def test_the_page_in_headless_chromium_with_the_offline_kit(kit_config, tmp_path
 
             # two users at once: alice enhanced, bob vanilla
             started = time.monotonic()
-            _upload(alice, images / "astronaut.png", **{"#max-steps": "3", "#seeds": "0,1"})
+            _upload(alice, images / "astronaut.png", **{"#max-steps": "3", "#seeds": "0,1", "#prompts-per-image": "2",
+                                                        "#caption-prefix": "ohwx"})
             _upload(bob, images / "coffee.png", **{"#framework": "vanilla", "#max-steps": "2", "#seeds": "0"})
             alice.wait_for_url(re.compile(r"#run=[0-9a-f]{16}$"))
             bob.wait_for_url(re.compile(r"#run=[0-9a-f]{16}$"))
@@ -192,6 +193,11 @@ def test_the_page_in_headless_chromium_with_the_offline_kit(kit_config, tmp_path
             assert alice.locator("table.candidates tr").count() >= 2  # candidates with their scores
             alice.click("#stop")
             expect(alice.locator("#run-status")).to_have_text("stopped", timeout=120_000)
+            # two prompts asked for, at least two iterations met: two listed, best first; the caption has the trigger word
+            expect(alice.locator("#ranked li")).to_have_count(2)
+            best = alice.locator("#best-prompt").inner_text()
+            expect(alice.locator("#ranked li").first).to_contain_text(best)
+            expect(alice.locator("#caption")).to_have_text("ohwx, " + best)
             alice.screenshot(path=str(ARTIFACTS / "03_stopped_after_two_iterations.png"), full_page=True)
             bob.screenshot(path=str(ARTIFACTS / "04_second_user_stopped.png"), full_page=True)
 
