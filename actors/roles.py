@@ -21,8 +21,8 @@ Message = dict[str, Any]
 
 @runtime_checkable
 class T2IRole(Protocol):
-    async def generate(self, prompt: str, seeds: Sequence[int]) -> list[Image]:
-        """One image per seed; the same (prompt, seed) always gives the same image."""
+    async def generate(self, prompt: str, seeds: Sequence[int], negative_prompt: Optional[str] = None) -> list[Image]:
+        """One image per seed; the same (prompt, seed, negative prompt) always gives the same image."""
 
     async def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Token counts under the pipeline's text encoder tokenizer (without special tokens)."""

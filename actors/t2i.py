@@ -82,6 +82,23 @@ def load_pipeline(cfg: T2IConfig, device: str, dtype):
     return pipe
 
 
+def negative_prompt_refusal(pipe: Any, cfg: T2IConfig) -> Optional[str]:
+    """Why negative prompts the agent finds (agent.negative) would have no effect on this pipeline; None when they act.
+
+    A negative prompt acts through classifier-free guidance: the pipeline must take one, must not be
+    guidance-distilled (FLUX.1 runs without true CFG here), and guidance must be on (diffusers'
+    ``do_classifier_free_guidance`` is ``guidance_scale > 1``)."""
+    name = type(pipe).__name__
+    takes = inspect.signature(type(pipe).__call__).parameters
+    if "negative_prompt" not in takes:
+        return f"{name} takes no negative prompt"
+    if "true_cfg_scale" in takes:
+        return f"{name} (FLUX.1, guidance-distilled) ignores a negative prompt without true classifier-free guidance, which this role does not do"
+    if cfg.guidance_scale <= 1:
+        return f"t2i.guidance_scale is {cfg.guidance_scale:g}: classifier-free guidance, through which a negative prompt acts, is off at 1 or below"
+    return None
+
+
 def check_call_settings(pipe: Any, cfg: T2IConfig) -> None:
     """Settings the pipeline would drop without a word are refused (PromptBudgetError naming the key)."""
     name = type(pipe).__name__
@@ -129,12 +146,35 @@ class T2IModel:
             except EpsilonScalingError as exc:
                 raise ModelLoadError(f"text-to-image model {cfg.model!r}: t2i.epsilon_scaling: {exc}; set it to null") from None
         self._call_parameters = frozenset(inspect.signature(type(self.pipe).__call__).parameters)
+        self.negative_refusal = negative_prompt_refusal(self.pipe, cfg)
         # A private copy of the binding tokenizer for counting: fast tokenizers are not safe to use
         # from two threads at once, and the pipeline uses its own in the batch worker thread.
         self._count_tokenizer = copy.deepcopy(getattr(self.pipe, self.budget.tokenizer_attr))
 
-    def generate_batch(self, items: Sequence[tuple[str, int]]) -> list[np.ndarray]:
-        """One pipeline call for all (prompt, seed) items; one uint8 (H, W, 3) image per item."""
+    def generate_batch(self, items: Sequence[tuple]) -> list[np.ndarray]:
+        """One uint8 (H, W, 3) image per (prompt, seed) or (prompt, seed, negative prompt) item.
+
+        Items without a negative prompt of their own go in one pipeline call exactly as before
+        negative prompts existed (bit-identical); items with one in another call, where each gets
+        ``t2i.negative_prompt`` and its own joined by a comma. Never mixed in one call: a pipeline
+        may treat no negative prompt differently from an empty one (SDXL's zeroed negative embeddings).
+        """
+        plain = [k for k, item in enumerate(items) if len(item) < 3 or item[2] is None]
+        with_negative = [k for k, item in enumerate(items) if len(item) >= 3 and item[2] is not None]
+        out: list[Optional[np.ndarray]] = [None] * len(items)
+        for group, negatives in ((plain, None), (with_negative, [self._negative(items[k][2]) for k in with_negative])):
+            if group:
+                for k, image in zip(group, self._call([items[k][:2] for k in group], negatives)):
+                    out[k] = image
+        return out  # type: ignore[return-value]
+
+    def _negative(self, own: str) -> str:
+        own = check_prompt(own)
+        return f"{self.cfg.negative_prompt}, {own}" if self.cfg.negative_prompt else own
+
+    def _call(self, items: Sequence[tuple[str, int]], negatives: Optional[list[str]]) -> list[np.ndarray]:
+        """One pipeline call for all (prompt, seed) items; ``negatives``: each item's negative prompt, or
+        None for ``t2i.negative_prompt`` (if any) on every item."""
         import torch
 
         if not items:
@@ -152,7 +192,9 @@ class T2IModel:
             kwargs["height"] = self.cfg.height
         if self.cfg.width is not None:
             kwargs["width"] = self.cfg.width
-        if self.cfg.negative_prompt is not None:
+        if negatives is not None:
+            kwargs["negative_prompt"] = list(negatives)
+        elif self.cfg.negative_prompt is not None:
             kwargs["negative_prompt"] = [self.cfg.negative_prompt] * len(prompts)
         if self.budget.max_sequence_length is not None:  # T5 reads this many tokens: the agent's budget
             kwargs["max_sequence_length"] = self.budget.max_sequence_length
@@ -188,10 +230,18 @@ class T2IServer:
         self.model = model if model is not None else T2IModel(cfg)
         self._batcher = MicroBatcher(self.model.generate_batch, cfg.batching.max_batch_size, cfg.batching.max_wait_ms)
 
-    async def generate(self, prompt: str, seeds: Sequence[int]) -> list[np.ndarray]:
-        """One image per seed; each (prompt, seed) joins the shared batch queue."""
+    async def generate(self, prompt: str, seeds: Sequence[int], negative_prompt: Optional[str] = None) -> list[np.ndarray]:
+        """One image per seed; each (prompt, seed) joins the shared batch queue. ``negative_prompt``: this call's
+        own (after ``t2i.negative_prompt``), for the agent's negative-prompt search; refused where it would not act."""
         check_prompt(prompt)
-        items = [(prompt, check_seed(s)) for s in seeds]
+        if negative_prompt is None:
+            items: list[tuple] = [(prompt, check_seed(s)) for s in seeds]
+        else:
+            if not check_prompt(negative_prompt).strip():
+                raise ValueError("negative_prompt is empty; give None for no negative prompt of this call's own")
+            if self.model.negative_refusal:
+                raise ValueError(f"negative prompt refused: {self.model.negative_refusal}")
+            items = [(prompt, check_seed(s), negative_prompt) for s in seeds]
         return await self._batcher.submit_many(items)
 
     async def count_tokens(self, texts: Sequence[str]) -> list[int]:
@@ -200,7 +250,7 @@ class T2IServer:
 
     async def prompt_budget(self) -> dict:
         """The tokens a prompt may have (``limit``, special tokens included), the tokenizer counting them and why."""
-        return self.model.budget.as_dict()
+        return {**self.model.budget.as_dict(), "negative_prompt_refused": self.model.negative_refusal}
 
     async def stats(self) -> dict:
         return {"batches": self._batcher.stats.as_dict()}

@@ -153,15 +153,17 @@ def reverse_prompt(image: Any, config: ArpoConfig | str | os.PathLike, work_dir:
 async def _optimise_once(image_id: str, reference_path: Path, work: Path, roles: Roles, cfg: ArpoConfig) -> ReverseResult:
     from agents.batch.identity import open_job
     from agents.checkpointing import open_checkpointer
-    from agents.prompt_limit import with_prompt_limit
+    from agents.prompt_limit import check_negative_support, with_prompt_limit
 
     # The thread is scoped like the batch job's: this work folder's id and the settings that
     # change results, so other settings (or another folder on a shared Postgres) never get
     # this thread's result; changed settings start a fresh thread.
     identity = open_job(work, cfg, on_change="fresh")
     cfg = await with_prompt_limit(cfg, roles.t2i)
+    await check_negative_support(cfg, roles.t2i)
     async with open_checkpointer(cfg.job.checkpoint, work) as saver:
-        graph = compile_graph(build_graph(roles, cfg.agent, cfg.t2i.max_prompt_tokens, max_image_pixels=cfg.job.max_image_pixels), saver)
+        graph = compile_graph(build_graph(roles, cfg.agent, cfg.t2i.max_prompt_tokens, max_image_pixels=cfg.job.max_image_pixels,
+                                          negative_prompt=cfg.t2i.negative_prompt), saver)
         return await optimise(image_id, reference_path, work / image_id, roles, cfg.agent, cfg.t2i.max_prompt_tokens, graph=graph,
                               thread_id=identity.thread_id(image_id))
 

@@ -5,7 +5,7 @@ Usage::
     python -m agents.batch_reverse (--dir images/ | --image a.png [--image b.jpg ...])
                                    [--out DIR] [--config FILE] [--set key=value ...]
                                    [--concurrency N] [--dry-run] [--settings-changed refuse|fresh]
-                                   [--prompts-per-image K] [--caption-prefix TEXT]
+                                   [--prompts-per-image K] [--caption-prefix TEXT] [--negative]
                                    [--captions-txt] [--captions-beside-images] [--verbose]
 
 (installed as the command ``expectdiff-reverse`` too).
@@ -113,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--caption-prefix", metavar="TEXT",
                         help="A trigger word for training captions (agent.caption_prefix): captions become "
                              "'TEXT, <prompt>' and the token budget counts TEXT once; the T2I model never sees it.")
+    parser.add_argument("--negative", action="store_true", default=None,
+                        help="After the optimisation, recover a negative prompt for the best prompt (agent.negative.enabled): "
+                             "candidate negative fragments from the VLM and LLM, kept greedily while CLIP-I rises; refused "
+                             "at start-up by a target where a negative prompt does not act (FLUX.1).")
     parser.add_argument("--captions-txt", action="store_true",
                         help=f"Also write each image's caption (best prompt) as a .txt in a mirror tree under OUT/captions/ "
                              f"(OUT/{CAPTIONS_JSONL} is always written).")
@@ -140,6 +144,9 @@ def with_agent_flags(cfg: ArpoConfig, args: argparse.Namespace) -> ArpoConfig:
     flags = {"prompts_per_image": ("--prompts-per-image", args.prompts_per_image),
              "caption_prefix": ("--caption-prefix", args.caption_prefix)}
     updates = {key: value for key, (_, value) in flags.items() if value is not None}
+    if args.negative:
+        flags["negative"] = ("--negative", True)
+        updates["negative"] = {**cfg.agent.negative.model_dump(), "enabled": True}
     if not updates:
         return cfg
     try:

@@ -105,3 +105,17 @@ def _new_only(fragments: list[Fragment], current: PromptParts) -> list[Fragment]
         out.append(frag)
     return out
 
+
+
+async def name_extras(vlm: ChatRole, reference: np.ndarray, generated: np.ndarray) -> str:
+    """agent.negative: the VLM names what the generated image shows that the reference lacks."""
+    return await _chat(vlm, "VLM", prompts.negative_extras_messages(reference, generated))
+
+
+async def propose_negatives(llm: ChatRole, extras: str, current: PromptParts, *, max_reasks: int,
+                            max_candidates: int) -> list[str]:
+    """agent.negative: candidate negative fragments for ``extras``; none that repeats a fragment of the
+    prompt (a negative prompt must not fight what the prompt asks for), none twice; at most ``max_candidates``."""
+    texts = await ask_for_list(llm, prompts.negative_fragments_messages(extras, current.render()), max_reasks)
+    fresh = _new_only([Fragment(t, "content") for t in texts], current)
+    return [f.text for f in fresh][:max_candidates]

@@ -4,6 +4,9 @@
                              ├─ vanilla  ─────────────→ diff                   └→ END (ΔP = ∅)
                              └→ END (max_steps / patience)
 
+With ``agent.negative.enabled`` both ends lead to ``negative_propose → negative_select → END`` instead
+(agents.negative_nodes: a negative prompt searched for the best prompt).
+
 One compiled graph serves every image; each image is its own checkpoint thread, keyed
 by its content id. The roles reach the nodes through ``functools.partial`` (no globals).
 """
@@ -17,11 +20,12 @@ from typing import Any, Awaitable, Callable, Optional
 from langgraph.graph import END, START, StateGraph
 
 from actors.roles import Roles
-from agents import nodes
+from agents import negative_nodes, nodes
 from agents.config import AgentConfig
 from agents.state import ArpoState
 
 NODE_NAMES = ("init", "generate", "describe", "diff", "propose", "select")
+NEGATIVE_NODE_NAMES = ("negative_propose", "negative_select")
 
 
 def _timed(name: str, fn: Callable[[ArpoState], Awaitable[dict]]) -> Callable[[ArpoState], Awaitable[dict]]:
@@ -37,7 +41,8 @@ def _timed(name: str, fn: Callable[[ArpoState], Awaitable[dict]]) -> Callable[[A
 
 
 def build_graph(roles: Roles, cfg: AgentConfig, token_limit: int, *,
-                max_image_pixels: int = nodes.DEFAULT_MAX_IMAGE_PIXELS, base_dir: Optional[Path] = None) -> StateGraph:
+                max_image_pixels: int = nodes.DEFAULT_MAX_IMAGE_PIXELS, base_dir: Optional[Path] = None,
+                negative_prompt: Optional[str] = None) -> StateGraph:
     """The uncompiled ARPO graph for these roles and settings.
 
     ``base_dir``: relative paths in the state (reference, work folder, generated images)
@@ -46,23 +51,33 @@ def build_graph(roles: Roles, cfg: AgentConfig, token_limit: int, *,
     ``token_limit`` is the T2I text encoder's limit (``T2IConfig.max_prompt_tokens``);
     fragments are added only while the prompt's token count stays within
     ``token_limit - cfg.reserved_tokens``.
+
+    ``negative_prompt``: the profile's ``t2i.negative_prompt``, which the T2I role puts before the
+    negatives the agent tries (``cfg.negative``); counted in their token budget.
     """
     budget = token_limit - cfg.reserved_tokens
     if budget < 1:
         raise ValueError(f"token_limit {token_limit} leaves no room after reserved_tokens {cfg.reserved_tokens}")
     deps = nodes.NodeDeps(roles=roles, cfg=cfg, token_budget=budget, max_image_pixels=max_image_pixels,
-                          base_dir=Path(base_dir) if base_dir is not None else None)
+                          base_dir=Path(base_dir) if base_dir is not None else None, negative_prompt=negative_prompt)
     graph = StateGraph(ArpoState)
     for name in NODE_NAMES:
         graph.add_node(name, _timed(name, functools.partial(getattr(nodes, name), deps=deps)))
+    done = END
+    if cfg.negative.enabled:
+        for name in NEGATIVE_NODE_NAMES:
+            graph.add_node(name, _timed(name, functools.partial(getattr(negative_nodes, name), deps=deps)))
+        graph.add_edge("negative_propose", "negative_select")
+        graph.add_edge("negative_select", END)
+        done = "negative_propose"
     graph.add_edge(START, "init")
     graph.add_edge("init", "generate")
     graph.add_conditional_edges("generate", functools.partial(nodes.after_generate, framework=cfg.framework),
-                                {"describe": "describe", "diff": "diff", END: END})
+                                {"describe": "describe", "diff": "diff", END: done})
     graph.add_edge("describe", "diff")
     graph.add_edge("diff", "propose")
     graph.add_edge("propose", "select")
-    graph.add_conditional_edges("select", nodes.after_select, {"generate": "generate", END: END})
+    graph.add_conditional_edges("select", nodes.after_select, {"generate": "generate", END: done})
     return graph
 
 

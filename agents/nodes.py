@@ -42,6 +42,7 @@ class NodeDeps:
     token_budget: int  # most tokens (without special tokens) a rendered prompt may have
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     base_dir: Optional[Path] = None  # relative paths in the state are relative to this folder
+    negative_prompt: Optional[str] = None  # t2i.negative_prompt: the role puts it before the agent's own negatives
 
     def path(self, stored: str) -> Path:
         """A path from the state as a file to open or write."""
@@ -90,7 +91,7 @@ async def init(state: ArpoState, deps: NodeDeps) -> dict:
         "initial_prompt": parts.render(), "content": list(parts.content), "style": list(parts.style),
         "added": [], "iteration": 0, "history": [], "candidates": [],
         "reference_description": None, "generated_description": None, "differences": None,
-        "best_iteration": None, "best_clip_i": None, "stop_reason": None,
+        "best_iteration": None, "best_clip_i": None, "stop_reason": None, "negative": None,
     }
 
 

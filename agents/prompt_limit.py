@@ -25,3 +25,14 @@ async def with_prompt_limit(cfg: C, t2i: Any) -> C:
     limit = int(budget["limit"])
     log.info("prompt budget from the text-to-image pipeline: %d tokens — %s", limit, budget.get("note", ""))
     return cfg.model_copy(update={"t2i": cfg.t2i.model_copy(update={"max_prompt_tokens": limit})})
+
+
+async def check_negative_support(cfg: Any, t2i: Any) -> None:
+    """Refuse ``agent.negative.enabled`` on a target where a negative prompt would not act (ValueError naming the
+    option and the reason the T2I role gives: FLUX.1, no negative_prompt argument, guidance off)."""
+    if not cfg.agent.negative.enabled:
+        return
+    refused = (await t2i.prompt_budget()).get("negative_prompt_refused")
+    if refused:
+        raise ValueError(f"agent.negative.enabled (--negative): the text-to-image model {cfg.t2i.model!r} cannot use a "
+                         f"negative prompt: {refused}; turn the option off for this target")

@@ -10,6 +10,9 @@ prompt, so "align more closely with Image 1" means "closer to the reference".
 - :data:`PROPOSE_FRAGMENTS` (B.3): the LLM turns differences into candidate prompt fragments,
   given the current prompt (thesis eq. 4.4); in the enhanced framework once per aspect.
 - :data:`REASK` : sent when an answer could not be read as a list.
+- :data:`NEGATIVE_EXTRAS` / :data:`NEGATIVE_FRAGMENTS` (not in the thesis; agent.negative): after the
+  loop, the VLM names what the best prompt's image shows that the reference lacks, and the LLM turns
+  that into negative-prompt fragments. Written in the style of B.1 and B.3.
 """
 from __future__ import annotations
 
@@ -57,6 +60,21 @@ PROPOSE_FRAGMENTS = (
 
 ASPECT_RULE = " Each prompt should describe only the {aspect} of the image."
 
+NEGATIVE_EXTRAS = (
+    "The first image is Image 1 and the second image is Image 2. Image 2 was generated to recreate Image 1. "
+    "Describe everything Image 2 shows that Image 1 does not: objects, people, text or watermarks, background "
+    "elements, styles, colours, and flaws such as blur, noise, distortions or extra limbs. Name only what is "
+    "in Image 2 and absent from Image 1. Let's think step by step."
+)
+
+NEGATIVE_FRAGMENTS = (
+    "An image generated from a prompt shows these things that the wanted image does not have: {extras}\n\n"
+    "The prompt was: {prompt}\n\n"
+    "Write negative prompt fragments: short keywords or phrases naming these unwanted things, so that a "
+    "text-to-image model given them as its negative prompt avoids them. Do not name anything the prompt asks "
+    "for. Please list them in a python list format. Your answer should only contain a python list."
+)
+
 REASK = (
     "Your answer could not be read as a list. Answer again with only a python list of short "
     'phrases, for example: ["soft warm lighting", "oil painting", "a red scarf"].'
@@ -102,3 +120,13 @@ def propose_messages(difference: str, prompt: str, aspect: Optional[str] = None)
 def reask_messages(previous: list[Message], answer: str) -> list[Message]:
     """The conversation so far plus the unreadable answer and the request to answer with a list."""
     return [*previous, {"role": "assistant", "content": answer}, {"role": "user", "content": REASK}]
+
+
+def negative_extras_messages(reference: np.ndarray, generated: np.ndarray) -> list[Message]:
+    """What the generated image (Image 2) shows that the reference (Image 1) lacks, in one VLM turn."""
+    return [{"role": "user", "content": [_image(reference), _image(generated), _text(NEGATIVE_EXTRAS)]}]
+
+
+def negative_fragments_messages(extras: str, prompt: str) -> list[Message]:
+    """The unwanted things as negative-prompt fragments, given the prompt they must not contradict."""
+    return [{"role": "user", "content": NEGATIVE_FRAGMENTS.format(extras=extras.strip(), prompt=prompt)}]

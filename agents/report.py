@@ -261,7 +261,22 @@ def detail_view(record: dict, prefix: str) -> dict:
         "gain": report_row(record)["g"],
         "caption": record.get("caption") if record.get("caption") != (record.get("prompt") or {}).get("rendered") else None,
         "ranked": _ranked_rows(record),
+        "negative": _negative_view(record, prefix),
     }
+
+
+def _negative_view(record: dict, prefix: str) -> Optional[dict]:
+    """agent.negative's search: the recovered prompt, every try with its images, each candidate's outcome."""
+    neg = record.get("negative")
+    if not isinstance(neg, dict) or not neg.get("searched"):
+        return None
+    tries = [{"fragments": [str(f) for f in t.get("fragments") or []], "clip_i": _num(t.get("clip_i")),
+              "images": [prefix + p for p in t.get("image_paths") or [] if isinstance(p, str)]}
+             for t in neg.get("tries") or [] if isinstance(t, dict)]
+    outcomes = [{"text": str(o.get("text")), "outcome": str(o.get("outcome")), "clip_i_alone": _num(o.get("clip_i_alone"))}
+                for o in neg.get("outcomes") or [] if isinstance(o, dict)]
+    return {"prompt": neg.get("prompt"), "extras": neg.get("extras") or "", "base_clip_i": _num(neg.get("base_clip_i")),
+            "clip_i": _num(neg.get("clip_i")), "tries": tries, "outcomes": outcomes}
 
 
 def _ranked_rows(record: dict) -> list[dict]:

@@ -48,6 +48,34 @@ class RankedPromptOut(BaseModel):
     clip_i_per_seed: list[float] = Field(default_factory=list, description="CLIP-I of each seed's image.")
 
 
+class NegativeTryOut(BaseModel):
+    fragments: list[str] = Field(description="The negative fragments this try generated with (after t2i.negative_prompt).")
+    clip_i: float = Field(description="Mean over seeds of CLIP-I of the best prompt's images with them.")
+    clip_i_per_seed: list[float] = Field(default_factory=list, description="CLIP-I of each seed's image.")
+    image_paths: list[str] = Field(default_factory=list, description="The images, one PNG per seed.")
+
+
+class NegativeOutcomeOut(BaseModel):
+    text: str = Field(description="A candidate negative fragment.")
+    outcome: Literal["kept", "no_gain", "too_long", "limit"] = Field(
+        description="kept: in the negative prompt; no_gain: CLIP-I did not rise with it; too_long: the negative text "
+                    "would exceed the token budget; limit: agent.negative.max_fragments were kept already.")
+    clip_i_alone: Optional[float] = Field(None, description="CLIP-I with it as the only negative fragment (None: not tried).")
+
+
+class NegativeOut(BaseModel):
+    extras: str = Field(description="What the VLM said the best prompt's image shows that the reference lacks.")
+    candidates: list[str] = Field(default_factory=list, description="The LLM's candidate negative fragments, in its order.")
+    base_iteration: int = Field(description="The iteration whose prompt the negatives were searched for (the best).")
+    base_clip_i: float = Field(description="That prompt's CLIP-I without them.")
+    fragments: list[str] = Field(default_factory=list, description="The fragments kept, in the order added.")
+    prompt: Optional[str] = Field(None, description="The recovered negative prompt (the fragments comma-joined); None when none helped.")
+    clip_i: float = Field(description="CLIP-I with the recovered negative prompt (base_clip_i when none helped).")
+    tries: list[NegativeTryOut] = Field(default_factory=list, description="Every generation of the search: each candidate alone, then each greedy addition.")
+    outcomes: list[NegativeOutcomeOut] = Field(default_factory=list, description="What happened to each candidate.")
+    searched: bool = Field(False, description="False between the two steps (candidates proposed, not yet tried): the fields above are then not final.")
+
+
 class IterationOut(BaseModel):
     iteration: int = Field(description="0 is the initial prompt.")
     content: list[str] = Field(description="Content fragments of this iteration's prompt.")
@@ -78,6 +106,8 @@ class ReverseResult(BaseModel):
     best_iteration: Optional[int] = Field(None, description="The iteration that produced `prompt`.")
     best_clip_i: Optional[float] = Field(None, description="CLIP-I of the best iteration.")
     best_clip_t: Optional[float] = Field(None, description="CLIP-T of the best iteration.")
+    negative_prompt: Optional[str] = Field(None, description="agent.negative: the recovered negative prompt to use with `prompt` (None: off, not reached, or nothing helped).")
+    negative: Optional[NegativeOut] = Field(None, description="agent.negative: the search, every try and outcome (agents.negative_nodes).")
     caption: Optional[str] = Field(None, description="The training caption: the best prompt with agent.caption_prefix (agents.training_caption); what captions.jsonl and metadata.jsonl hold.")
     prompts: list[RankedPromptOut] = Field(default_factory=list, description="The agent.prompts_per_image best distinct prompts met, best first (agents.ranked_prompts); the first is `prompt`.")
     prompts_per_image: int = Field(1, description="How many prompts were asked for (agent.prompts_per_image); `prompts` holds fewer when fewer distinct ones were met.")
@@ -106,6 +136,8 @@ def result_from_state(values: dict, source: str, error: Optional[str] = None, *,
         best_iteration=best,
         best_clip_i=best_rec["clip_i"] if best_rec else None,
         best_clip_t=best_rec["clip_t"] if best_rec else None,
+        negative_prompt=(values.get("negative") or {}).get("prompt"),
+        negative=values.get("negative"),
         caption=with_caption_prefix(best_rec["rendered"], caption_prefix) if best_rec else None,
         prompts=[RankedPromptOut(**p, caption=with_caption_prefix(p["rendered"], caption_prefix)) for p in prompts],
         prompts_per_image=prompts_per_image,

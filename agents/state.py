@@ -62,6 +62,7 @@ class ArpoState(TypedDict, total=False):
     best_iteration: Optional[int]
     best_clip_i: Optional[float]
     stop_reason: Optional[str]
+    negative: Optional[dict]  # agent.negative: the search after the loop (agents.negative_nodes)
     elapsed_s: float  # time spent inside nodes, summed over runs and resumes
 
 

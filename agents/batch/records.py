@@ -45,6 +45,9 @@ def result_record(result: Any, item: WorkItem, out_dir: Path, fingerprint: str) 
         it["images"] = [p for p in paths if p is not None]
         if "image_paths" in it:
             it["image_paths"] = list(it["images"])
+    for attempt in (record.get("negative") or {}).get("tries") or []:
+        paths = (out_relative(p, out_dir) for p in attempt.get("image_paths") or [])
+        attempt["image_paths"] = [p for p in paths if p is not None]
     return record
 
 

@@ -26,7 +26,7 @@ from agents.batch.writer import BatchWriter
 from agents.config import ArpoConfig
 from agents.images import IMAGE_EXTENSIONS, ImageLoadError, configure_pillow_limit, load_rgb, save_png
 from agents.progress import Progress
-from agents.prompt_limit import with_prompt_limit
+from agents.prompt_limit import check_negative_support, with_prompt_limit
 from agents.report import ReportHeader, random_weight_roles
 from agents.results import REFERENCE_FILE, RESULTS_JSONL, OutputFolderBusy, ResultsLog, atomic_write_bytes, exclusive_output
 from core.job_submit import relative_output_problem
@@ -146,6 +146,10 @@ async def run_batch(cfg: ArpoConfig, image_dir: "str | Path | ImageSource", out_
         # (No roles: a caller's own graph and optimise_fn, which bring their limit with them.)
         if roles is not None:
             cfg = await with_prompt_limit(cfg, roles.t2i)
+            try:
+                await check_negative_support(cfg, roles.t2i)
+            except ValueError as exc:
+                raise SetupError(str(exc)) from None
         results = await asyncio.to_thread(ResultsLog, out_dir / RESULTS_JSONL)
         captioner = Captions(out_dir, source, items, captions)
         # e.g. a run killed between an image's record and its caption; reads every caption: off the loop
@@ -215,7 +219,8 @@ class _shared_graph:
             self._checkpointer_cm = open_checkpointer(self.cfg.job.checkpoint, self.out_dir)
             checkpointer = await self._checkpointer_cm.__aenter__()
             graph = build_graph(self.roles, self.cfg.agent, self.cfg.t2i.max_prompt_tokens,
-                                max_image_pixels=self.cfg.job.max_image_pixels, base_dir=self.out_dir)
+                                max_image_pixels=self.cfg.job.max_image_pixels, base_dir=self.out_dir,
+                                negative_prompt=self.cfg.t2i.negative_prompt)
             return compile_graph(graph, checkpointer)
         except Exception as exc:
             raise SetupError(f"cannot set up the agent graph / checkpointer: {type(exc).__name__}: {exc}") from exc

@@ -15,6 +15,14 @@ from core.config import StrictModel
 from core.ray_config import RayConfig
 
 
+class NegativeConfig(StrictModel):
+    """A recovered negative prompt (agents.negative_nodes): searched after the positive loop."""
+
+    enabled: bool = Field(False, description="After the positive loop, find a negative prompt: the VLM names what the best prompt's image shows that the reference lacks, the LLM turns that into candidate negative fragments, and each is tried by generating with it (the run's seeds); they are kept greedily while CLIP-I rises. A target on which a negative prompt does not act (FLUX.1, no classifier-free guidance) refuses it at start-up.")
+    max_candidates: int = Field(8, ge=1, le=100, description="Most candidate negative fragments tried (at most 100); each costs one generation with the run's seeds.")
+    max_fragments: int = Field(4, ge=1, le=100, description="Most fragments kept in the negative prompt (at most 100).")
+
+
 class AgentConfig(StrictModel):
     """The reverse-prompt optimisation loop (thesis Chapter 4, Algorithm 8)."""
 
@@ -28,6 +36,8 @@ class AgentConfig(StrictModel):
     reserved_tokens: int = Field(2, ge=0, le=64, description="At most 64 tokens of the T2I text encoder's limit (t2i.max_prompt_tokens) taken by special tokens that count_tokens leaves out (CLIP: start and end of text, 2); fragments are only added while the prompt's count stays within limit - reserved_tokens.")
     prompts_per_image: int = Field(1, ge=1, le=MAX_PROMPTS_PER_IMAGE, description="How many prompts each result lists (at most 100): the best distinct prompts the optimisation met, ranked by CLIP-I of their generated images (agents.ranked_prompts says what distinct means). Costs no model call: every listed prompt was already generated and scored. Changes no optimisation, so it is not part of the settings fingerprint: a rerun with another value re-ranks the finished images from their recorded iterations.")
     caption_prefix: Optional[str] = Field(None, description="A trigger word or phrase for training captions (e.g. 'ohwx'): each result's caption is '<prefix>, <best prompt>' (added once: not when a fragment already is it). The T2I model never sees it; the token budget counts it once, in the caption text, so every caption fits the text encoder (agents.training_caption). No comma, semicolon or line break; at most 200 characters.")
+
+    negative: NegativeConfig = Field(default_factory=NegativeConfig, description="A recovered negative prompt (off by default).")
 
     _v_caption_prefix = field_validator("caption_prefix")(lambda cls, v: check_caption_prefix(v))
 

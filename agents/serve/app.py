@@ -32,7 +32,7 @@ from starlette.background import BackgroundTask
 from agents.html_render import render
 from agents.images import configure_pillow_limit
 from agents.prompt_edit import MAX_PART_CHARS, EditSpecError, PromptEdit, parse_substitutions
-from agents.prompt_limit import with_prompt_limit
+from agents.prompt_limit import check_negative_support, with_prompt_limit
 from agents.ranked_prompts import MAX_PROMPTS_PER_IMAGE
 from agents.serve.batches import BatchFolders
 from agents.serve.events import stream
@@ -88,7 +88,9 @@ def create_app(cfg: Any, roles: Any, options: ServeOptions, optimise_fn: Any = N
         await asyncio.to_thread(store.load_all)
         async with open_checkpointer(cfg.job.checkpoint, store.data_dir) as saver:
             run_cfg = await with_prompt_limit(cfg, roles.t2i)
+            await check_negative_support(run_cfg, roles.t2i)
             manager = RunManager(run_cfg, roles, saver, store, options, optimise_fn=optimise_fn)
+            manager.negative_refused = (await roles.t2i.prompt_budget()).get("negative_prompt_refused")
             state["manager"] = app.state.manager = manager
             await asyncio.to_thread(manager.clear_download_spool)
             await manager.resume_unfinished()
@@ -151,7 +153,8 @@ def create_app(cfg: Any, roles: Any, options: ServeOptions, optimise_fn: Any = N
         agent = cfg.agent
         return {"framework": agent.framework, "max_steps": agent.max_steps, "seeds": list(agent.seeds),
                 "prompts_per_image": agent.prompts_per_image, "max_prompts_per_image": MAX_PROMPTS_PER_IMAGE,
-                "caption_prefix": agent.caption_prefix,
+                "caption_prefix": agent.caption_prefix, "negative": agent.negative.enabled,
+                "negative_refused": manager().negative_refused,
                 "max_steps_limit": options.max_steps_limit, "max_seeds": options.max_seeds,
                 "max_upload_bytes": upload_bytes, "max_upload_pixels": manager().max_upload_pixels,
                 "random_weight_roles": manager().random_weight_roles}
@@ -164,10 +167,11 @@ def create_app(cfg: Any, roles: Any, options: ServeOptions, optimise_fn: Any = N
     async def create_run(file: UploadFile, framework: Optional[str] = Form(None),
                          max_steps: Optional[str] = Form(None), seeds: Optional[str] = Form(None),
                          init_prompt: Optional[str] = Form(None), prompts_per_image: Optional[str] = Form(None),
-                         caption_prefix: Optional[str] = Form(None)) -> dict:
+                         caption_prefix: Optional[str] = Form(None), negative: Optional[str] = Form(None)) -> dict:
         try:
             run_request = manager().request(framework, _int_or_none(max_steps, "steps"), _seeds(seeds), init_prompt,
-                                            _int_or_none(prompts_per_image, "prompts per image"), caption_prefix)
+                                            _int_or_none(prompts_per_image, "prompts per image"), caption_prefix,
+                                            _flag_or_none(negative, "negative"))
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         data = await file.read(upload_bytes + 1)
@@ -323,6 +327,17 @@ def _int_or_none(text: Optional[str], name: str) -> Optional[int]:
         return int(text)
     except ValueError:
         raise ValueError(f"{name} must be a whole number, got {text!r}") from None
+
+
+def _flag_or_none(text: Optional[str], name: str) -> Optional[bool]:
+    if text is None or not text.strip():
+        return None
+    value = text.strip().lower()
+    if value in ("1", "true", "on", "yes"):
+        return True
+    if value in ("0", "false", "off", "no"):
+        return False
+    raise ValueError(f"{name} must be true or false, got {text!r}")
 
 
 def _seeds(text: Optional[str]) -> Optional[list[int]]:

@@ -79,11 +79,12 @@ class RunManager:
         self._slots = asyncio.Semaphore(options.max_running)
         self._decodes = asyncio.Semaphore(options.max_decodes)
         self.max_upload_pixels = min(options.max_upload_pixels, cfg.job.max_image_pixels)
+        self.negative_refused: Optional[str] = None  # why the T2I role cannot use a negative prompt (set at start)
 
     # ------------------------------------------------------------------ requests
     def request(self, framework: Optional[str], max_steps: Optional[int], seeds: Optional[list[int]],
                 init_prompt: Optional[str], prompts_per_image: Optional[int] = None,
-                caption_prefix: Optional[str] = None) -> RunRequest:
+                caption_prefix: Optional[str] = None, negative: Optional[bool] = None) -> RunRequest:
         """The user's choices, defaults from the config's agent section; ValueError names a bad one."""
         agent, opts = self.cfg.agent, self.options
         framework = framework or agent.framework
@@ -108,13 +109,17 @@ class RunManager:
             caption_prefix = check_caption_prefix(caption_prefix)
         except ValueError as exc:
             raise ValueError(f"trigger word: {exc}") from None
+        negative = agent.negative.enabled if negative is None else negative
+        if negative and self.negative_refused:
+            raise ValueError(f"a negative prompt cannot be searched on this server's text-to-image model: {self.negative_refused}")
         return RunRequest(framework=framework, max_steps=max_steps, seeds=seeds, init_prompt=init_prompt,
-                          prompts_per_image=prompts_per_image, caption_prefix=caption_prefix)
+                          prompts_per_image=prompts_per_image, caption_prefix=caption_prefix, negative=negative)
 
     def agent_config(self, request: RunRequest) -> AgentConfig:
         data = self.cfg.agent.model_dump()
         data.update(framework=request.framework, max_steps=request.max_steps, seeds=request.seeds, init_prompt=None,
-                    prompts_per_image=request.prompts_per_image, caption_prefix=request.caption_prefix)
+                    prompts_per_image=request.prompts_per_image, caption_prefix=request.caption_prefix,
+                    negative={**self.cfg.agent.negative.model_dump(), "enabled": request.negative})
         return AgentConfig.model_validate(data)
 
     def _graph(self, agent_cfg: AgentConfig) -> Any:
@@ -123,7 +128,8 @@ class RunManager:
             self._graphs.move_to_end(key)
         else:
             graph = build_graph(self.roles, agent_cfg, self.cfg.t2i.max_prompt_tokens,
-                                max_image_pixels=self.cfg.job.max_image_pixels, base_dir=self.store.data_dir)
+                                max_image_pixels=self.cfg.job.max_image_pixels, base_dir=self.store.data_dir,
+                                negative_prompt=self.cfg.t2i.negative_prompt)
             self._graphs[key] = compile_graph(graph, self.checkpointer)
             while len(self._graphs) > self.options.max_graphs:  # a run in flight keeps its own reference
                 self._graphs.popitem(last=False)

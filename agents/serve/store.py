@@ -42,6 +42,7 @@ class RunRequest(BaseModel):
     init_prompt: Optional[str] = None
     prompts_per_image: int = 1
     caption_prefix: Optional[str] = None
+    negative: bool = False
 
 
 class RunMeta(BaseModel):

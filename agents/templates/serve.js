@@ -46,6 +46,8 @@
     $("prompts-per-image").value = options.prompts_per_image;
     $("prompts-per-image").max = options.max_prompts_per_image;
     $("caption-prefix").value = options.caption_prefix || "";
+    $("negative").checked = !!options.negative;
+    if (options.negative_refused) { $("negative").disabled = true; $("negative").parentElement.title = options.negative_refused; }
     $("file").addEventListener("change", (e) => choose(e.target.files[0]));
     const drop = $("drop");
     drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
@@ -64,6 +66,7 @@
       for (const [name, id] of [["framework", "framework"], ["max_steps", "max-steps"], ["seeds", "seeds"], ["init_prompt", "init-prompt"],
                                 ["prompts_per_image", "prompts-per-image"], ["caption_prefix", "caption-prefix"]])
         form.append(name, $(id).value);
+      form.append("negative", $("negative").checked ? "true" : "false");
       $("start").disabled = true;
       try {
         const run = await api("POST", "/api/runs", form);
@@ -152,6 +155,7 @@
     $("caption").textContent = caption || "";
     $("caption-box").hidden = !(caption && best && caption !== best.rendered);
     renderRanked(result);
+    renderNegative(result);
     const refDesc = $("reference-description");
     refDesc.replaceChildren();
     if (result && result.reference_description) refDesc.append(texts("Reference, as the VLM describes it", result.reference_description));
@@ -193,6 +197,21 @@
     for (const p of ranked)
       list.append(el("li", {"data-rank": String(p.rank)}, el("span", {class: "prompt", text: p.rendered}),
         el("span", {class: "muted", text: ` · iteration ${p.iteration}, CLIP-I ${fmt(p.clip_i)}, CLIP-T ${fmt(p.clip_t)}`})));
+  }
+
+  // agent.negative: the recovered negative prompt and what each candidate did (shown once the search ran).
+  function renderNegative(result) {
+    const neg = result && result.negative, table = $("negative-outcomes");
+    table.replaceChildren();
+    $("negative-box").hidden = !(neg && neg.searched);
+    if (!neg) return;
+    $("negative-prompt").textContent = neg.prompt
+      ? `${neg.prompt} (CLIP-I ${fmt(neg.base_clip_i)} → ${fmt(neg.clip_i)})`
+      : `none: no candidate raised CLIP-I above ${fmt(neg.base_clip_i)}`;
+    table.append(el("tr", {}, ...["candidate", "CLIP-I alone", "outcome"].map((h) => el("th", {text: h}))));
+    for (const o of neg.outcomes || [])
+      table.append(el("tr", {class: o.outcome === "kept" ? "kept" : "dropped"}, el("td", {text: o.text}),
+        el("td", {text: fmt(o.clip_i_alone)}), el("td", {text: o.outcome})));
   }
 
   function renderIterations(result) {

@@ -160,3 +160,45 @@ def test_the_dtype_keyword_follows_the_diffusers_release():
     assert _dtype_kwarg(torch.float16, "0.40.0.dev0") == {"dtype": torch.float16}
     assert _dtype_kwarg(torch.float16, "0.42.1") == {"dtype": torch.float16}
     assert _dtype_kwarg(torch.float16, "1.0.0") == {"dtype": torch.float16}
+
+
+# --------------------------------------------------------------------------- per-call negative prompts (agent.negative)
+
+def test_a_per_item_negative_prompt_acts_and_leaves_plain_items_bit_identical(model):
+    plain = model.generate_batch([(PROMPTS[0], 0), (PROMPTS[1], 1)])
+    negative = model.generate_batch([(PROMPTS[0], 0, "blurry, watermark")])[0]
+    assert not np.array_equal(negative, plain[0])  # the negative prompt changed the image (CFG is on: 7.5)
+    # one call mixing items with and without a negative prompt gives each what it gets alone
+    mixed = model.generate_batch([(PROMPTS[0], 0), (PROMPTS[0], 0, "blurry, watermark"), (PROMPTS[1], 1, None)])
+    assert np.abs(as_int(mixed[0]) - as_int(plain[0])).max() <= 1 and np.abs(as_int(mixed[2]) - as_int(plain[1])).max() <= 1
+    assert np.abs(as_int(mixed[1]) - as_int(negative)).max() <= 1
+    assert model.negative_refusal is None
+
+
+async def test_the_server_passes_a_negative_prompt_and_reports_when_it_cannot_act(model, t2i_cfg):
+    server = T2IServer(t2i_cfg, model=model)
+    with_neg = await server.generate(PROMPTS[2], [3], negative_prompt="dark")
+    assert np.abs(as_int(with_neg[0]) - as_int(model.generate_batch([(PROMPTS[2], 3, "dark")])[0])).max() <= 1
+    assert (await server.prompt_budget())["negative_prompt_refused"] is None
+    with pytest.raises(ValueError, match="negative_prompt is empty"):
+        await server.generate(PROMPTS[2], [3], negative_prompt="   ")
+    with pytest.raises(TypeError, match="prompt must be a str"):
+        await server.generate(PROMPTS[2], [3], negative_prompt=["dark"])
+
+
+def test_targets_where_a_negative_prompt_does_not_act_say_why(t2i_cfg):
+    import diffusers
+
+    from actors.t2i import negative_prompt_refusal
+
+    flux = diffusers.FluxPipeline.__new__(diffusers.FluxPipeline)
+    assert "FLUX.1" in negative_prompt_refusal(flux, t2i_cfg)
+    sd = diffusers.StableDiffusionPipeline.__new__(diffusers.StableDiffusionPipeline)
+    assert negative_prompt_refusal(sd, t2i_cfg) is None
+    no_cfg = t2i_cfg.model_copy(update={"guidance_scale": 1.0})
+    assert "guidance_scale is 1" in negative_prompt_refusal(sd, no_cfg)
+
+    class NoNegative:
+        def __call__(self, prompt): ...
+
+    assert "takes no negative prompt" in negative_prompt_refusal(NoNegative(), t2i_cfg)

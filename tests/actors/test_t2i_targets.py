@@ -140,3 +140,21 @@ def test_rebuilding_with_the_same_seed_gives_identical_files(sections, tmp_path)
     other = Path(t2i_targets.build(tmp_path / "other", "sd3", seed=1)["model"])
     weights = "transformer/diffusion_pytorch_model.safetensors"
     assert (other / weights).read_bytes() != (first / weights).read_bytes()
+
+
+def test_each_twin_says_whether_the_agents_negative_prompt_would_act(models):
+    """agent.negative is refused on FLUX.1 (guidance-distilled) and accepted where CFG is on, on the real classes."""
+    refused = {target: model.negative_refusal for target, model in models.items()}
+    assert "FLUX.1" in refused["flux"]
+    for target in ("sdxl", "sd3", "pixart"):
+        guidance = models[target].cfg.guidance_scale
+        assert (refused[target] is None) == (guidance > 1), (target, guidance, refused[target])
+
+
+def test_sdxl_takes_a_per_item_negative_prompt_without_changing_plain_items(models):
+    model = models["sdxl"]
+    plain = model.generate_batch(ITEMS)
+    mixed = model.generate_batch([ITEMS[0], (*ITEMS[1], "blurry")])
+    assert np.abs(mixed[0].astype(int) - plain[0].astype(int)).max() <= 1  # no negative: as before
+    if model.negative_refusal is None:
+        assert not np.array_equal(mixed[1], plain[1])

@@ -39,9 +39,11 @@ class World:
     """The reference image and how close any prompt (as text) or generated image gets to it."""
 
     def __init__(self, text_gain: Callable[[str], float], image_gain: Optional[Callable[[str], float]] = None,
-                 base_text: float = 0.20, base_image: float = 0.50, seed_effect: float = 0.001, size: int = 16):
+                 base_text: float = 0.20, base_image: float = 0.50, seed_effect: float = 0.001, size: int = 16,
+                 negative_gain: Optional[Callable[[str], float]] = None):
         self.text_gain = text_gain
         self.image_gain = image_gain or text_gain
+        self.negative_gain = negative_gain or (lambda text: 0.0)  # CLIP-I change of a negative prompt
         self.base_text, self.base_image, self.seed_effect, self.size = base_text, base_image, seed_effect, size
         self.reference = self.paint("<<reference>>", 0)
         self._origin: dict[str, tuple[str, int]] = {}
@@ -66,7 +68,13 @@ class World:
         return self.base_text + self.text_gain(text)
 
     def image_score(self, prompt: str, seed: int) -> float:
-        return self.base_image + self.image_gain(prompt) + self.seed_effect * seed
+        prompt, mark, negative = prompt.partition(NEGATIVE_MARK)
+        return (self.base_image + self.image_gain(prompt) + (self.negative_gain(negative) if mark else 0.0)
+                + self.seed_effect * seed)
+
+
+#: How the doubles' T2I names an image generated with a negative prompt: "<prompt> -- negative: <negative>".
+NEGATIVE_MARK = " -- negative: "
 
 
 class Scripted:
@@ -91,11 +99,15 @@ class ScriptedT2I(Scripted):
         self.world = world
         self.token_limit = token_limit
         self.prompts: list[str] = []
+        self.negatives: list[str] = []
         self.token_batches: list[list[str]] = []
 
-    async def generate(self, prompt: str, seeds: Sequence[int]) -> list[np.ndarray]:
+    async def generate(self, prompt: str, seeds: Sequence[int], negative_prompt: Optional[str] = None) -> list[np.ndarray]:
         self._tick("generate")
         self.prompts.append(prompt)
+        if negative_prompt is not None:
+            self.negatives.append(negative_prompt)
+            prompt = f"{prompt}{NEGATIVE_MARK}{negative_prompt}"
         return [self.world.generate(prompt, s) for s in seeds]
 
     async def count_tokens(self, texts: Sequence[str]) -> list[int]:
@@ -185,6 +197,9 @@ class ScriptedVLM(Scripted):
         if text == prompts.COMPARE_IMAGES:
             assert len(images) == 2 and names[0] == "<<reference>>", names
             return f"Image 1 is the reference; Image 2 was made from: {names[1]}"
+        if text == prompts.NEGATIVE_EXTRAS:
+            assert len(images) == 2 and names[0] == "<<reference>>", names
+            return f"Image 2 has extras; it was made from: {names[1]}"
         raise AssertionError(f"unexpected VLM request: {text[:80]!r}")
 
 
@@ -211,6 +226,11 @@ class ScriptedLLM(Scripted):
         if first.startswith(prompts.LIST_DIFFERENCES.split("{")[0]):
             aspect = "content" if "the content of Image 1" in first else "style"
             return f"{aspect} differences: Image 2 lacks what Image 1 has"
+        if first.startswith(prompts.NEGATIVE_FRAGMENTS.split("{")[0]):
+            self.proposals_asked["negative"] += 1
+            queue = self.replies.get("negative")
+            assert queue, "LLM script for negative fragments is exhausted"
+            return queue.pop(0)
         match = _PROPOSE_RE.search(first)
         if match:
             aspect = match.group(1).strip() if match.group(1) else None

@@ -102,7 +102,7 @@ def test_batch_job_with_llm_vlm_and_captioner_in_one_actor(kit_config, tmp_path)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     env.pop("RAY_ADDRESS", None)
     run = subprocess.run([sys.executable, "-m", "agents.batch_reverse", "--dir", str(images), "--out", str(out),
-                          "--config", str(config), "--prompts-per-image", "2", "--caption-prefix", "ohwx"],
+                          "--config", str(config), "--prompts-per-image", "2", "--caption-prefix", "ohwx", "--negative"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-4000:]
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
@@ -112,6 +112,9 @@ def test_batch_job_with_llm_vlm_and_captioner_in_one_actor(kit_config, tmp_path)
     for r in records:
         assert r["prompts_per_image"] == 2 and len(r["prompts"]) == min(2, len(r["iterations"]))
         assert r["caption"] == "ohwx, " + r["prompt"]["rendered"]
+        # the negative-prompt search ran to its end (random weights: whatever it found, it is recorded)
+        assert r["negative"]["searched"] and len(r["negative"]["outcomes"]) == len(r["negative"]["candidates"])
+        assert all((out / p).is_file() for t in r["negative"]["tries"] for p in t["image_paths"])
     metadata = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
     assert {m["file_name"]: m["text"] for m in metadata} == {r["source"]: r["caption"] for r in records}
 

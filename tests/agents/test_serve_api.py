@@ -57,6 +57,34 @@ def test_a_run_lists_the_prompts_asked_for_and_captions_with_the_trigger_word(tm
         assert result["caption"] == "ohwx, " + result["prompt"]["rendered"]
 
 
+def test_a_run_can_recover_a_negative_prompt_and_a_target_that_cannot_refuses_it(tmp_path):
+    from tests.agents.doubles import World, fragment_sum
+    from tests.agents.serve_doubles import WEIGHTS
+
+    w = World(fragment_sum(WEIGHTS), negative_gain=fragment_sum({"blurry": .03}, unknown=-.01))
+    roles = make_roles(w, {**REPLIES, "negative": ['["blurry", "watermark"]'] * 5})
+    with serving(tmp_path, w=w, roles=roles) as (server, client, roles, w):
+        options = client.get("/api/options").json()
+        assert options["negative"] is False and options["negative_refused"] is None
+        made = upload(client, png_of(w), framework="vanilla", max_steps=2, seeds="0", negative="true")
+        view = wait_status(client, made.json()["run_id"], ("done", "error"))
+        assert view["run"]["status"] == "done", view["run"]["error"]
+        assert view["result"]["negative_prompt"] == "blurry" and view["result"]["negative"]["searched"]
+        assert view["run"]["request"]["negative"] is True
+        assert upload(client, png_of(w), negative="maybe").json()["error"] == "negative must be true or false, got 'maybe'"
+
+    async def refusing_budget():
+        return {"limit": 77, "negative_prompt_refused": "FLUX.1 says no"}
+
+    roles = make_roles(w, REPLIES)
+    roles.t2i.prompt_budget = refusing_budget
+    with serving(tmp_path / "other", w=w, roles=roles) as (server, client, roles, w):
+        assert client.get("/api/options").json()["negative_refused"] == "FLUX.1 says no"
+        got = upload(client, png_of(w), negative="true")
+        assert got.status_code == 400 and "FLUX.1 says no" in got.json()["error"]
+        assert upload(client, png_of(w)).status_code == 201  # without it the server works
+
+
 def test_events_carry_each_iteration_as_it_happens(tmp_path):
     w, roles, gate = gated("t2i", "generate")
     with serving(tmp_path, w, roles) as (server, client, _, _):

@@ -123,6 +123,8 @@ def _upload(page, path: Path, **fields) -> None:
     for selector, value in fields.items():
         if selector == "#framework":
             page.select_option(selector, value)
+        elif selector == "#negative":
+            page.set_checked(selector, value)
         else:
             page.fill(selector, value)
     page.click("#start")
@@ -173,7 +175,7 @@ def test_the_page_in_headless_chromium_with_the_offline_kit(kit_config, tmp_path
             started = time.monotonic()
             _upload(alice, images / "astronaut.png", **{"#max-steps": "3", "#seeds": "0,1", "#prompts-per-image": "2",
                                                         "#caption-prefix": "ohwx"})
-            _upload(bob, images / "coffee.png", **{"#framework": "vanilla", "#max-steps": "2", "#seeds": "0"})
+            _upload(bob, images / "coffee.png", **{"#framework": "vanilla", "#max-steps": "2", "#seeds": "0", "#negative": True})
             alice.wait_for_url(re.compile(r"#run=[0-9a-f]{16}$"))
             bob.wait_for_url(re.compile(r"#run=[0-9a-f]{16}$"))
             expect(alice.locator("#run-title")).to_have_text("astronaut.png")
@@ -187,6 +189,8 @@ def test_the_page_in_headless_chromium_with_the_offline_kit(kit_config, tmp_path
             alice.screenshot(path=str(ARTIFACTS / "02_first_iteration.png"), full_page=True)
             bob.click("#stop")
             expect(bob.locator("#run-status")).to_have_text("stopped", timeout=60_000)
+            bob_run = json.loads(bob.evaluate(f"fetch('/api/runs/{bob.url.rsplit('=', 1)[1]}').then(r => r.text())"))
+            assert bob_run["run"]["request"]["negative"] is True  # the checkbox reached the run's settings
             expect(alice.locator(".iteration")).to_have_count(2, timeout=600_000)
             expect(alice.locator("#run-timing")).to_contain_text("s after the upload; iterations took")
             assert alice.locator("#curve polyline").count() == 2 and alice.locator("#curve circle").count() >= 4
