@@ -27,3 +27,20 @@ def relative_output_problem(key: str, value: "str | os.PathLike", environ: Optio
     return (f"{key} {text!r} is relative, and under `ray job submit` the job runs in a temporary copy of the working "
             "directory that Ray deletes: give an absolute folder (on storage every node shares, for a cluster), "
             "e.g. /shared/outputs/run1, so results survive the job and a rerun resumes")
+
+
+def missing_relative_input_problem(key: str, value: "str | os.PathLike", environ: Optional[Mapping[str, str]] = None
+                                   ) -> Optional[str]:
+    """Why the input ``value`` (named by ``key``) is not there, when the cause is ``ray job submit``: a relative path
+    that does not exist in the job's copy of the working directory, which deploy/job_runtime_env.yaml uploads
+    without images or data. None otherwise (absolute, present, or not a submitted job)."""
+    text = str(value)
+    if "://" in text or not submitted_job(environ):
+        return None
+    path = Path(os.path.expandvars(os.path.expanduser(text)))
+    if path.is_absolute() or path.exists():
+        return None
+    return (f"{key} {text!r} is relative and not in the job's copy of the working directory: `ray job submit "
+            "--runtime-env deploy/job_runtime_env.yaml` uploads the code only, never images or data. Put them on the "
+            "head node or on storage it mounts (e.g. `ray rsync-up cluster.yaml images/ /home/ubuntu/images/`) and give "
+            "the absolute path, e.g. /home/ubuntu/images")

@@ -10,7 +10,7 @@ continuations joined, ``#`` comments dropped, split into simple commands on ``&&
   ``--help`` (or its subcommand's, e.g. ``agents.config show --help``), run once per module in a
   subprocess with HF_HUB_OFFLINE=1.
 * Every argument that names a repository file (``configs/...``, ``scripts/...``, ``examples/...``,
-  ``benchmarks/...``, ``tests/...``, ``cluster.yaml``) exists; placeholders (``<name>``, ``*``,
+  ``benchmarks/...``, ``tests/...``, ``deploy/...``, ``cluster.yaml``) exists; placeholders (``<name>``, ``*``,
   ``...``) are skipped.
 * ``ray job submit``: the rule is that every documented submission goes to cluster.yaml's cluster
   (or a Ray started by hand, which since Ray 2.52 also runs with token authentication by default),
@@ -18,6 +18,8 @@ continuations joined, ``#`` comments dropped, split into simple commands on ``&&
   ``RAY_AUTH_MODE=token``. The one exemption is a line whose own comment says
   ``# local Ray without token auth`` (for a Ray started with RAY_AUTH_MODE=disabled); none exists
   today. The entrypoint after ``--`` is checked like any other command.
+  A submission that uploads code does it with ``--runtime-env deploy/job_runtime_env.yaml`` (the code
+  only), never ``--working-dir .`` or ``--runtime-env-json`` (the whole checkout, images and venv included).
 * ``ray up``: never backgrounded with ``&`` (that backgrounds the whole chain, so the next line
   would run before the cluster exists), and with ``-y`` when another command follows it on the line.
 * The role-starting commands (``agents.batch_reverse``, ``agents.evaluate``, ``agents.serve`` and
@@ -42,12 +44,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+UPLOAD_RUNTIME_ENV = "deploy/job_runtime_env.yaml"
 SHELL_LANGS = {"bash", "sh", "shell", "console"}
 SEPARATORS = {"&&", "||", ";", "|", "&", "(", ")", ";;", "|&"}
 REDIRECTS = re.compile(r"^\d*(>|>>|<|>&|<&|&>)$")
 ENV_SETTING = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 PYTHONS = re.compile(r"^(?:\S*/)?python(?:3(?:\.\d+)?)?$")
-REPO_PATH = re.compile(r"^(?:\./)?(?:configs|scripts|examples|benchmarks|tests)/\S+$|^(?:\./)?cluster\.yaml$")
+REPO_PATH = re.compile(r"^(?:\./)?(?:configs|scripts|examples|benchmarks|tests|deploy)/\S+$|^(?:\./)?cluster\.yaml$")
 PLACEHOLDER = re.compile(r"<[A-Za-z][\w.-]*>")
 PLACEHOLDER_MARK = "__placeholder__"
 ROLE_STARTERS = {"agents.batch_reverse", "agents.evaluate", "agents.serve"}
@@ -232,6 +235,9 @@ def problems_of(command: Command) -> list[str]:
             say("ray job submit without --address (which cluster?)")
         if not exempt and "RAY_AUTH_MODE=token" not in command.env:
             say("ray job submit without RAY_AUTH_MODE=token (cluster.yaml's cluster refuses it)")
+        if "--working-dir" in argv or "--runtime-env-json" in argv:
+            say("ray job submit uploading with --working-dir/--runtime-env-json: use --runtime-env "
+                f"{UPLOAD_RUNTIME_ENV} (the code only: tests/test_job_upload.py)")
     if argv[:2] == ("ray", "up"):
         if command.backgrounded:
             say("`ray up` in a line with `&`: the whole chain goes to the background")
@@ -276,6 +282,8 @@ def test_the_checks_catch_each_kind_of_mistake():
         "ray up cluster.yaml && ray dashboard cluster.yaml &": ["background", "without -y"],
         "RAY_ADDRESS=http://127.0.0.1:8265 ray job submit --working-dir . -- python -m agents.report out": ["RAY_AUTH_MODE"],
         "RAY_AUTH_MODE=token ray job submit -- python -m agents.report --no-such-flag x": ["--address", "--no-such-flag"],
+        "RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m agents.report o": [
+            "--working-dir"],
         "python -m agents.batch_reverse --dir x --config configs/nope.yaml": ["configs/nope.yaml"],
         "expectdiff-reverse --dir x --no-such-flag": ["--no-such-flag"],
         "python -m agents.no_such_module --help": ["no module"],

@@ -29,7 +29,7 @@ from agents.progress import Progress
 from agents.prompt_limit import check_negative_support, with_prompt_limit
 from agents.report import ReportHeader, random_weight_roles
 from agents.results import REFERENCE_FILE, RESULTS_JSONL, OutputFolderBusy, ResultsLog, atomic_write_bytes, exclusive_output
-from core.job_submit import relative_output_problem
+from core.job_submit import missing_relative_input_problem, relative_output_problem
 
 log = logging.getLogger("agents.batch")
 
@@ -69,6 +69,9 @@ def prepare_output(image_dir: "Path | ImageSource", out_dir: Path, cfg: ArpoConf
     given files' checks), the output folder's lock, the job identity and settings check.
     Returns the held lock (an ExitStack to close) and the identity; raises :class:`SetupError`."""
     problem = relative_output_problem("--out", out_dir)
+    source = ImageSource.of(image_dir)
+    if problem is None and source.folder is not None:
+        problem = missing_relative_input_problem("--dir", source.folder)
     if problem:
         raise SetupError(problem)
     ImageSource.of(image_dir).check(Path(out_dir))

@@ -165,10 +165,11 @@ def test_ray_job_submit_to_a_local_head(kit_config, tmp_path):
     try:
         import time
 
-        command = [str(ray_bin), "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--",
+        command = [str(ray_bin), "job", "submit", "--address", f"http://127.0.0.1:{dash}",
+                   "--runtime-env", "deploy/job_runtime_env.yaml", "--",
                    sys.executable, "-m", "agents.batch_reverse", "--dir", str(images), "--out", str(out),
                    "--config", str(kit_config), "--set", "agent.max_steps=1"]
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 180  # the job agent has taken over 90 s to come up on a loaded 2-core machine
         while True:
             submit = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
             logs = submit.stdout + submit.stderr
@@ -184,6 +185,12 @@ def test_ray_job_submit_to_a_local_head(kit_config, tmp_path):
         # (the driver's INFO lines go to OUT/logs/job.log; the console shows the progress bar)
         job_log = (out / "logs" / "job.log").read_text()
         assert "joined the Ray cluster" in job_log and "started a local Ray" not in job_log + logs
+        # the job ran from the uploaded package: the code and the profiles, no venv, tests, docs or images
+        unpacked = [p for p in temp.glob("session_2*/runtime_resources/working_dir_files/*") if p.is_dir()]
+        assert len(unpacked) == 1, unpacked
+        tops = {p.name for p in unpacked[0].iterdir()}
+        assert {"agents", "actors", "core", "training", "configs", "pyproject.toml"} <= tops, tops
+        assert not tops & {".venv", ".git", "tests", "docs", "examples", "outputs", "runs"}, tops
     finally:
         # Not `ray stop`: it stops every Ray on the machine, a user's or another test run's too.
         _stop_processes_using(temp)

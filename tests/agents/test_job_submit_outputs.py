@@ -11,7 +11,7 @@ from agents.batch.errors import SetupError
 from agents.batch.plan import ImageSource
 from agents.batch.runner import prepare_output
 from agents.config import ArpoConfig
-from core.job_submit import JOB_ENV_VAR, relative_output_problem
+from core.job_submit import JOB_ENV_VAR, missing_relative_input_problem, relative_output_problem
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,6 +35,19 @@ def test_the_batch_jobs_model_free_checks_refuse_it(tmp_path, monkeypatch):
     assert not (tmp_path / "out").exists()  # refused before the lock or any file
     stack, _ = prepare_output(ImageSource(folder=images), tmp_path / "out", ArpoConfig(), "refuse")
     stack.close()
+
+
+def test_a_relative_image_folder_missing_from_the_jobs_copy_is_explained(tmp_path, monkeypatch):
+    job = {JOB_ENV_VAR: "{}"}
+    monkeypatch.chdir(tmp_path)
+    assert "uploads the code only, never images" in missing_relative_input_problem("--dir", "images/", job)
+    assert missing_relative_input_problem("--dir", "images/", {}) is None  # not a submitted job
+    assert missing_relative_input_problem("--dir", "/shared/images", job) is None
+    (tmp_path / "images").mkdir()
+    assert missing_relative_input_problem("--dir", "images/", job) is None  # uploaded after all: fine
+    monkeypatch.setenv(JOB_ENV_VAR, "{}")
+    with pytest.raises(SetupError, match="--dir 'gone' is relative and not in the job's copy"):
+        prepare_output(ImageSource(folder=Path("gone")), tmp_path / "out", ArpoConfig(), "refuse")
 
 
 def test_the_command_exits_2_before_ray_starts(tmp_path):
