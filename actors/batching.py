@@ -14,6 +14,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Generic, Sequence, TypeVar
 
+from core.metrics import record
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -42,10 +44,12 @@ class MicroBatcher(Generic[T, R]):
     fails every request of that batch (and only that batch).
     """
 
-    def __init__(self, batch_fn: Callable[[list[T]], Sequence[R]], max_batch_size: int, max_wait_ms: float):
+    def __init__(self, batch_fn: Callable[[list[T]], Sequence[R]], max_batch_size: int, max_wait_ms: float,
+                 name: str = "batcher"):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
         self._fn = batch_fn
+        self.name = name  # the ``batcher`` label of its Ray metrics (core.metrics)
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
         self.stats = BatchStats()
@@ -100,6 +104,8 @@ class MicroBatcher(Generic[T, R]):
             self.stats.items += len(items)
             self.stats.max_batch = max(self.stats.max_batch, len(items))
             self.stats.sizes.append(len(items))
+            record("role_batch_size", len(items), {"batcher": self.name})
+            record("role_queue_depth", self._queue.qsize() if self._queue is not None else 0, {"batcher": self.name})
             try:
                 results = await asyncio.to_thread(self._call, items)
                 if len(results) != len(items):

@@ -71,7 +71,8 @@ class CaptionerServer:
                              "by the VLM's actor (actors.ray_actors.start_roles starts it there), not by CaptionerServer")
         self.cfg = cfg
         self.model = model if model is not None else CaptionerModel(cfg)
-        self._batcher = MicroBatcher(self.model.caption_batch, cfg.batching.max_batch_size, cfg.batching.max_wait_ms)
+        self._batcher = MicroBatcher(self.model.caption_batch, cfg.batching.max_batch_size, cfg.batching.max_wait_ms,
+                                     name="captioner")
 
     async def caption(self, image: np.ndarray) -> str:
         check_rgb_uint8(image, "image")  # validate here so a bad image fails only its own caller

@@ -123,8 +123,8 @@ class ClipServer:
         self.cfg = cfg
         self.model = model if model is not None else ClipModel(cfg)
         b = cfg.batching
-        self._text_batcher = MicroBatcher(self._encode_text_batch, b.max_batch_size, b.max_wait_ms)
-        self._image_batcher = MicroBatcher(self._encode_image_batch, b.max_batch_size, b.max_wait_ms)
+        self._text_batcher = MicroBatcher(self._encode_text_batch, b.max_batch_size, b.max_wait_ms, name="clip_text")
+        self._image_batcher = MicroBatcher(self._encode_image_batch, b.max_batch_size, b.max_wait_ms, name="clip_image")
         self._text_cache: CoalescingCache[np.ndarray] = CoalescingCache(cfg.text_cache_size)
         self._image_cache: CoalescingCache[np.ndarray] = CoalescingCache(cfg.image_cache_size)
 

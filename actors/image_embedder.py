@@ -91,7 +91,8 @@ class ImageEmbedderServer:
     def __init__(self, cfg: ImageEmbedderConfig, model: Optional[ImageEmbedderModel] = None):
         self.cfg = cfg
         self.model = model if model is not None else ImageEmbedderModel(cfg)
-        self._batcher = MicroBatcher(self.model.embed_batch, cfg.batching.max_batch_size, cfg.batching.max_wait_ms)
+        self._batcher = MicroBatcher(self.model.embed_batch, cfg.batching.max_batch_size, cfg.batching.max_wait_ms,
+                                     name="image_embedder")
 
     async def embed_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """(len(images), dim) float32; each image joins the shared batch queue."""

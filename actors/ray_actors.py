@@ -139,6 +139,19 @@ def with_log_file(cls: type, log_file: str | os.PathLike) -> type:
     return type(cls.__name__, (cls,), {"__init__": __init__, "__doc__": cls.__doc__})
 
 
+def with_start_metric(cls: type, role: str) -> type:
+    """``cls`` whose instances count themselves in ``role_starts_total`` (core.metrics) when they start: a
+    replica Ray restarts after a crash runs ``__init__`` again, so restarts show as starts beyond the replicas."""
+
+    def __init__(self, *args, **kwargs):
+        from core.metrics import record
+
+        record("role_starts_total", 1, {"role": role})
+        cls.__init__(self, *args, **kwargs)
+
+    return type(cls.__name__, (cls,), {"__init__": __init__, "__doc__": cls.__doc__})
+
+
 def start_role(role: str, server: type | str, cfg: Any, res: ResourceConfig,
                log_file: str | os.PathLike | None = None, shared: Optional[SharedRoles] = None,
                group: Optional[str] = None) -> RoleClient:
@@ -152,7 +165,7 @@ def start_role(role: str, server: type | str, cfg: Any, res: ResourceConfig,
     the first job starts them, later ones join them (``client.shared`` records what this job
     asked for; actors.shared_roles.check_shared_clients tells started from joined and refuses
     actors started with another config)."""
-    cls = import_server(server) if isinstance(server, str) else server
+    cls = with_start_metric(import_server(server) if isinstance(server, str) else server, group or role)
     if log_file is not None:
         cls = with_log_file(cls, log_file)
     if shared is None:

@@ -6,7 +6,10 @@ can close shared actors without importing it back.
 from __future__ import annotations
 
 import itertools
+import time
 from typing import Any, Optional, Sequence
+
+from core.metrics import record
 
 
 class RoleClient:
@@ -44,7 +47,14 @@ class RoleClient:
 
         async def call(*args, **kwargs):
             handle = self.handles[next(self._next)]
-            return await self._remote(handle, method, *args, **kwargs)
+            started, outcome = time.perf_counter(), "error"
+            try:
+                result = await self._remote(handle, method, *args, **kwargs)
+                outcome = "ok"
+                return result
+            finally:  # the driver's view of the role: queueing, batching and the forward pass (core.metrics)
+                record("role_calls_total", 1, {"role": self.role, "method": method, "outcome": outcome})
+                record("role_call_seconds", time.perf_counter() - started, {"role": self.role, "method": method})
 
         call.__name__ = method
         return call

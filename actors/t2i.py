@@ -228,7 +228,8 @@ class T2IServer:
     def __init__(self, cfg: T2IConfig, model: Optional[T2IModel] = None):
         self.cfg = cfg
         self.model = model if model is not None else T2IModel(cfg)
-        self._batcher = MicroBatcher(self.model.generate_batch, cfg.batching.max_batch_size, cfg.batching.max_wait_ms)
+        self._batcher = MicroBatcher(self.model.generate_batch, cfg.batching.max_batch_size, cfg.batching.max_wait_ms,
+                                     name="t2i")
 
     async def generate(self, prompt: str, seeds: Sequence[int], negative_prompt: Optional[str] = None) -> list[np.ndarray]:
         """One image per seed; each (prompt, seed) joins the shared batch queue. ``negative_prompt``: this call's

@@ -20,6 +20,7 @@ from typing import Any, Awaitable, Callable, Optional
 from langgraph.graph import END, START, StateGraph
 
 from actors.roles import Roles
+from core.metrics import record
 from agents import negative_nodes, nodes
 from agents.config import AgentConfig
 from agents.state import ArpoState
@@ -34,7 +35,9 @@ def _timed(name: str, fn: Callable[[ArpoState], Awaitable[dict]]) -> Callable[[A
     async def node(state: ArpoState) -> dict:
         start = time.perf_counter()
         update = await fn(state)
-        return {**update, "elapsed_s": float(state.get("elapsed_s") or 0.0) + time.perf_counter() - start}
+        took = time.perf_counter() - start
+        record("node_seconds", took, {"node": name})
+        return {**update, "elapsed_s": float(state.get("elapsed_s") or 0.0) + took}
 
     node.__name__ = name
     return node

@@ -11,12 +11,14 @@ PY=${PYTHON:-python3}
 # benchmark (offline), a Postgres server whose initdb/pg_ctl the tests use to start throwaway
 # servers of their own (tests/postgres_server.py), and Chromium (with a font) that Playwright
 # drives headless to test and time the results browser (tests/agents/test_report_browser.py,
-# benchmarks/report_browser.py): Playwright's own browser download is never used.
+# benchmarks/report_browser.py): Playwright's own browser download is never used. Prometheus: the
+# metrics test starts one on loopback (tests/agents/test_batch_ray.py); the package's service is not started.
 APT=()
 [ -d /usr/share/datasets/fashion-mnist ] || APT+=(dataset-fashion-mnist)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || APT+=(postgresql)
 command -v chromium >/dev/null || APT+=(chromium)
 [ -d /usr/share/fonts/truetype/dejavu ] || APT+=(fonts-dejavu-core)
+command -v prometheus >/dev/null || APT+=(prometheus)  # a real server for the metrics test (never started as a service)
 if [ ${#APT[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq

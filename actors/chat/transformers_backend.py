@@ -61,7 +61,7 @@ class TransformersChatBackend(ChatBackend):
         self.model.generation_config = GenerationConfig(bos_token_id=self.model.generation_config.bos_token_id,
                                                         eos_token_id=self.eos_ids or None, pad_token_id=self.pad_id)
         self.batcher: MicroBatcher[_Job, ChatResult] = MicroBatcher(
-            self._run_batch, cfg.batching.max_batch_size, cfg.batching.max_wait_ms)
+            self._run_batch, cfg.batching.max_batch_size, cfg.batching.max_wait_ms, name="chat")
 
     async def chat(self, messages: Sequence[ChatMessage], sampling: SamplingConfig) -> ChatResult:
         return await self.batcher.submit(_Job(messages, sampling))

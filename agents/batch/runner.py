@@ -30,6 +30,7 @@ from agents.prompt_limit import check_negative_support, with_prompt_limit
 from agents.report import ReportHeader, random_weight_roles
 from agents.results import REFERENCE_FILE, RESULTS_JSONL, OutputFolderBusy, ResultsLog, atomic_write_bytes, exclusive_output
 from core.job_submit import missing_relative_input_problem, relative_output_problem
+from core.metrics import record as metric
 
 log = logging.getLogger("agents.batch")
 
@@ -261,6 +262,9 @@ class _ItemRunner:
         # Iterations are counted live (on_node), so the rate is this run's work only.
         self.progress.finished(ok)
         self.writer.header.running = self.progress.running
+        job = {"job_id": self.identity.job_id}
+        metric("images_total", 1, {**job, "status": "done" if ok else "failed"})
+        metric("images_in_flight", self.progress.running, job)
         if not ok:  # after counting it: the bar redrawn below the warning shows this failure
             log.warning("failed: %s", record.get("error"))
 
@@ -270,6 +274,7 @@ class _ItemRunner:
     async def __call__(self, item: WorkItem) -> None:
         self.progress.started()
         self.writer.header.running = self.progress.running
+        metric("images_in_flight", self.progress.running, {"job_id": self.identity.job_id})
         if item.read_error:
             return self.fail(item, item.read_error)
         try:
@@ -281,6 +286,7 @@ class _ItemRunner:
         def on_node(name: str) -> None:
             if name == "generate":  # one generate per iteration
                 self.progress.iteration()
+                metric("iterations_total", 1, {"job_id": self.identity.job_id})
 
         try:
             result = await self.optimise_fn(item.image_id, reference, item.folder, self.roles, self.cfg.agent,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -143,7 +144,9 @@ def _free_port() -> int:
 
 def test_ray_job_submit_to_a_local_head(kit_config, tmp_path):
     """`ray job submit -- python -m agents.batch_reverse ...` against a head started here on
-    127.0.0.1: the job joins that cluster (RAY_ADDRESS) instead of starting its own Ray."""
+    127.0.0.1: the job joins that cluster (RAY_ADDRESS) instead of starting its own Ray. The job uploads
+    the code only (deploy/job_runtime_env.yaml), and its metrics and the roles' reach Debian's real
+    Prometheus, started on loopback with the head's service-discovery file (docs/metrics.md)."""
     import shutil
 
     ray_bin = Path(sys.executable).with_name("ray")
@@ -154,14 +157,18 @@ def test_ray_job_submit_to_a_local_head(kit_config, tmp_path):
     out = tmp_path / "out"
     # Short temp dir: Ray puts unix sockets there and their paths have a length limit.
     temp = Path(f"/tmp/rj{os.getpid()}")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
+    # metrics reported every second (Ray's default is slower), so a short job's last figures are exported
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
+           "RAY_metrics_report_interval_ms": "1000"}
     env.pop("RAY_ADDRESS", None)
-    gcs, dash = _free_port(), _free_port()
+    gcs, dash, metrics_port, prom_port = _free_port(), _free_port(), _free_port(), _free_port()
     start = subprocess.run([str(ray_bin), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
                             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2",
+                            f"--metrics-export-port={metrics_port}",
                             "--include-dashboard=true", f"--temp-dir={temp}", "--disable-usage-stats"],
                            env=env, capture_output=True, text=True, timeout=120)
     assert start.returncode == 0, start.stdout + start.stderr
+    prometheus = _start_prometheus(temp / "prom_metrics_service_discovery.json", tmp_path / "prometheus", prom_port)
     try:
         import time
 
@@ -191,28 +198,90 @@ def test_ray_job_submit_to_a_local_head(kit_config, tmp_path):
         tops = {p.name for p in unpacked[0].iterdir()}
         assert {"agents", "actors", "core", "training", "configs", "pyproject.toml"} <= tops, tops
         assert not tops & {".venv", ".git", "tests", "docs", "examples", "outputs", "runs"}, tops
+        # the job's and the roles' metrics, read back through Prometheus' HTTP API
+        job_id = json.loads((out / "job.json").read_text())["job_id"]
+        series = _prometheus_series(prom_port, {
+            "done": f'ray_expectdiff_images_total{{job_id="{job_id}",status="done"}}',
+            "iterations": f'ray_expectdiff_iterations_total{{job_id="{job_id}"}}',
+            "generate_node": 'ray_expectdiff_node_seconds_count{node="generate"}',
+            "t2i_calls": 'ray_expectdiff_role_calls_total{role="t2i",method="generate",outcome="ok"}',
+            "t2i_batches": 'ray_expectdiff_role_batch_size_count{batcher="t2i"}',
+            "clip_starts": 'ray_expectdiff_role_starts_total{role="clip"}',
+        })
+        print("prometheus series:", series)
+        assert set(series) == {"done", "iterations", "generate_node", "t2i_calls", "t2i_batches", "clip_starts"}, series
+        assert series["done"] == 1 and series["iterations"] >= 1 and series["generate_node"] >= series["iterations"], series
+        assert series["t2i_calls"] >= series["iterations"] and series["t2i_batches"] >= 1 and series["clip_starts"] >= 1, series
     finally:
+        prometheus.terminate()
+        prometheus.wait(timeout=30)
         # Not `ray stop`: it stops every Ray on the machine, a user's or another test run's too.
         _stop_processes_using(temp)
         shutil.rmtree(temp, ignore_errors=True)
 
 
+def _start_prometheus(discovery_file: Path, folder: Path, port: int) -> subprocess.Popen:
+    """Debian's prometheus on 127.0.0.1:``port``, scraping every second the targets Ray's head lists in
+    ``discovery_file`` (the file Ray writes for exactly this; docs/metrics.md)."""
+    binary = shutil.which("prometheus") or "/usr/bin/prometheus"
+    if not Path(binary).exists():
+        if os.environ.get("CI"):
+            pytest.fail("prometheus is not installed (scripts/setup_env.sh installs Debian's package)")
+        pytest.skip("prometheus is not installed (scripts/setup_env.sh installs Debian's package)")
+    folder.mkdir(parents=True)
+    config = folder / "prometheus.yml"
+    config.write_text(yaml.safe_dump({"global": {"scrape_interval": "1s"}, "scrape_configs": [
+        {"job_name": "ray", "file_sd_configs": [{"files": [str(discovery_file)], "refresh_interval": "1s"}]}]}))
+    log = (folder / "prometheus.log").open("w")
+    return subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={folder / 'data'}",
+                             f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
+
+
+def _prometheus_series(port: int, queries: dict[str, str], timeout_s: float = 90.0) -> dict[str, float]:
+    """Each query's latest value over the last 15 minutes (series of finished processes included), summed over
+    its series; waits until every one has a value (scrapes trail the job by a few seconds)."""
+    import time
+    import urllib.parse
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = {}
+        for key, query in queries.items():
+            url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": f"sum(last_over_time({query}[15m]))"})
+            try:
+                body = json.loads(urllib.request.urlopen(url, timeout=10).read())
+            except OSError:
+                continue
+            result = body.get("data", {}).get("result", [])
+            if result:
+                found[key] = float(result[0]["value"][1])
+        if len(found) == len(queries) or time.monotonic() > deadline:
+            return found
+        time.sleep(2)
+
+
 def _stop_processes_using(temp: Path, grace_s: float = 15.0) -> None:
-    """Stop the head started above: every process whose command line names its temp dir
-    (GCS, raylet, dashboard, log monitor...); its workers exit with the raylet."""
+    """Stop the head started above: every process whose command line names its temp dir (GCS, raylet,
+    dashboard, log monitor...) and every descendant of those: the raylet's dashboard and runtime-env agents
+    retitle themselves (``ray::DashboardAgent``), and one left behind holds the agent's port, so the next
+    head's job agent never comes up ("No available agent to submit job")."""
     import signal
     import time
 
+    import psutil
+
     def pids() -> list[int]:
-        found = []
+        found = set()
         for proc in Path("/proc").iterdir():
             if proc.name.isdigit():
                 try:
                     if str(temp).encode() in (proc / "cmdline").read_bytes():
-                        found.append(int(proc.name))
-                except OSError:
+                        found.add(int(proc.name))
+                        found.update(c.pid for c in psutil.Process(int(proc.name)).children(recursive=True))
+                except (OSError, psutil.Error):
                     pass
-        return found
+        return sorted(found)
 
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids():
