@@ -125,8 +125,8 @@ class ClipServer:
         b = cfg.batching
         self._text_batcher = MicroBatcher(self._encode_text_batch, b.max_batch_size, b.max_wait_ms, name="clip_text")
         self._image_batcher = MicroBatcher(self._encode_image_batch, b.max_batch_size, b.max_wait_ms, name="clip_image")
-        self._text_cache: CoalescingCache[np.ndarray] = CoalescingCache(cfg.text_cache_size)
-        self._image_cache: CoalescingCache[np.ndarray] = CoalescingCache(cfg.image_cache_size)
+        self._text_cache: CoalescingCache[np.ndarray] = CoalescingCache(cfg.text_cache_size, name="clip_text")
+        self._image_cache: CoalescingCache[np.ndarray] = CoalescingCache(cfg.image_cache_size, name="clip_image")
 
     # --- batch functions (run in the batcher's worker thread) ---
     def _encode_text_batch(self, texts: list[str]) -> list[np.ndarray]:

@@ -10,6 +10,8 @@ import asyncio
 from collections import OrderedDict
 from typing import Awaitable, Callable, Generic, Hashable, Optional, TypeVar
 
+from core.metrics import record
+
 V = TypeVar("V")
 
 
@@ -47,17 +49,20 @@ class CoalescingCache(Generic[V]):
     running for the key), ``misses`` (started a computation).
     """
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, name: str = "cache"):
         self.lru: LRUCache[V] = LRUCache(capacity)
         self._inflight: dict[Hashable, asyncio.Future] = {}
         self.hits = self.coalesced = self.misses = 0
+        self.name = name  # the ``cache`` label of its Ray metric (core.metrics)
 
     async def get_or_compute(self, key: Hashable, compute: Callable[[], Awaitable[V]]) -> V:
         value = self.lru.get(key)
         if value is not None:
             self.hits += 1
+            record("role_cache_total", 1, {"cache": self.name, "result": "hit"})
             return value
         fut = self._inflight.get(key)
+        record("role_cache_total", 1, {"cache": self.name, "result": "miss" if fut is None else "coalesced"})
         if fut is None:
             self.misses += 1
             fut = asyncio.ensure_future(compute())

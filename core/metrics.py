@@ -37,6 +37,10 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...], Optional[list[float]]]] = {
                          ("batcher",), None),
     "role_starts_total": ("counter", "Model-role servers started; a replica Ray restarts after a crash counts again.",
                           ("role",), None),
+    "role_tokens_total": ("counter", "Tokens a chat role (llm, vlm) read and wrote, by direction (prompt, completion).",
+                          ("role", "direction"), None),
+    "role_cache_total": ("counter", "Lookups in a role's embedding cache (clip_text, clip_image) by result: hit, coalesced "
+                         "(joined a computation in flight), miss.", ("cache", "result"), None),
 }
 
 _made: dict[str, object] = {}

@@ -14,6 +14,7 @@ from typing import Any, Optional, Sequence
 from actors.chat.base import ChatBackend, resolve_sampling
 from actors.chat.messages import normalize_messages
 from actors.config import LLMConfig, VLMConfig
+from core.metrics import record
 
 
 def engine_id(backend: ChatBackend) -> str:
@@ -112,6 +113,8 @@ class ChatServer:
             result = await self.backend.chat(norm, params)
         finally:
             self._counters.finish(started, result)
+        record("role_tokens_total", result.prompt_tokens, {"role": self.role, "direction": "prompt"})
+        record("role_tokens_total", result.completion_tokens, {"role": self.role, "direction": "completion"})
         return result.text
 
     async def chat_many(self, conversations: Sequence[Sequence[dict]], sampling: Optional[dict] = None) -> list[str]:

@@ -149,6 +149,8 @@ class LatencyT2IModel:
 
     #: What T2IServer.prompt_budget reports (actors.prompt_budget): a CLIP-like limit, as SD1.5's.
     budget = PromptBudget("tokenizer", "CLIP", 77, 2, None, "stand-in: a CLIP-like word count, 77 tokens")
+    #: Why agent.negative is refused here (T2IModel.negative_refusal): its noise images ignore any prompt.
+    negative_refusal = "the scale simulation's stand-in draws noise whatever the prompt, so a negative prompt cannot act"
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Words and punctuation marks (about what CLIP's BPE gives for plain English prompts)."""

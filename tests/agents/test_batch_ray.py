@@ -17,6 +17,7 @@ from PIL import Image
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("METRICS_ARTIFACTS", REPO / "tests" / "artifacts" / "metrics"))
 
 
 def _kit_builders():
@@ -207,11 +208,17 @@ def test_ray_job_submit_to_a_local_head(kit_config, tmp_path):
             "t2i_calls": 'ray_expectdiff_role_calls_total{role="t2i",method="generate",outcome="ok"}',
             "t2i_batches": 'ray_expectdiff_role_batch_size_count{batcher="t2i"}',
             "clip_starts": 'ray_expectdiff_role_starts_total{role="clip"}',
+            "llm_tokens": 'ray_expectdiff_role_tokens_total{role="llm",direction="completion"}',
+            "clip_text_cache": 'ray_expectdiff_role_cache_total{cache="clip_text"}',
         })
         print("prometheus series:", series)
-        assert set(series) == {"done", "iterations", "generate_node", "t2i_calls", "t2i_batches", "clip_starts"}, series
+        assert set(series) == {"done", "iterations", "generate_node", "t2i_calls", "t2i_batches", "clip_starts",
+                               "llm_tokens", "clip_text_cache"}, series
         assert series["done"] == 1 and series["iterations"] >= 1 and series["generate_node"] >= series["iterations"], series
         assert series["t2i_calls"] >= series["iterations"] and series["t2i_batches"] >= 1 and series["clip_starts"] >= 1, series
+        assert series["llm_tokens"] >= 1 and series["clip_text_cache"] >= 1, series
+        _screenshot_prometheus(prom_port, "sum by (role, method) (ray_expectdiff_role_calls_total)",
+                               ARTIFACTS / "prometheus_graph.png")
     finally:
         prometheus.terminate()
         prometheus.wait(timeout=30)
@@ -259,6 +266,28 @@ def _prometheus_series(port: int, queries: dict[str, str], timeout_s: float = 90
         if len(found) == len(queries) or time.monotonic() > deadline:
             return found
         time.sleep(2)
+
+
+def _screenshot_prometheus(port: int, query: str, path: Path) -> None:
+    """Prometheus' own graph page for ``query`` in headless Chromium (docs/metrics.md shows the picture)."""
+    import urllib.parse
+
+    from playwright.sync_api import sync_playwright
+
+    from tests.agents.test_report_browser import chromium_path
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Debian's package serves Prometheus' classic UI (its React UI is not built there)
+    url = f"http://127.0.0.1:{port}/classic/graph?" + urllib.parse.urlencode(
+        {"g0.expr": query, "g0.tab": "0", "g0.range_input": "5m", "g0.stacked": "0"})
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1300, "height": 850})
+        page.goto(url)
+        page.wait_for_selector("svg.rickshaw_graph", timeout=30_000)
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(path), full_page=True)
+        browser.close()
 
 
 def _stop_processes_using(temp: Path, grace_s: float = 15.0) -> None:
