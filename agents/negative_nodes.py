@@ -27,7 +27,7 @@ from typing import Sequence
 
 from actors.image_checks import check_rgb_uint8
 from agents import chat_steps
-from agents.nodes import NodeDeps, _load, _write_png
+from agents.nodes import NodeDeps, load_image, write_png
 from agents.prompt_parts import PromptParts
 from agents.selection import checked_scores, token_budget
 from agents.state import ArpoState
@@ -42,7 +42,7 @@ def _best(state: ArpoState) -> dict:
 async def negative_propose(state: ArpoState, deps: NodeDeps) -> dict:
     """What P*'s image shows that the reference lacks (VLM), as candidate negative fragments (LLM)."""
     best = _best(state)
-    reference, generated = await asyncio.gather(_load(state["reference_path"], deps), _load(best["image_paths"][0], deps))
+    reference, generated = await asyncio.gather(load_image(state["reference_path"], deps), load_image(best["image_paths"][0], deps))
     extras = await chat_steps.name_extras(deps.roles.vlm, reference, generated)
     candidates = await chat_steps.propose_negatives(
         deps.roles.llm, extras, PromptParts.from_lists(best["content"], best["style"]),
@@ -56,7 +56,7 @@ async def negative_select(state: ArpoState, deps: NodeDeps) -> dict:
     """Try each candidate alone, then add the winners greedily while CLIP-I rises (module docstring)."""
     neg = dict(state["negative"])
     best, seeds = _best(state), list(deps.cfg.seeds)
-    reference = await _load(state["reference_path"], deps)
+    reference = await load_image(state["reference_path"], deps)
     folder = Path(state["work_dir"]) / NEGATIVE_DIR
     fixed = deps.negative_prompt
     fits = token_budget(deps.roles.t2i.count_tokens, deps.token_budget)
@@ -74,7 +74,7 @@ async def negative_select(state: ArpoState, deps: NodeDeps) -> dict:
         paths = [folder / f"try_{index:02d}" / f"{i:02d}_seed{seed}.png" for i, seed in enumerate(seeds)]
         scores, *_ = await asyncio.gather(
             deps.roles.clip.image_image_scores(images, reference, reference_key=state["image_id"]),
-            *(asyncio.to_thread(_write_png, image, deps.path(str(p))) for image, p in zip(images, paths)))
+            *(asyncio.to_thread(write_png, image, deps.path(str(p))) for image, p in zip(images, paths)))
         per_seed = checked_scores(scores, len(images), "CLIP image-image scores with a negative prompt")
         return {"fragments": list(fragments), "clip_i": sum(per_seed) / len(per_seed), "clip_i_per_seed": per_seed,
                 "image_paths": [p.as_posix() for p in paths]}

@@ -52,11 +52,13 @@ class NodeDeps:
 
 # --------------------------------------------------------------------------- helpers
 
-async def _load(path: str, deps: NodeDeps) -> np.ndarray:
+async def load_image(path: str, deps: NodeDeps) -> np.ndarray:
+    """An image named by the state (reference or generated), read on a worker thread under the pixel limit."""
     return await asyncio.to_thread(load_rgb, deps.path(path), deps.max_image_pixels)
 
 
-def _write_png(image: np.ndarray, path: Path) -> None:
+def write_png(image: np.ndarray, path: Path) -> None:
+    """Write a generated image atomically (a crash leaves the old file or the new one, never half of one)."""
     atomic_write_bytes(path, save_png(image))
 
 
@@ -78,7 +80,7 @@ def _generated_path(state: ArpoState) -> str:
 
 async def init(state: ArpoState, deps: NodeDeps) -> dict:
     """P^0: the user's prompt if given, else the captioner's caption of the reference (eq. 4.1)."""
-    reference = await _load(state["reference_path"], deps)  # also refuses an unreadable image early
+    reference = await load_image(state["reference_path"], deps)  # also refuses an unreadable image early
     deps.path(state["work_dir"]).mkdir(parents=True, exist_ok=True)
     if state.get("user_prompt"):
         parts = PromptParts.from_text(state["user_prompt"])
@@ -107,12 +109,12 @@ async def generate(state: ArpoState, deps: NodeDeps) -> dict:
         check_rgb_uint8(image, f"T2I image for seed {seed}")
     folder = Path(state["work_dir"]) / f"iter_{t:02d}"
     paths = [folder / f"{i:02d}_seed{seed}.png" for i, seed in enumerate(seeds)]
-    reference = await _load(state["reference_path"], deps)
+    reference = await load_image(state["reference_path"], deps)
     clip = deps.roles.clip
     per_seed, text_score, *_ = await asyncio.gather(
         clip.image_image_scores(images, reference, reference_key=image_id),
         clip.text_image_scores([rendered], reference, image_key=image_id),
-        *(asyncio.to_thread(_write_png, image, deps.path(str(path))) for image, path in zip(images, paths)),
+        *(asyncio.to_thread(write_png, image, deps.path(str(path))) for image, path in zip(images, paths)),
     )
     per_seed = checked_scores(per_seed, len(images), "CLIP image-image scores")
     clip_t = checked_scores(text_score, 1, "CLIP text-image score")[0]
@@ -136,10 +138,10 @@ async def generate(state: ArpoState, deps: NodeDeps) -> dict:
 async def describe(state: ArpoState, deps: NodeDeps) -> dict:
     """Enhanced framework: content and style descriptions of the generated image, and of the reference once per image."""
     vlm = deps.roles.vlm
-    generated = await _load(_generated_path(state), deps)
+    generated = await load_image(_generated_path(state), deps)
     ref_desc = state.get("reference_description")
     if ref_desc is None:
-        reference = await _load(state["reference_path"], deps)
+        reference = await load_image(state["reference_path"], deps)
         ref_desc, gen_desc = await asyncio.gather(chat_steps.describe_image(vlm, reference),
                                                   chat_steps.describe_image(vlm, generated))
     else:
@@ -156,7 +158,7 @@ async def diff(state: ArpoState, deps: NodeDeps) -> dict:
     if deps.cfg.framework == "enhanced":
         diffs = await chat_steps.list_differences(deps.roles.llm, state["reference_description"], state["generated_description"])
     else:
-        reference, generated = await asyncio.gather(_load(state["reference_path"], deps), _load(_generated_path(state), deps))
+        reference, generated = await asyncio.gather(load_image(state["reference_path"], deps), load_image(_generated_path(state), deps))
         diffs = await chat_steps.compare_images(deps.roles.vlm, reference, generated)
     # recorded in this iteration's record too, for the report (the state keys are cleared each iteration)
     history = _with_last(state["history"], description=state.get("generated_description"), differences=diffs)
@@ -176,7 +178,7 @@ async def select(state: ArpoState, deps: NodeDeps) -> dict:
     parts = _parts(state)
     cands = [Fragment.from_dict(d) for d in state.get("candidates") or []]
     record = state["history"][-1]
-    reference = await _load(state["reference_path"], deps)
+    reference = await load_image(state["reference_path"], deps)
     image_id = state["image_id"]
 
     async def score(texts: Sequence[str]) -> Sequence[float]:
