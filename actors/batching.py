@@ -105,7 +105,7 @@ class MicroBatcher(Generic[T, R]):
             self.stats.max_batch = max(self.stats.max_batch, len(items))
             self.stats.sizes.append(len(items))
             record("role_batch_size", len(items), {"batcher": self.name})
-            record("role_queue_depth", self._queue.qsize() if self._queue is not None else 0, {"batcher": self.name})
+            record("role_queue_depth", self._queue.qsize(), {"batcher": self.name})
             try:
                 results = await asyncio.to_thread(self._call, items)
                 if len(results) != len(items):

@@ -61,6 +61,7 @@ from agents.batch.console import JobLogging, log_dir
 from agents.batch.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP_ERROR, EXIT_SOME_FAILED, SetupError
 from agents.batch.identity import fingerprint, result_settings
 from agents.batch.plan import ImageSource
+from agents.batch.records import needs_rerank
 from agents.batch.runner import BatchOutcome, plan_items, prepare_output, run_batch
 from agents.batch.startup import start_ray_and_roles, stop_ray_and_roles
 from agents.config import AgentConfig, ArpoConfig
@@ -173,7 +174,7 @@ def dry_run(cfg: ArpoConfig, image_dir: "Path | ImageSource", out_dir: Path, str
         record = previous.get(item.image_id) or {}
         if record.get("status") == "done":
             action = "skip" if record.get("settings_fingerprint") == current else "redo"
-            if action == "skip" and record.get("prompts_per_image", 1) != cfg.agent.prompts_per_image:
+            if action == "skip" and needs_rerank(record, cfg.agent.prompts_per_image):
                 action = "rerank"  # agents.batch.runner.rerank_finished: from the recorded iterations
         else:
             action = "retry" if record.get("status") == "error" else "run"

@@ -25,11 +25,10 @@ import asyncio
 from pathlib import Path
 from typing import Sequence
 
-from actors.image_checks import check_rgb_uint8
 from agents import chat_steps
-from agents.nodes import NodeDeps, load_image, write_png
+from agents.nodes import NodeDeps, generate_and_score, load_image
 from agents.prompt_parts import PromptParts
-from agents.selection import checked_scores, token_budget
+from agents.selection import token_budget
 from agents.state import ArpoState
 
 NEGATIVE_DIR = "negative"  # inside the image's work folder: one sub-folder of images per try
@@ -55,7 +54,7 @@ async def negative_propose(state: ArpoState, deps: NodeDeps) -> dict:
 async def negative_select(state: ArpoState, deps: NodeDeps) -> dict:
     """Try each candidate alone, then add the winners greedily while CLIP-I rises (module docstring)."""
     neg = dict(state["negative"])
-    best, seeds = _best(state), list(deps.cfg.seeds)
+    best = _best(state)
     reference = await load_image(state["reference_path"], deps)
     folder = Path(state["work_dir"]) / NEGATIVE_DIR
     fixed = deps.negative_prompt
@@ -66,18 +65,10 @@ async def negative_select(state: ArpoState, deps: NodeDeps) -> dict:
         return ", ".join([fixed, *fragments] if fixed else fragments)
 
     async def attempt(fragments: list[str], index: int) -> dict:
-        images = list(await deps.roles.t2i.generate(best["rendered"], seeds, negative_prompt=", ".join(fragments)))
-        if len(images) != len(seeds):
-            raise ValueError(f"the T2I role returned {len(images)} images for {len(seeds)} seeds")
-        for seed, image in zip(seeds, images):
-            check_rgb_uint8(image, f"T2I image for seed {seed} with a negative prompt")
-        paths = [folder / f"try_{index:02d}" / f"{i:02d}_seed{seed}.png" for i, seed in enumerate(seeds)]
-        scores, *_ = await asyncio.gather(
-            deps.roles.clip.image_image_scores(images, reference, reference_key=state["image_id"]),
-            *(asyncio.to_thread(write_png, image, deps.path(str(p))) for image, p in zip(images, paths)))
-        per_seed = checked_scores(scores, len(images), "CLIP image-image scores with a negative prompt")
+        per_seed, paths, _ = await generate_and_score(state, deps, best["rendered"], folder / f"try_{index:02d}", reference,
+                                                      negative_prompt=", ".join(fragments))
         return {"fragments": list(fragments), "clip_i": sum(per_seed) / len(per_seed), "clip_i_per_seed": per_seed,
-                "image_paths": [p.as_posix() for p in paths]}
+                "image_paths": paths}
 
     candidates = list(neg["candidates"])
     fit = dict(zip(candidates, await fits([text_of([c]) for c in candidates]))) if candidates else {}

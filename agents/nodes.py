@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Awaitable, Callable, Optional, Sequence
 
 import numpy as np
 from langgraph.graph import END
@@ -25,9 +25,9 @@ from agents.images import load_rgb, save_png
 from agents.prompt_parts import Fragment, PromptParts
 from agents.results import atomic_write_bytes
 from agents.selection import candidate_outcomes, checked_scores, greedy_select, token_budget
-from agents.training_caption import caption_token_counter
 from agents.state import (STOP_MAX_STEPS, STOP_NO_CANDIDATES, STOP_NO_IMPROVEMENT, STOP_PATIENCE,
                           STOP_TOKEN_LIMIT, ArpoState)
+from agents.training_caption import caption_token_counter
 
 #: Pixel limit for images the nodes read (the job's default decompression-bomb limit).
 DEFAULT_MAX_IMAGE_PIXELS: int = JobConfig.model_fields["max_image_pixels"].default
@@ -97,32 +97,44 @@ async def init(state: ArpoState, deps: NodeDeps) -> dict:
     }
 
 
+async def generate_and_score(state: ArpoState, deps: NodeDeps, prompt: str, folder: Path, reference: np.ndarray, *,
+                             negative_prompt: Optional[str] = None,
+                             also: Sequence[Callable[[], Awaitable]] = ()) -> tuple[list[float], list[str], list]:
+    """``prompt``'s images for the run's seeds (with its own ``negative_prompt`` when given), saved under ``folder``
+    as ``NN_seedS.png`` and scored by CLIP-I against ``reference``; ``also``: more calls, run alongside the scoring.
+    Returns the per-seed CLIP-I, the image paths and the results of ``also``."""
+    seeds = list(deps.cfg.seeds)
+    with_negative = "" if negative_prompt is None else " with a negative prompt"
+    own = {} if negative_prompt is None else {"negative_prompt": negative_prompt}
+    images = list(await deps.roles.t2i.generate(prompt, seeds, **own))
+    if len(images) != len(seeds):
+        raise ValueError(f"the T2I role returned {len(images)} images for {len(seeds)} seeds")
+    for seed, image in zip(seeds, images):
+        check_rgb_uint8(image, f"T2I image for seed {seed}{with_negative}")
+    paths = [folder / f"{i:02d}_seed{seed}.png" for i, seed in enumerate(seeds)]
+    scores, *rest = await asyncio.gather(
+        deps.roles.clip.image_image_scores(images, reference, reference_key=state["image_id"]),
+        *(call() for call in also),
+        *(asyncio.to_thread(write_png, image, deps.path(str(path))) for image, path in zip(images, paths)),
+    )
+    per_seed = checked_scores(scores, len(images), f"CLIP image-image scores{with_negative}")
+    return per_seed, [p.as_posix() for p in paths], rest[:len(also)]
+
+
 async def generate(state: ArpoState, deps: NodeDeps) -> dict:
     """Generate P^t's images (same seeds every iteration), save them, score CLIP-I and CLIP-T; apply the score stop rules."""
     t, image_id = state["iteration"], state["image_id"]
     rendered = _parts(state).render()
-    seeds = list(deps.cfg.seeds)
-    images = list(await deps.roles.t2i.generate(rendered, seeds))
-    if len(images) != len(seeds):
-        raise ValueError(f"the T2I role returned {len(images)} images for {len(seeds)} seeds")
-    for seed, image in zip(seeds, images):
-        check_rgb_uint8(image, f"T2I image for seed {seed}")
-    folder = Path(state["work_dir"]) / f"iter_{t:02d}"
-    paths = [folder / f"{i:02d}_seed{seed}.png" for i, seed in enumerate(seeds)]
     reference = await load_image(state["reference_path"], deps)
-    clip = deps.roles.clip
-    per_seed, text_score, *_ = await asyncio.gather(
-        clip.image_image_scores(images, reference, reference_key=image_id),
-        clip.text_image_scores([rendered], reference, image_key=image_id),
-        *(asyncio.to_thread(write_png, image, deps.path(str(path))) for image, path in zip(images, paths)),
-    )
-    per_seed = checked_scores(per_seed, len(images), "CLIP image-image scores")
+    per_seed, paths, (text_score,) = await generate_and_score(
+        state, deps, rendered, Path(state["work_dir"]) / f"iter_{t:02d}", reference,
+        also=[lambda: deps.roles.clip.text_image_scores([rendered], reference, image_key=image_id)])
     clip_t = checked_scores(text_score, 1, "CLIP text-image score")[0]
     clip_i = sum(per_seed) / len(per_seed)
     record = {
         "iteration": t, "content": list(state["content"]), "style": list(state["style"]), "rendered": rendered,
         "added": list(state.get("added") or []), "candidates": [], "too_long": [],
-        "clip_t": clip_t, "clip_i": clip_i, "clip_i_per_seed": per_seed, "image_paths": [p.as_posix() for p in paths],
+        "clip_t": clip_t, "clip_i": clip_i, "clip_i_per_seed": per_seed, "image_paths": paths,
     }
     best_it, best_i = state.get("best_iteration"), state.get("best_clip_i")
     if best_i is None or clip_i > best_i:  # ties keep the earlier, shorter prompt

@@ -116,6 +116,12 @@ class ReverseResult(BaseModel):
     elapsed_s: float = Field(0.0, description="Seconds spent in graph nodes, over all runs of this image.")
 
 
+def captioned_ranking(history: list, prompts_per_image: int, caption_prefix: Optional[str]) -> list[dict]:
+    """The ranked prompts of ``history`` (agents.ranked_prompts), each with its training caption."""
+    return [{**p, "caption": with_caption_prefix(p["rendered"], caption_prefix)}
+            for p in ranked_prompts(history, prompts_per_image)]
+
+
 def result_from_state(values: dict, source: str, error: Optional[str] = None, *,
                       prompts_per_image: int = 1, caption_prefix: Optional[str] = None) -> ReverseResult:
     """Build the result from a thread's state values (finished, or partial when ``error`` is set).
@@ -124,7 +130,6 @@ def result_from_state(values: dict, source: str, error: Optional[str] = None, *,
     history = values.get("history") or []
     best = values.get("best_iteration")
     best_rec = history[best] if best is not None and best < len(history) else None
-    prompts = ranked_prompts(history, prompts_per_image) if history else []
     return ReverseResult(
         image_id=values["image_id"],
         source=source,
@@ -139,7 +144,7 @@ def result_from_state(values: dict, source: str, error: Optional[str] = None, *,
         negative_prompt=(values.get("negative") or {}).get("prompt"),
         negative=values.get("negative"),
         caption=with_caption_prefix(best_rec["rendered"], caption_prefix) if best_rec else None,
-        prompts=[RankedPromptOut(**p, caption=with_caption_prefix(p["rendered"], caption_prefix)) for p in prompts],
+        prompts=[RankedPromptOut(**p) for p in captioned_ranking(history, prompts_per_image, caption_prefix)],
         prompts_per_image=prompts_per_image,
         iterations=[IterationOut.model_validate(rec) for rec in history],
         stop_reason=values.get("stop_reason"),

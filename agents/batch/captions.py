@@ -238,14 +238,14 @@ class Captions:
     def reconcile(self, results: ResultsLog) -> int:
         """Bring the captions in line with ``results`` (the latest record per image); returns
         how many captions were written or removed. Call under the output folder's lock."""
+        per_image = {image_id: _entry(results.get(image_id)) for image_id in self._targets}
         entries: dict[str, _Entry] = {}
         for image_id, targets in self._targets.items():
-            entry = _entry(results.get(image_id))
-            if entry is None:
+            if per_image[image_id] is None:
                 continue
             for target in targets:
                 if target.key is not None:
-                    entries[target.key] = entry
+                    entries[target.key] = per_image[image_id]
         changes = 0
         for n, file in enumerate(self.files):
             existing, clean = file.read()
@@ -265,7 +265,7 @@ class Captions:
             self._current[n] = dict(ordered)
             changes = max(changes, changed)
         for image_id, targets in self._targets.items():
-            entry = _entry(results.get(image_id))
+            entry = per_image[image_id]
             if entry is None:
                 continue
             for target in targets:

@@ -66,13 +66,16 @@ def error_record(item: WorkItem, error: str, out_dir: Path, fingerprint: str) ->
     return result_record(result, item, out_dir, fingerprint)
 
 
+def needs_rerank(record: dict, prompts_per_image: int) -> bool:
+    """Whether a done record lists its prompts for another agent.prompts_per_image (records from before the
+    setting existed list one)."""
+    return record.get("prompts_per_image", 1) != prompts_per_image
+
+
 def reranked_record(record: dict, prompts_per_image: int, caption_prefix: Optional[str]) -> dict:
     """``record`` (done) with its ranked prompts made again from its iterations for ``prompts_per_image``
     (agents.ranked_prompts); every other field as it was."""
-    from agents.ranked_prompts import ranked_prompts
-    from agents.training_caption import with_caption_prefix
+    from agents.result import captioned_ranking
 
-    prompts = ranked_prompts(record.get("iterations") or [], prompts_per_image) if record.get("iterations") else []
-    for p in prompts:
-        p["caption"] = with_caption_prefix(p["rendered"], caption_prefix)
+    prompts = captioned_ranking(record.get("iterations") or [], prompts_per_image, caption_prefix)
     return {**record, "prompts": prompts, "prompts_per_image": prompts_per_image}

@@ -21,7 +21,7 @@ from agents.batch.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, Set
 from agents.batch.identity import JobIdentity, OnChange, open_job
 from agents.batch.captions import CaptionOptions, Captions
 from agents.batch.plan import ImageSource, WorkItem
-from agents.batch.records import error_record, reranked_record, result_record
+from agents.batch.records import error_record, needs_rerank, reranked_record, result_record
 from agents.batch.writer import BatchWriter
 from agents.config import ArpoConfig
 from agents.images import IMAGE_EXTENSIONS, ImageLoadError, configure_pillow_limit, load_rgb, save_png
@@ -75,7 +75,7 @@ def prepare_output(image_dir: "Path | ImageSource", out_dir: Path, cfg: ArpoConf
         problem = missing_relative_input_problem("--dir", source.folder)
     if problem:
         raise SetupError(problem)
-    ImageSource.of(image_dir).check(Path(out_dir))
+    source.check(Path(out_dir))
     stack = contextlib.ExitStack()
     try:
         stack.enter_context(exclusive_output(out_dir))
@@ -195,7 +195,7 @@ def rerank_finished(items: list[WorkItem], finished: set[str], results: ResultsL
     count = 0
     for item in items:
         record = results.get(item.image_id) if item.image_id in finished else None
-        if record is None or record.get("prompts_per_image", 1) == k:
+        if record is None or not needs_rerank(record, k):
             continue
         new = reranked_record(record, k, cfg.agent.caption_prefix)
         writer.record(item, new)
