@@ -37,9 +37,12 @@ from agents.eval.config import EvalConfig
 from agents.eval.methods import parse_methods
 from agents.eval.records import fingerprint
 from agents.eval.runner import EvalRoles, Evaluation, needed_roles, preflight
+from agents.eval.tracking import log_table
+from agents.eval.tracking import open_run as open_tracking
 from agents.prompt_limit import with_prompt_limit
 from core.cli import parse_or_status
 from core.config import SET_HELP, ConfigError, apply_overrides, read_yaml, validate
+from core.tracking import TrackingError
 
 log = logging.getLogger("agents.evaluate")
 
@@ -127,7 +130,7 @@ def arpo_runner(starter: RoleStarter):
     return run
 
 
-async def _run(cfg: EvalConfig, image_dir: Path, specs, plan: Optional[list] = None) -> int:
+async def _run(cfg: EvalConfig, image_dir: Path, specs, plan: Optional[list] = None, tracker=None) -> int:
     starter = RoleStarter()
     try:
         roles = await start_eval_roles(cfg, starter, specs)
@@ -137,6 +140,8 @@ async def _run(cfg: EvalConfig, image_dir: Path, specs, plan: Optional[list] = N
     evaluation = Evaluation(cfg, image_dir, Path(cfg.evaluation.out_dir), roles, specs, arpo_runner=arpo_runner(starter),
                             lock_held=True, plan=plan)
     outcome = await evaluation.run()
+    if tracker is not None:
+        log_table(tracker, outcome.rows, outcome.outputs)
     for key, per_image in outcome.missing.items():
         if per_image:
             log.warning("%s: no prompt for %d image(s), e.g. %s", key, len(per_image), next(iter(per_image.values())))
@@ -163,19 +168,27 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     from core.ray_config import init_ray
 
-    started = False
+    started, tracker, status = False, None, "FAILED"
     try:
         held, plan = preflight(cfg, image_dir, specs)  # every model-free check, before Ray and any model start
         with held:
+            tracker = open_tracking(cfg, Path(cfg.evaluation.out_dir))  # an unusable store: said before models load
             started = init_ray(cfg.ray)
-            return asyncio.run(_run(cfg, image_dir, specs, plan))
-    except SetupError as exc:
+            code = asyncio.run(_run(cfg, image_dir, specs, plan, tracker))
+            status = "FINISHED"  # exit 1 (some images failed) still wrote the table: the tag says which
+            if tracker is not None:
+                tracker.set_tags({"expectdiff.exit_code": str(code)})
+            return code
+    except (SetupError, ConfigError, TrackingError) as exc:
         print(f"setup error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        status = "KILLED"
         print("interrupted; what finished is recorded, rerun to resume", file=sys.stderr)
         return 130
     finally:
+        if tracker is not None:
+            tracker.finish(status)
         if started:
             import ray
 

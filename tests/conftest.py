@@ -11,3 +11,5 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Fixtures postgres_url / postgres_db_url: a throwaway Postgres server (unix socket only).
 from tests.postgres_server import postgres_db_url, postgres_url  # noqa: E402,F401
+# Fixture mlflow_server_uri: a throwaway MLflow tracking server on loopback (one per session).
+from tests.mlflow_server import mlflow_server_uri  # noqa: E402,F401

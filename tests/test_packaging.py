@@ -21,7 +21,9 @@ PACKAGES = ("actors", "agents", "core", "training")
 #: Imported but deliberately not declared, each for a reason.
 OPTIONAL_IMPORTS = {"pynvml": "the memory planner's GPU probe, guarded by ImportError (nvidia-smi is the fallback)"}
 #: Declared but never imported, each for a reason.
-UNIMPORTED = {"python-multipart": "FastAPI parses the upload form with it"}
+UNIMPORTED = {"python-multipart": "FastAPI parses the upload form with it",
+              "sqlalchemy": "MLflow's SQLite tracking store (core/tracking.py's default) needs it",
+              "alembic": "MLflow's SQLite tracking store creates its tables with it"}
 
 
 def _canon(name: str) -> str:

@@ -18,6 +18,7 @@ from pydantic import Field, field_validator, model_validator
 from core.config import StrictModel
 from core.ray_config import RayConfig
 from core.ray_resources import check_custom_resources
+from core.tracking import TrackingConfig
 from training.diffusion import ScheduleConfig
 from training.samplers import SamplerConfig
 from training.strategies import StrategyConfig
@@ -162,6 +163,34 @@ class SampleGridConfig(StrictModel):
         default_factory=list, description="Text-conditional runs: prompts, cycled over the grid's images.")
 
 
+class FIDEvalConfig(StrictModel):
+    """FID of EMA samples against the run's own first training images, at some checkpoints (a training-progress
+    signal logged beside the losses, not a test-set FID: the exposure-bias benchmark does that)."""
+
+    every: int = Field(0, ge=0, description="Score at every checkpoint whose step is a multiple of this (a multiple of "
+                                            "checkpoint_every). 0: never.")
+    num_images: int = Field(500, ge=2, description="Samples drawn and reference images read (the first N of the "
+                                                   "data).")
+    feature_net: Optional[str] = Field(
+        None, description="Folder of the project's Fashion-MNIST feature network (metric fid_featurenet; 1×32×32 "
+                          "images; `python -m benchmarks.exposure_bias --stage feature_net` trains it).")
+    inception_weights: Optional[str] = Field(
+        None, description="torch-fidelity's FID Inception-v3 weights file (metric fid_inception; needs the "
+                          "torch-fidelity package). Give exactly one of feature_net and inception_weights.")
+    seed: int = Field(0, description="Sampling seed (the same at every checkpoint, so scores are comparable).")
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig, description="Which sampler draws the samples.")
+
+    @model_validator(mode="after")
+    def _one_network(self) -> "FIDEvalConfig":
+        if self.every and (self.feature_net is None) == (self.inception_weights is None):
+            raise ValueError("fid.every is set: give exactly one of fid.feature_net and fid.inception_weights")
+        return self
+
+    @property
+    def metric_name(self) -> str:
+        return "fid_inception" if self.inception_weights else "fid_featurenet"
+
+
 class TrainConfig(StrictModel):
     """One data-parallel MDSS (or baseline) training run on Ray Train."""
 
@@ -184,6 +213,11 @@ class TrainConfig(StrictModel):
     keep_checkpoints: Optional[int] = Field(3, ge=1, description="Keep only the newest N checkpoints. None: all.")
     log_every: int = Field(50, ge=1, description="Report mean loss terms and strategy mix every N steps.")
     sample: SampleGridConfig = Field(default_factory=SampleGridConfig, description="Sample grids.")
+    fid: FIDEvalConfig = Field(default_factory=FIDEvalConfig, description="Periodic FID during training.")
+    tracking: TrackingConfig = Field(
+        default_factory=lambda: TrackingConfig(experiment="expectdiff-mdss"),
+        description="MLflow tracking: params, losses, learning rate, throughput, FID, sample grids and the final "
+                    "checkpoint's path, logged from the rank-0 worker; a relaunch continues the same MLflow run.")
     num_workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel replicas).")
     use_gpu: bool = Field(False, description="One GPU per worker.")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker.")
@@ -226,6 +260,19 @@ class TrainConfig(StrictModel):
         if self.sample.every and self.sample.sampler.xi_denoise and self.strategy.name not in XI_STRATEGIES:
             raise ValueError(f"sample.sampler.xi_denoise needs a ξ head, which strategy {self.strategy.name!r} does "
                              f"not train: set sample.sampler.xi_denoise=false")
+        if self.fid.every:
+            if self.fid.every % self.checkpoint_every:
+                raise ValueError(f"fid.every ({self.fid.every}) must be a multiple of checkpoint_every "
+                                 f"({self.checkpoint_every}): FID is scored at checkpoints")
+            if self.model.text_conditional:
+                raise ValueError("fid applies to pixel-space models; a text-conditional (latent) run has no FID here")
+            if self.fid.feature_net is not None and not (self.data.kind == "fashion_mnist" or (
+                    getattr(self.data, "channels", 3) == 1 and getattr(self.data, "image_size", 0) == 32)):
+                raise ValueError("fid.feature_net scores 1×32×32 images (Fashion-MNIST's feature network); this data "
+                                 "is not: use fid.inception_weights")
+            if self.fid.sampler.xi_denoise and self.strategy.name not in XI_STRATEGIES:
+                raise ValueError(f"fid.sampler.xi_denoise needs a ξ head, which strategy {self.strategy.name!r} does "
+                                 f"not train: set fid.sampler.xi_denoise=false")
         if self.sample.prompts and not self.model.text_conditional:
             raise ValueError("sample.prompts only apply to a text-conditional model (model.pipeline)")
         return self

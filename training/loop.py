@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import time
 from contextlib import nullcontext
@@ -26,6 +27,7 @@ from typing import Callable, Optional
 import torch
 
 from core.config import expand_path
+from training import fid_eval
 from training.build import (build_diffusion, load_text_space, load_trainable_from_folder, load_unet,
                             wrap_for_strategy)
 from training.checkpoint import (EMA_DIR, MODEL_DIR, SAMPLES_FILE, read_history, read_training_state,
@@ -116,6 +118,24 @@ def _sample_grid(cfg: TrainConfig, model, ema: EMA, diffusion, space, x0_shape, 
     model.train(was_training)
 
 
+def tracked_run(cfg: TrainConfig):
+    """Rank 0's handle on the MLflow run the driver opened (training.train.open_tracking), or None."""
+    if not (cfg.tracking.enabled and cfg.tracking.uri and cfg.tracking.run_id):
+        return None  # the loop run without the CLI's driver (tests of the loop alone): nothing was opened
+    from core.tracking import RunTracker
+
+    return RunTracker.attach(cfg.tracking.uri, cfg.tracking.run_id)
+
+
+def _log_grid(tracker, grid: Path, step: int) -> None:
+    """The grid as the artifact samples/samples_<step>.png (one name per step: the grids would otherwise
+    overwrite each other), copied outside the checkpoint folder so the checkpoint holds no extra file."""
+    with tempfile.TemporaryDirectory(prefix="mdss_grid_") as tmp:
+        named = Path(tmp) / f"samples_{step:08d}.png"
+        shutil.copyfile(grid, named)
+        tracker.log_artifact(named, "samples")
+
+
 @dataclass
 class Resumed:
     """What a checkpoint restores: the trainable module and EMA weights, the step and the history."""
@@ -200,7 +220,11 @@ def train_loop_per_worker(config: dict) -> dict:
                          config=cfg.model_dump(mode="json"), history=history)
         if cfg.sample.every and step % cfg.sample.every == 0:
             _sample_grid(cfg, model, ema, diffusion, space, x0_shape, device, folder)
+            if tracker is not None:
+                _log_grid(tracker, folder / SAMPLES_FILE, step)
 
+    tracker = tracked_run(cfg) if rank == 0 else None
+    progress_fid = fid_eval.build(cfg) if rank == 0 else None
     batches = worker_batches(cfg.data, cfg.batch_size, rank=rank, world_size=world, seed=cfg.seed,
                              start_step=step, end_step=cfg.total_steps)
     window, x0_shape = MetricWindow(device), None
@@ -234,10 +258,15 @@ def train_loop_per_worker(config: dict) -> dict:
         metrics = {"step": step, "lr": lr, **summary,
                    "samples_per_s": summary["window_steps"] * cfg.batch_size * world / summary["window_seconds"]}
         if rank == 0:
+            if is_checkpoint and progress_fid is not None and progress_fid.due(step):
+                metrics[progress_fid.name] = progress_fid.score(model, ema, diffusion, x0_shape, device,
+                                                                _autocast(cfg, device))
             history.append(metrics)
             logger.info("step %d/%d loss %.4f eps %.4f xi %.4f strategy %.2f lr %.2e %.1f img/s", step,
                         cfg.total_steps, metrics["loss"], metrics["eps_loss"], metrics["xi_loss"],
                         metrics["strategy_frac"], lr, metrics["samples_per_s"])
+            if tracker is not None:
+                tracker.log_metrics({k: v for k, v in metrics.items() if k != "step"}, step)
         report(metrics, rank=rank, save=save if is_checkpoint else None)
         window.reset()
     return {"step": step, "attempt_starts": attempt_starts}

@@ -30,6 +30,7 @@ from core.cli import parse_or_status, prog_name
 from core.config import ConfigError, expand_path, load_config
 from core import job_submit
 from core.ray_config import init_ray
+from core.tracking import TrackingError, redact_uri, store_uri
 from training.config import TrainConfig
 
 
@@ -68,8 +69,31 @@ def build_trainer(cfg: TrainConfig):
                         scaling_config=scaling, run_config=run, torch_config=LoopbackTorchConfig())
 
 
+def run_folder(cfg: TrainConfig) -> str:
+    """``<run_dir>/<name>``: Ray Train's folder of this run (``cfg.run_dir`` already resolved)."""
+    return f"{cfg.run_dir.rstrip('/')}/{cfg.name}"
+
+
+def open_tracking(cfg: TrainConfig, source: str = "training"):
+    """The run's MLflow run (found again by its run folder, else created with the config as params) and the
+    config the workers get, whose ``tracking`` names that run; ``(None, cfg)`` when tracking is off."""
+    from core.tracking import RunTracker, store_uri
+
+    if not cfg.tracking.enabled:
+        return None, cfg
+    folder = run_folder(cfg)
+    uri = store_uri(cfg.tracking, folder, source)
+    if uri.startswith("sqlite:///"):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    tracker = RunTracker.open(cfg.tracking, uri, key=folder, run_name=cfg.name,
+                              params=cfg.model_dump(mode="json", exclude={"tracking"}),
+                              tags={"expectdiff.strategy": cfg.strategy.name})
+    tracking = cfg.tracking.model_copy(update={"uri": uri, "run_id": tracker.run_id})
+    return tracker, cfg.model_copy(update={"tracking": tracking})
+
+
 def run(cfg: TrainConfig):
-    """Connect to (or start) Ray, fit, and return the Ray Train ``Result``."""
+    """Open the MLflow run, connect to (or start) Ray, fit, and return the Ray Train ``Result``."""
     import ray
 
     from core.ray_cluster import current_cluster_shape
@@ -77,14 +101,30 @@ def run(cfg: TrainConfig):
     from training.placement import place_workers
 
     cfg = cfg.model_copy(update={"run_dir": resolve_run_dir(cfg.run_dir, job_submit.submitted_job())})
+    tracker, status = None, "FAILED"
     started = init_ray(cfg.ray)
     try:
         # Ray would wait for ever for workers no node can hold: checked here, in seconds, naming the key.
         cfg, notes = place_workers(cfg, current_cluster_shape(), local_ray=on_local_ray())
         for note in notes:
             print(note, file=sys.stderr, flush=True)
-        return build_trainer(cfg).fit()
+        # After the placement check (a refused run leaves no MLflow run behind), before the workers start;
+        # an unusable store fails here in seconds.
+        tracker, cfg = open_tracking(cfg)
+        if tracker is not None:
+            print(f"tracking: MLflow run {tracker.run_id} ({'continued' if tracker.continued else 'new'}) in "
+                  f"{redact_uri(tracker.uri)}", file=sys.stderr, flush=True)
+        result = build_trainer(cfg).fit()
+        status = "FINISHED"
+        if tracker is not None and result.checkpoint is not None:
+            tracker.set_tags({"expectdiff.final_checkpoint": result.checkpoint.path})
+        return result
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
     finally:
+        if tracker is not None:
+            tracker.finish(status)
         if started:
             ray.shutdown()
 
@@ -111,6 +151,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         for key, path in missing_local_sources(cfg):
             raise ConfigError(args.config, key, f"{path!r} is a local path and does not exist")
+        if cfg.tracking.enabled:  # the default store needs a local run folder: said before Ray starts
+            store_uri(cfg.tracking, run_folder(cfg), args.config)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
@@ -120,6 +162,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result = run(cfg)
     except ConfigError as exc:  # the workers do not fit the cluster (training.placement)
         print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except TrackingError as exc:
+        print(f"tracking error: {exc} (or --set tracking.enabled=false)", file=sys.stderr)
         return 2
     except TrainingFailedError as exc:
         print(f"training failed: {exc}", file=sys.stderr)

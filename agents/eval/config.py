@@ -16,6 +16,7 @@ from actors.image_embedder import ImageEmbedderConfig
 from agents.config import ArpoConfig
 from agents.eval.interrogator import InterrogatorConfig
 from core.config import StrictModel
+from core.tracking import TrackingConfig
 
 DEFAULT_VLM_INSTRUCTION = (
     "Describe this image in detail: the subjects, their appearance and actions, the background, "
@@ -51,6 +52,7 @@ class EvaluationConfig(StrictModel):
     curve: Literal["recorded", "all_metrics"] = Field("recorded", description="Figure 4.7 data for ARPO methods: 'recorded' plots CLIP-T and CLIP-I as the agent recorded them at each step (no extra generation); 'all_metrics' also renders the best prompt after each step at the evaluation seeds and scores all four metrics.")
     concurrency: int = Field(32, ge=1, description="(image, method) evaluations in flight at once; the actors batch across them.")
     gallery_seed: Optional[int] = Field(None, description="Which seed's recreated image the gallery shows; None: the first of seeds.")
+    tracking: TrackingConfig = Field(default_factory=lambda: TrackingConfig(enabled=False, experiment="expectdiff-evaluation"), description="MLflow tracking of the evaluation (off by default: the table is in the output folder): the settings and models as params, every table cell as a metric (<method>.<metric>.mean/.std), the table, gallery and curve as artifacts. With uri None, a SQLite store mlflow.db in the output folder; the same output folder continues the same MLflow run.")
 
     @field_validator("seeds")
     @classmethod

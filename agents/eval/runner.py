@@ -65,6 +65,7 @@ class EvalOutcome:
     missing: dict[str, dict[str, str]] = field(default_factory=dict)  # method -> image id -> why
     failed: dict[str, dict[str, str]] = field(default_factory=dict)  # method -> image id -> error
     outputs: dict[str, Path] = field(default_factory=dict)
+    rows: list = field(default_factory=list)  # the table's rows (agents.eval.table.Row), for tracking
 
     @property
     def exit_code(self) -> int:
@@ -352,7 +353,7 @@ class Evaluation:
 
     def write_outputs(self, images, sources, arpo, step_sources, values, outcome) -> dict[str, Path]:
         labels = {s.key: s.label for s in sources}
-        rows = table_mod.summarise(values, labels, self.seeds, self.ev.table_images)
+        rows = outcome.rows = table_mod.summarise(values, labels, self.seeds, self.ev.table_images)
         note = _missing_note(outcome, labels)
         paths = {name: self.out_dir / name for name in (TABLE_MD, TABLE_CSV, GALLERY_HTML, CURVE_SVG, CURVE_CSV)}
         atomic_write_text(paths[TABLE_MD], table_mod.render_markdown(rows, self.seeds, note))

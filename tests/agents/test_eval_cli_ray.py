@@ -15,7 +15,7 @@ from agents.results import RESULTS_JSONL, ResultsLog
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def test_cli_on_ray_with_the_offline_kit(tmp_path, monkeypatch, capsys):
+def test_cli_on_ray_with_the_offline_kit(tmp_path, monkeypatch, capsys, mlflow_server_uri):
     from actors.offline_kit import captioner, clip, image_embedders, t2i
     from agents.eval.interrogator import LIST_FILES, package_data_dir
     from agents.evaluate import main
@@ -29,7 +29,9 @@ def test_cli_on_ray_with_the_offline_kit(tmp_path, monkeypatch, capsys):
     profile = {"t2i": t2i.build(kit), "clip": clip.build(kit), "captioner": captioner.build(kit), **image_embedders.build(kit),
                "ray": {"num_cpus": 2},
                "evaluation": {"seeds": [0, 1], "interrogator": {"data_dir": str(terms), "flavor_candidates": 4, "max_chain": 2},
-                              "run_missing_arpo": False}}
+                              "run_missing_arpo": False,
+                              # the table into a real MLflow server on loopback, read back below
+                              "tracking": {"enabled": True, "uri": mlflow_server_uri, "experiment": "eval-cli-test"}}}
     (tmp_path / "profile.yaml").write_text(yaml.safe_dump(profile))
     images = tmp_path / "images"
     images.mkdir()
@@ -49,3 +51,16 @@ def test_cli_on_ray_with_the_offline_kit(tmp_path, monkeypatch, capsys):
     assert sum(r["kind"] == "prompt" for r in records) == 6 and sum(r["kind"] == "seed" for r in records) == 12
     assert "2 images × 3 methods" in capsys.readouterr().err
     assert (tmp_path / "out" / "gallery.html").is_file() and (tmp_path / "out" / "curve.svg").is_file()
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_server_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("eval-cli-test").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["expectdiff.exit_code"] == "0"
+    assert run.data.params["methods"] == "['arpo', 'blip2', 'clip_interrogator']" and run.data.params["seeds"] == "[0, 1]"
+    for row in rows:  # every table cell is a metric, equal to the CSV's (written to 4 decimals)
+        assert run.data.metrics[f"{row['method']}.n_images"] == 2
+        assert run.data.metrics[f"{row['method']}.clip_t.mean"] == pytest.approx(float(row["clip_t"]), abs=6e-5)
+        for metric in ("clip_i", "dino", "vit"):
+            assert run.data.metrics[f"{row['method']}.{metric}.mean"] == pytest.approx(float(row[f"{metric}_mean"]), abs=6e-5)
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"table.md", "table.csv", "gallery.html"}

@@ -61,6 +61,43 @@ def test_two_workers_crash_resume_and_rerun(local_ray, tmp_path):
     assert [row["step"] for row in read_history(folder)] == list(range(1, 9))
     assert len([p for p in run_folder.glob("checkpoint_*") if p.is_dir()]) == 2  # keep_checkpoints: 2
 
+    # MLflow, by default a SQLite store in the run folder: both launches and the restart are one MLflow run
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{run_folder / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("expectdiff-mdss").experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED" and run.data.tags["expectdiff.attempts"] == "2"
+    assert run.data.params["total_steps"] == "6" and run.data.tags["expectdiff.changed.total_steps"] == "6 -> 8"
+    assert run.data.tags["expectdiff.final_checkpoint"].endswith("checkpoint_00000008")
+    logged = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
+    # rank 0 alone logs (two workers would log every step twice); only the steps redone after the crash,
+    # (resumed_at, 5), appear twice
+    redone = set(range(resumed_at + 1, 5))
+    assert sorted(set(logged)) == list(range(1, 9))
+    assert all(logged.count(s) == (2 if s in redone else 1) for s in range(1, 9)), logged
+    grids = [a.path for a in client.list_artifacts(run.info.run_id, "samples")]
+    assert "samples/samples_00000008.png" in grids
+
+
+def test_a_run_is_tracked_on_a_real_mlflow_server(local_ray, tmp_path, mlflow_server_uri, capsys):
+    from mlflow.tracking import MlflowClient
+
+    command = ["--config", str(CONFIG), "--set", f"run_dir={tmp_path / 'runs'}", "--set", "total_steps=2",
+               "--set", f"tracking.uri={mlflow_server_uri}", "--set", "tracking.experiment=server-test"]
+    assert main(command) == 0
+    assert f"in {mlflow_server_uri}" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "tiny_fashion_mnist" / "mlflow.db").exists()  # nothing local with a server
+    client = MlflowClient(tracking_uri=mlflow_server_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("server-test").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["strategy.name"] == "mdss"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
+    assert run.data.metrics["samples_per_s"] > 0
+    assert run.data.tags["expectdiff.final_checkpoint"].endswith("checkpoint_00000002")
+    grid = client.download_artifacts(run.info.run_id, "samples/samples_00000002.png", str(tmp_path))
+    assert Path(grid).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
 
 def test_a_cluster_node_type_resource_is_dropped_on_one_machine_and_the_run_trains(local_ray, tmp_path, capsys):
     """configs/mdss/*'s cluster profiles pin workers with custom_resources_per_worker; on one machine the
