@@ -43,6 +43,7 @@ async def optimise(
     on_node: Optional[Callable[[str], None]] = None,
     thread_id: Optional[str] = None,
     base_dir: Optional[Path] = None,
+    members: Optional[Sequence[tuple[str, Path]]] = None,
 ) -> ReverseResult:
     """Run or resume thread ``thread_id`` (default ``image_id``) and return its result.
 
@@ -58,6 +59,10 @@ async def optimise(
     compiled graph with a checkpointer, shared across images; without one an in-memory
     graph is built (nothing survives the process). ``init_prompt`` (else
     ``cfg.init_prompt``) replaces the captioner's caption as P^0.
+
+    ``members``: ``(image id, reference file)`` of each image of a set (``--group-by folder``): the CLIP
+    scores are then means over the members (agents.nodes.clip_i_scores), and ``reference_path`` is what
+    the captioner and the VLM look at (the set's grid).
     """
     if graph is None:
         from langgraph.checkpoint.memory import InMemorySaver
@@ -66,8 +71,10 @@ async def optimise(
     if graph.checkpointer is None:
         raise ValueError("optimise needs a graph compiled with a checkpointer (see agents.graph.compile_graph)")
     config = thread_config(thread_id or image_id, cfg)
+    member_list = [{"id": member_id, "path": str(path)} for member_id, path in members or ()]
     if base_dir is not None:
         reference_path, work_dir = _inside(reference_path, base_dir), _inside(work_dir, base_dir)
+        member_list = [{**m, "path": _inside(m["path"], base_dir)} for m in member_list]
     source = str(reference_path)
     result_from_state = functools.partial(_result_from_state, prompts_per_image=cfg.prompts_per_image,
                                           caption_prefix=cfg.caption_prefix)
@@ -78,7 +85,7 @@ async def optimise(
     if snapshot.values and not snapshot.tasks:
         return result_from_state(snapshot.values, source)
     run_input = None if snapshot.tasks else initial_state(image_id, str(reference_path), str(work_dir),
-                                                           init_prompt or cfg.init_prompt)
+                                                           init_prompt or cfg.init_prompt, members=member_list or None)
     try:
         async for update in graph.astream(run_input, config, durability="sync", stream_mode="updates"):
             if on_node is not None:

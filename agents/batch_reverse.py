@@ -6,7 +6,7 @@ Usage::
                                    [--out DIR] [--config FILE] [--set key=value ...]
                                    [--concurrency N] [--dry-run] [--settings-changed refuse|fresh]
                                    [--prompts-per-image K] [--caption-prefix TEXT] [--negative]
-                                   [--captions-txt] [--captions-beside-images] [--verbose]
+                                   [--group-by image|folder] [--captions-txt] [--captions-beside-images] [--verbose]
 
 (installed as the command ``expectdiff-reverse`` too).
 
@@ -118,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="After the optimisation, recover a negative prompt for the best prompt (agent.negative.enabled): "
                              "candidate negative fragments from the VLM and LLM, kept greedily while CLIP-I rises; refused "
                              "at start-up by a target where a negative prompt does not act (FLUX.1).")
+    parser.add_argument("--group-by", choices=("image", "folder"),
+                        help="image (default): one prompt per distinct image. folder: each subfolder of --dir is one "
+                             "set, and gets one prompt for all its images (job.group_by; mean CLIP scores over the "
+                             "members, outputs under OUT/sets/; images directly in --dir are not run).")
     parser.add_argument("--captions-txt", action="store_true",
                         help=f"Also write each image's caption (best prompt) as a .txt in a mirror tree under OUT/captions/ "
                              f"(OUT/{CAPTIONS_JSONL} is always written).")
@@ -163,9 +167,10 @@ def with_agent_flags(cfg: ArpoConfig, args: argparse.Namespace) -> ArpoConfig:
 def dry_run(cfg: ArpoConfig, image_dir: "Path | ImageSource", out_dir: Path, stream: TextIO) -> int:
     source = ImageSource.of(image_dir)
     source.check(out_dir)
-    items = source.plan(out_dir, cfg.job.max_file_bytes)
+    items = source.plan(out_dir, cfg.job.max_file_bytes, cfg.job.group_by)
     if not items:
         raise SetupError(f"{source.describe()}: no image files found")
+    unit = "sets" if cfg.job.group_by == "folder" else "images"
     results_path = out_dir / RESULTS_JSONL
     previous = {r["image_id"]: r for r in ResultsLog(results_path, repair=False).records()} if results_path.exists() else {}
     current = fingerprint(result_settings(cfg))
@@ -180,8 +185,10 @@ def dry_run(cfg: ArpoConfig, image_dir: "Path | ImageSource", out_dir: Path, str
             action = "retry" if record.get("status") == "error" else "run"
         counts[action] += 1
         also = f"  (same content: {', '.join(item.duplicates)})" if item.duplicates else ""
+        if item.kind == "set":
+            also = f"  (set of {len(item.members)} image(s)" + (f", {len(item.member_errors)} unusable" if item.member_errors else "") + ")"
         stream.write(f"{action:5} {item.image_id}  {item.source.rel}{also}\n")
-    stream.write(f"{len(items)} images: {counts['run']} to run, {counts['retry']} to retry, {counts['skip']} already done"
+    stream.write(f"{len(items)} {unit}: {counts['run']} to run, {counts['retry']} to retry, {counts['skip']} already done"
                  + (f", {counts['redo']} done under other settings" if counts["redo"] else "")
                  + (f", {counts['rerank']} done to re-rank for --prompts-per-image (no model call)" if counts["rerank"] else "")
                  + "\n")
@@ -203,6 +210,11 @@ def _main(args: argparse.Namespace, logs: JobLogging, argv: list[str]) -> int:
     out_dir = Path(args.out)
     try:
         cfg = with_agent_flags(load_config(ArpoConfig, args.config, args.set), args)
+        if args.group_by is not None:
+            cfg = cfg.model_copy(update={"job": cfg.job.model_copy(update={"group_by": args.group_by})})
+        if cfg.job.group_by == "folder" and args.image:
+            raise ConfigError("--group-by", "job.group_by", "folder groups the subfolders of --dir; with --image "
+                                                            "there is no folder to group")
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_SETUP_ERROR

@@ -55,7 +55,6 @@ async def negative_select(state: ArpoState, deps: NodeDeps) -> dict:
     """Try each candidate alone, then add the winners greedily while CLIP-I rises (module docstring)."""
     neg = dict(state["negative"])
     best = _best(state)
-    reference = await load_image(state["reference_path"], deps)
     folder = Path(state["work_dir"]) / NEGATIVE_DIR
     fixed = deps.negative_prompt
     fits = token_budget(deps.roles.t2i.count_tokens, deps.token_budget)
@@ -65,7 +64,7 @@ async def negative_select(state: ArpoState, deps: NodeDeps) -> dict:
         return ", ".join([fixed, *fragments] if fixed else fragments)
 
     async def attempt(fragments: list[str], index: int) -> dict:
-        per_seed, paths, _ = await generate_and_score(state, deps, best["rendered"], folder / f"try_{index:02d}", reference,
+        per_seed, paths, _ = await generate_and_score(state, deps, best["rendered"], folder / f"try_{index:02d}",
                                                       negative_prompt=", ".join(fragments))
         return {"fragments": list(fragments), "clip_i": sum(per_seed) / len(per_seed), "clip_i_per_seed": per_seed,
                 "image_paths": paths}

@@ -71,6 +71,40 @@ def _with_last(history: list, **changes) -> list:
     return [*history[:-1], {**history[-1], **changes}]
 
 
+def scoring_references(state: ArpoState) -> list[tuple[str, str]]:
+    """(cache key, path) of every image the CLIP scores compare against: the set's members (``--group-by
+    folder``), else the reference itself."""
+    members = state.get("members")
+    if members:
+        return [(m["id"], m["path"]) for m in members]
+    return [(state["image_id"], state["reference_path"])]
+
+
+async def _mean_over_references(state: ArpoState, deps: NodeDeps, n: int, what: str, call) -> list[float]:
+    """``call(reference, key)``'s n scores, averaged over the scoring references (one reference: unchanged).
+
+    For a set of n_m members with unit CLIP embeddings ê_j this is (1/n_m) Σ_j cos(x, ê_j) = |m|·cos(x, m̂)
+    with m the members' mean unit embedding: the ranking against the mean embedding, scaled by the set's
+    constant |m| ≤ 1, so Algorithm 8's "keep what raises the score" decides as with the mean embedding."""
+    refs = scoring_references(state)
+    loaded = await asyncio.gather(*(load_image(path, deps) for _, path in refs))
+    results = await asyncio.gather(*(call(image, key) for (key, _), image in zip(refs, loaded)))
+    per_ref = [checked_scores(scores, n, what) for scores in results]
+    return [sum(column) / len(column) for column in zip(*per_ref)]
+
+
+async def clip_i_scores(state: ArpoState, deps: NodeDeps, images: Sequence[np.ndarray], what: str) -> list[float]:
+    """CLIP image-image similarity of each image to the reference (a set: the mean over its members)."""
+    return await _mean_over_references(state, deps, len(images), what, lambda ref, key: deps.roles.clip.image_image_scores(
+        list(images), ref, reference_key=key))
+
+
+async def clip_t_scores(state: ArpoState, deps: NodeDeps, texts: Sequence[str], what: str) -> list[float]:
+    """CLIP text-image similarity of each text to the reference (a set: the mean over its members)."""
+    return await _mean_over_references(state, deps, len(texts), what, lambda ref, key: deps.roles.clip.text_image_scores(
+        list(texts), ref, image_key=key))
+
+
 def _generated_path(state: ArpoState) -> str:
     """The image the VLM looks at: the first seed's image of the current iteration."""
     return state["history"][-1]["image_paths"][0]
@@ -97,12 +131,12 @@ async def init(state: ArpoState, deps: NodeDeps) -> dict:
     }
 
 
-async def generate_and_score(state: ArpoState, deps: NodeDeps, prompt: str, folder: Path, reference: np.ndarray, *,
+async def generate_and_score(state: ArpoState, deps: NodeDeps, prompt: str, folder: Path, *,
                              negative_prompt: Optional[str] = None,
                              also: Sequence[Callable[[], Awaitable]] = ()) -> tuple[list[float], list[str], list]:
     """``prompt``'s images for the run's seeds (with its own ``negative_prompt`` when given), saved under ``folder``
-    as ``NN_seedS.png`` and scored by CLIP-I against ``reference``; ``also``: more calls, run alongside the scoring.
-    Returns the per-seed CLIP-I, the image paths and the results of ``also``."""
+    as ``NN_seedS.png`` and scored by CLIP-I against the reference (:func:`clip_i_scores`); ``also``: more calls,
+    run alongside the scoring. Returns the per-seed CLIP-I, the image paths and the results of ``also``."""
     seeds = list(deps.cfg.seeds)
     with_negative = "" if negative_prompt is None else " with a negative prompt"
     own = {} if negative_prompt is None else {"negative_prompt": negative_prompt}
@@ -112,24 +146,22 @@ async def generate_and_score(state: ArpoState, deps: NodeDeps, prompt: str, fold
     for seed, image in zip(seeds, images):
         check_rgb_uint8(image, f"T2I image for seed {seed}{with_negative}")
     paths = [folder / f"{i:02d}_seed{seed}.png" for i, seed in enumerate(seeds)]
-    scores, *rest = await asyncio.gather(
-        deps.roles.clip.image_image_scores(images, reference, reference_key=state["image_id"]),
+    per_seed, *rest = await asyncio.gather(
+        clip_i_scores(state, deps, images, f"CLIP image-image scores{with_negative}"),
         *(call() for call in also),
         *(asyncio.to_thread(write_png, image, deps.path(str(path))) for image, path in zip(images, paths)),
     )
-    per_seed = checked_scores(scores, len(images), f"CLIP image-image scores{with_negative}")
     return per_seed, [p.as_posix() for p in paths], rest[:len(also)]
 
 
 async def generate(state: ArpoState, deps: NodeDeps) -> dict:
     """Generate P^t's images (same seeds every iteration), save them, score CLIP-I and CLIP-T; apply the score stop rules."""
-    t, image_id = state["iteration"], state["image_id"]
+    t = state["iteration"]
     rendered = _parts(state).render()
-    reference = await load_image(state["reference_path"], deps)
     per_seed, paths, (text_score,) = await generate_and_score(
-        state, deps, rendered, Path(state["work_dir"]) / f"iter_{t:02d}", reference,
-        also=[lambda: deps.roles.clip.text_image_scores([rendered], reference, image_key=image_id)])
-    clip_t = checked_scores(text_score, 1, "CLIP text-image score")[0]
+        state, deps, rendered, Path(state["work_dir"]) / f"iter_{t:02d}",
+        also=[lambda: clip_t_scores(state, deps, [rendered], "CLIP text-image score")])
+    clip_t = text_score[0]
     clip_i = sum(per_seed) / len(per_seed)
     record = {
         "iteration": t, "content": list(state["content"]), "style": list(state["style"]), "rendered": rendered,
@@ -190,11 +222,9 @@ async def select(state: ArpoState, deps: NodeDeps) -> dict:
     parts = _parts(state)
     cands = [Fragment.from_dict(d) for d in state.get("candidates") or []]
     record = state["history"][-1]
-    reference = await load_image(state["reference_path"], deps)
-    image_id = state["image_id"]
 
     async def score(texts: Sequence[str]) -> Sequence[float]:
-        return await deps.roles.clip.text_image_scores(list(texts), reference, image_key=image_id)
+        return await clip_t_scores(state, deps, texts, "CLIP text-image scores")
 
     fits = token_budget(caption_token_counter(deps.roles.t2i.count_tokens, deps.cfg.caption_prefix), deps.token_budget)
     sel = await greedy_select(parts, cands, score, base_score=record["clip_t"], fits=fits)

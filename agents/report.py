@@ -262,7 +262,19 @@ def detail_view(record: dict, prefix: str) -> dict:
         "caption": record.get("caption") if record.get("caption") != (record.get("prompt") or {}).get("rendered") else None,
         "ranked": _ranked_rows(record),
         "negative": _negative_view(record, prefix),
+        "set": _set_view(record, prefix),
     }
+
+
+def _set_view(record: dict, prefix: str) -> Optional[dict]:
+    """A set's members (``--group-by folder``): names, stored references, and those left out."""
+    if record.get("kind") != "set":
+        return None
+    names = [str(m) for m in record.get("members") or []]
+    refs = list(record.get("member_references") or [])
+    members = [{"name": name, "image": prefix + refs[i] if i < len(refs) and isinstance(refs[i], str) else None}
+               for i, name in enumerate(names)]
+    return {"members": members, "errors": [str(e) for e in record.get("member_errors") or []]}
 
 
 def _negative_view(record: dict, prefix: str) -> Optional[dict]:

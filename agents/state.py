@@ -46,6 +46,7 @@ class ArpoState(TypedDict, total=False):
     reference_path: str
     work_dir: str
     user_prompt: Optional[str]
+    members: Optional[list[dict]]  # a set (--group-by folder): [{"id", "path"}] of its members' references
     # the prompt P^t, content and style kept apart
     initial_prompt: str
     content: list[str]
@@ -74,7 +75,11 @@ STOP_MAX_STEPS = "max_steps"
 STOP_PATIENCE = "patience"  # CLIP-I did not improve for `patience` iterations
 
 
-def initial_state(image_id: str, reference_path: str, work_dir: str, user_prompt: Optional[str] = None) -> ArpoState:
-    """The input of a fresh thread."""
-    return ArpoState(image_id=image_id, reference_path=str(reference_path), work_dir=str(work_dir),
-                     user_prompt=user_prompt, elapsed_s=0.0)
+def initial_state(image_id: str, reference_path: str, work_dir: str, user_prompt: Optional[str] = None,
+                  members: Optional[list[dict]] = None) -> ArpoState:
+    """The input of a fresh thread (``members``: a set's images, each ``{"id", "path"}``)."""
+    state = ArpoState(image_id=image_id, reference_path=str(reference_path), work_dir=str(work_dir),
+                      user_prompt=user_prompt, elapsed_s=0.0)
+    if members:
+        state["members"] = list(members)
+    return state

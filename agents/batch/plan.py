@@ -34,9 +34,15 @@ class WorkItem:
     duplicates: list[str] = field(default_factory=list)  # other relative paths with the same content
     read_error: Optional[str] = None  # the file cannot be used at all (unreadable, too large, refused symlink)
     duplicate_images: list[FoundImage] = field(default_factory=list)  # the files behind ``duplicates``
+    members: list["WorkItem"] = field(default_factory=list)  # a set's images (agents.batch.sets); [] for an image
+    member_errors: list[str] = field(default_factory=list)  # a set's members that could not be used, and why
+    kind: str = "image"  # "image", or "set" (--group-by folder: source is the subfolder)
 
     def images(self) -> list[FoundImage]:
-        """Every file with this content: the source, then its duplicates."""
+        """Every file this item's caption belongs to: the source and its duplicates; for a set, every
+        member's files."""
+        if self.members:
+            return [found for member in self.members for found in member.images()]
         return [self.source, *self.duplicate_images]
 
 
@@ -68,7 +74,7 @@ def plan_work(image_dir: Path, out_dir: Path, max_file_bytes: Optional[int] = No
     an error record): unreadable, larger than ``max_file_bytes`` (checked before its
     bytes are hashed), or a symlink leaving the image folder.
     """
-    return _group(discover_images(image_dir, exclude=out_dir), out_dir, max_file_bytes)
+    return group_found(discover_images(image_dir, exclude=out_dir), out_dir, max_file_bytes)
 
 
 def plan_files(files: Sequence[str | os.PathLike], out_dir: Path, max_file_bytes: Optional[int] = None) -> list[WorkItem]:
@@ -92,7 +98,7 @@ def plan_files(files: Sequence[str | os.PathLike], out_dir: Path, max_file_bytes
     absolute = list(seen.values())
     names = unique_tails(absolute)
     found = [FoundImage(path=p, rel=display_name(names[p])) for p in absolute]
-    return _group(found, out_dir, max_file_bytes)
+    return group_found(found, out_dir, max_file_bytes)
 
 
 def unique_tails(paths: Sequence[Path]) -> dict[Path, str]:
@@ -107,7 +113,9 @@ def unique_tails(paths: Sequence[Path]) -> dict[Path, str]:
     return names
 
 
-def _group(found_images: Iterable[FoundImage], out_dir: Path, max_file_bytes: Optional[int]) -> list[WorkItem]:
+def group_found(found_images: Iterable[FoundImage], out_dir: Path, max_file_bytes: Optional[int]) -> list[WorkItem]:
+    """One work item per distinct content among ``found_images`` (later files with the same bytes are its
+    duplicates); a file that cannot be used is an item with ``read_error``."""
     from agents.image_id import content_id
 
     items: dict[str, WorkItem] = {}
@@ -161,8 +169,15 @@ class ImageSource:
                                      + ("not a file (use --dir for a folder)" if path.exists() else "no such file"))
             check_files(self.files, out_dir)
 
-    def plan(self, out_dir: Path, max_file_bytes: Optional[int] = None) -> list[WorkItem]:
+    def plan(self, out_dir: Path, max_file_bytes: Optional[int] = None, group_by: str = "image") -> list[WorkItem]:
+        """The work items: one per distinct image, or with ``group_by="folder"`` one per subfolder (a set)."""
         out_dir = Path(out_dir).resolve()
+        if group_by == "folder":
+            if self.folder is None:
+                raise SetupError("--group-by folder needs --dir (each subfolder is one set), not --image")
+            from agents.batch.sets import plan_sets
+
+            return plan_sets(self.folder.resolve(), out_dir, max_file_bytes)
         if self.folder is not None:
             return plan_work(self.folder.resolve(), out_dir, max_file_bytes)
         return plan_files(self.files, out_dir, max_file_bytes)

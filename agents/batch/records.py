@@ -40,6 +40,7 @@ def result_record(result: Any, item: WorkItem, out_dir: Path, fingerprint: str) 
     reference = item.folder / REFERENCE_FILE
     record["reference"] = out_relative(reference, out_dir) if reference.is_file() else None
     record["settings_fingerprint"] = fingerprint
+    _set_fields(record, item, out_dir)
     for it in record.get("iterations") or []:
         paths = (out_relative(p, out_dir) for p in _iteration_image_paths(it))
         it["images"] = [p for p in paths if p is not None]
@@ -49,6 +50,21 @@ def result_record(result: Any, item: WorkItem, out_dir: Path, fingerprint: str) 
         paths = (out_relative(p, out_dir) for p in attempt.get("image_paths") or [])
         attempt["image_paths"] = [p for p in paths if p is not None]
     return record
+
+
+def _set_fields(record: dict, item: WorkItem, out_dir: Path) -> None:
+    """A set's record (``--group-by folder``): ``kind`` "set", its ``members`` (paths relative to the image
+    folder; the scores are means over them) and ``member_errors`` (members left out, and why)."""
+    if item.kind != "set":
+        return
+    from agents.batch.sets import MEMBER_FILE
+
+    record["kind"] = "set"
+    record["members"] = [m.source.rel for m in item.members]
+    stored = [item.folder / MEMBER_FILE.format(m.image_id) for m in item.members]
+    # each member's stored reference (relative to --out), aligned with members
+    record["member_references"] = [out_relative(path, out_dir) if path.is_file() else None for path in stored]
+    record["member_errors"] = list(item.member_errors)
 
 
 def _iteration_image_paths(iteration: dict) -> list:

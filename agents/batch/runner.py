@@ -21,6 +21,7 @@ from agents.batch.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, Set
 from agents.batch.identity import JobIdentity, OnChange, open_job
 from agents.batch.captions import CaptionOptions, Captions
 from agents.batch.plan import ImageSource, WorkItem
+from agents.batch.sets import prepare_set
 from agents.batch.records import error_record, needs_rerank, reranked_record, result_record
 from agents.batch.writer import BatchWriter
 from agents.config import ArpoConfig
@@ -109,7 +110,7 @@ def remove_stale_temp_files(out_dir: Path) -> int:
 def plan_items(source: ImageSource, out_dir: Path, cfg: ArpoConfig) -> list[WorkItem]:
     """The work items (SetupError when there are none). Reads every file's content id: seconds for a large
     folder, so a caller on an event loop runs it in a thread."""
-    items = source.plan(out_dir, cfg.job.max_file_bytes)
+    items = source.plan(out_dir, cfg.job.max_file_bytes, cfg.job.group_by)
     if not items:
         raise SetupError(f"{source.describe()}: no image files found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
     return items
@@ -277,9 +278,15 @@ class _ItemRunner:
         metric("images_in_flight", self.progress.running, {"job_id": self.identity.job_id})
         if item.read_error:
             return self.fail(item, item.read_error)
+        members = {}
         try:
-            reference = await asyncio.to_thread(prepare_reference, item, self.cfg.job.max_image_pixels,
-                                                self.cfg.job.reference_max_side)
+            if item.kind == "set":
+                prepared = await asyncio.to_thread(prepare_set, item, self.cfg.job.max_image_pixels,
+                                                   self.cfg.job.reference_max_side)
+                reference, members = prepared.reference, {"members": prepared.members}
+            else:
+                reference = await asyncio.to_thread(prepare_reference, item, self.cfg.job.max_image_pixels,
+                                                    self.cfg.job.reference_max_side)
         except ImageLoadError as exc:
             return self.fail(item, f"{item.source.rel}: {exc.cause}")
 
@@ -291,7 +298,8 @@ class _ItemRunner:
         try:
             result = await self.optimise_fn(item.image_id, reference, item.folder, self.roles, self.cfg.agent,
                                             self.cfg.t2i.max_prompt_tokens, graph=self.graph, on_node=on_node,
-                                            thread_id=self.identity.thread_id(item.image_id), base_dir=self.out_dir)
+                                            thread_id=self.identity.thread_id(item.image_id), base_dir=self.out_dir,
+                                            **members)
         except Exception as exc:
             log.debug("optimisation of %s failed:\n%s", item.source.rel, traceback.format_exc())
             return self.fail(item, f"{item.source.rel}: optimisation failed: {type(exc).__name__}: {exc}")
