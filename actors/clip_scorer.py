@@ -66,6 +66,7 @@ class ClipModel:
         self.texts_encoded = 0
         self.image_forward_passes = 0
         self.images_encoded = 0
+        self.style_passes = 0
 
     def _autocast(self):
         import torch
@@ -103,12 +104,36 @@ class ClipModel:
         self.images_encoded += len(images)
         return emb.float().cpu().numpy()
 
+    def style_descriptors(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """(len(images), 2·width) float32: per channel, the mean and the standard deviation over positions of
+        the vision tower's first layer (a ViT's patch embedding, ``visual.conv1``) on the preprocessed image —
+        the feature statistics AdaIN style transfer matches (Huang & Belongie, 2017). They are orderless over
+        positions, so rearranging whole patches (where things are) leaves them unchanged; colour, contrast and
+        local texture change them. One forward pass of that layer only."""
+        import torch
+
+        conv = getattr(getattr(self.model, "visual", None), "conv1", None)
+        if conv is None:
+            raise ValueError(f"{self.identity}: the style similarity needs a vision tower with a first "
+                             "convolution (visual.conv1, as open_clip's ViT and ResNet towers have)")
+        images = list(images)
+        if not images:
+            raise ValueError("style_descriptors needs at least one image")
+        pixels = torch.stack([self.preprocess(to_pil(im, f"images[{i}]")) for i, im in enumerate(images)])
+        pixels = pixels.to(self.device, self._input_dtype)
+        with torch.inference_mode(), self._autocast():
+            features = conv(pixels).float().flatten(2)  # (B, width, positions)
+        stats = torch.cat([features.mean(dim=2), features.std(dim=2, unbiased=False)], dim=1)
+        self.style_passes += 1
+        return stats.cpu().numpy()
+
     def counters(self) -> dict:
         return {
             "text_forward_passes": self.text_forward_passes,
             "texts_encoded": self.texts_encoded,
             "image_forward_passes": self.image_forward_passes,
             "images_encoded": self.images_encoded,
+            "style_passes": self.style_passes,
         }
 
 
@@ -127,6 +152,7 @@ class ClipServer:
         self._image_batcher = MicroBatcher(self._encode_image_batch, b.max_batch_size, b.max_wait_ms, name="clip_image")
         self._text_cache: CoalescingCache[np.ndarray] = CoalescingCache(cfg.text_cache_size, name="clip_text")
         self._image_cache: CoalescingCache[np.ndarray] = CoalescingCache(cfg.image_cache_size, name="clip_image")
+        self._style_cache: CoalescingCache[np.ndarray] = CoalescingCache(cfg.image_cache_size, name="clip_style")
 
     # --- batch functions (run in the batcher's worker thread) ---
     def _encode_text_batch(self, texts: list[str]) -> list[np.ndarray]:
@@ -182,6 +208,26 @@ class ClipServer:
             return []
         emb, ref = await asyncio.gather(self.embed_images(images), self._image_embedding(reference, reference_key))
         return [float(s) for s in emb @ ref]
+
+    async def _style_descriptor(self, image: np.ndarray, key: Optional[str]) -> np.ndarray:
+        compute = lambda: asyncio.to_thread(lambda: self.model.style_descriptors([image])[0])  # noqa: E731
+        if key is None:
+            return await compute()
+        return await self._style_cache.get_or_compute((self.model.identity, "style", key), compute)
+
+    async def style_scores(self, images: Sequence[np.ndarray], reference: np.ndarray,
+                           reference_key: Optional[str] = None) -> list[float]:
+        """Style similarity of each image with the reference: the cosine similarity of their style descriptors
+        (:meth:`ClipModel.style_descriptors`: per-channel mean and std of the first layer's features), in
+        [-1, 1] like the other scores. Content that only moves (whole patches rearranged) leaves it unchanged."""
+        check_rgb_uint8(reference, "reference")
+        images = [check_rgb_uint8(im, f"images[{i}]") for i, im in enumerate(images)]
+        if not images:
+            return []
+        ref = await self._style_descriptor(reference, reference_key)
+        own = await asyncio.to_thread(self.model.style_descriptors, images)
+        ref_unit = ref / max(float(np.linalg.norm(ref)), 1e-12)
+        return [float(row @ ref_unit / max(float(np.linalg.norm(row)), 1e-12)) for row in own]
 
     async def stats(self) -> dict:
         return {

@@ -48,6 +48,9 @@ class ClipRole(Protocol):
     async def image_image_scores(self, images: Sequence[Image], reference: Image, reference_key: Optional[str] = None) -> list[float]:
         """Cosine similarity of each image with the reference image."""
 
+    async def style_scores(self, images: Sequence[Image], reference: Image, reference_key: Optional[str] = None) -> list[float]:
+        """Style similarity of each image with the reference (agent.style_only; actors.clip_scorer)."""
+
 
 @dataclass
 class Roles:

@@ -14,7 +14,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 from PIL import Image as PILImage
@@ -115,7 +115,9 @@ def reverse_prompt(image: Any, config: ArpoConfig | str | os.PathLike, work_dir:
                    *, roles: Optional[Roles] = None) -> ReverseResult:
     """Reverse one image, synchronously.
 
-    ``image``: a path, a uint8 (H, W, 3) RGB array or a PIL image. ``config``: an
+    ``image``: a path, a uint8 (H, W, 3) RGB array or a PIL image — or a list of them: one prompt for
+    the set (as ``--group-by folder``: CLIP scores are means over the members, the captioner and the
+    VLM see a 2×2 grid of the first four; agents/batch/sets.py). ``config``: an
     ``ArpoConfig`` or a YAML file of one. ``work_dir``: where the generated images and the
     checkpoint go (``<work_dir>/<image id>/``, checkpoint per ``config.job.checkpoint``);
     calling again with the same folder resumes or returns the finished result. Without it
@@ -138,8 +140,12 @@ def reverse_prompt(image: Any, config: ArpoConfig | str | os.PathLike, work_dir:
         cfg = load_config(ArpoConfig, config)
     work = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="arpo_"))
     work.mkdir(parents=True, exist_ok=True)
-    reference_path = _reference_file(image, work, cfg.job.max_image_pixels)
-    image_id = content_id(reference_path)
+    members = None
+    if isinstance(image, (list, tuple)):
+        image_id, reference_path, members = _set_references(image, work, cfg)
+    else:
+        reference_path = _reference_file(image, work, cfg.job.max_image_pixels)
+        image_id = content_id(reference_path)
 
     started_ray = False
     if roles is None:
@@ -149,7 +155,7 @@ def reverse_prompt(image: Any, config: ArpoConfig | str | os.PathLike, work_dir:
         started_ray = init_ray(cfg.ray)
         roles = start_roles(cfg)
     try:
-        return asyncio.run(_optimise_once(image_id, reference_path, work, roles, cfg))
+        return asyncio.run(_optimise_once(image_id, reference_path, work, roles, cfg, members))
     finally:
         if started_ray:
             import ray
@@ -157,7 +163,26 @@ def reverse_prompt(image: Any, config: ArpoConfig | str | os.PathLike, work_dir:
             ray.shutdown()
 
 
-async def _optimise_once(image_id: str, reference_path: Path, work: Path, roles: Roles, cfg: ArpoConfig) -> ReverseResult:
+def _set_references(images: Sequence[Any], work: Path, cfg: ArpoConfig) -> tuple[str, Path, list[tuple[str, Path]]]:
+    """A set's id, its grid (what the captioner and the VLM see) and its members' (id, file)."""
+    from agents.batch.sets import GRID_MEMBERS, grid, set_id
+
+    if not images:
+        raise ValueError("reverse_prompt: an empty list of images (a set needs at least one)")
+    members = []
+    for image in images:
+        path = _reference_file(image, work, cfg.job.max_image_pixels)
+        members.append((content_id(path), path))
+    sid = set_id([m for m, _ in members])
+    shown = [load_rgb(path, cfg.job.max_image_pixels) for _, path in members[:GRID_MEMBERS]]
+    side = min(cfg.job.reference_max_side, 2 * max(max(im.shape[:2]) for im in shown))
+    grid_path = work / f"set_{sid}_grid.png"
+    grid_path.write_bytes(save_png(grid(shown, side)))
+    return sid, grid_path, members
+
+
+async def _optimise_once(image_id: str, reference_path: Path, work: Path, roles: Roles, cfg: ArpoConfig,
+                         members: Optional[list[tuple[str, Path]]] = None) -> ReverseResult:
     from agents.batch.identity import open_job
     from agents.checkpointing import open_checkpointer
     from agents.prompt_limit import check_negative_support, with_prompt_limit
@@ -172,7 +197,7 @@ async def _optimise_once(image_id: str, reference_path: Path, work: Path, roles:
         graph = compile_graph(build_graph(roles, cfg.agent, cfg.t2i.max_prompt_tokens, max_image_pixels=cfg.job.max_image_pixels,
                                           negative_prompt=cfg.t2i.negative_prompt), saver)
         return await optimise(image_id, reference_path, work / image_id, roles, cfg.agent, cfg.t2i.max_prompt_tokens, graph=graph,
-                              thread_id=identity.thread_id(image_id))
+                              thread_id=identity.thread_id(image_id), members=members)
 
 
 def _reference_file(image: Any, work: Path, max_pixels: int) -> Path:

@@ -6,7 +6,7 @@ Usage::
                                    [--out DIR] [--config FILE] [--set key=value ...]
                                    [--concurrency N] [--dry-run] [--settings-changed refuse|fresh]
                                    [--prompts-per-image K] [--caption-prefix TEXT] [--negative]
-                                   [--group-by image|folder] [--captions-txt] [--captions-beside-images] [--verbose]
+                                   [--style-only] [--group-by image|folder] [--captions-txt] [--captions-beside-images] [--verbose]
 
 (installed as the command ``expectdiff-reverse`` too).
 
@@ -118,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="After the optimisation, recover a negative prompt for the best prompt (agent.negative.enabled): "
                              "candidate negative fragments from the VLM and LLM, kept greedily while CLIP-I rises; refused "
                              "at start-up by a target where a negative prompt does not act (FLUX.1).")
+    parser.add_argument("--style-only", action="store_true", default=None,
+                        help="Recover the style alone (agent.style_only): style fragments only, chosen to raise a style "
+                             "similarity that ignores where things are (per-channel statistics of CLIP's first layer) "
+                             "instead of CLIP-I. With --group-by folder: the shared style of each set.")
     parser.add_argument("--group-by", choices=("image", "folder"),
                         help="image (default): one prompt per distinct image. folder: each subfolder of --dir is one "
                              "set, and gets one prompt for all its images (job.group_by; mean CLIP scores over the "
@@ -152,6 +156,9 @@ def with_agent_flags(cfg: ArpoConfig, args: argparse.Namespace) -> ArpoConfig:
     if args.negative:
         flags["negative"] = ("--negative", True)
         updates["negative"] = {**cfg.agent.negative.model_dump(), "enabled": True}
+    if getattr(args, "style_only", None):
+        flags["style_only"] = ("--style-only", True)
+        updates["style_only"] = True
     if not updates:
         return cfg
     try:

@@ -64,8 +64,9 @@ async def negative_select(state: ArpoState, deps: NodeDeps) -> dict:
         return ", ".join([fixed, *fragments] if fixed else fragments)
 
     async def attempt(fragments: list[str], index: int) -> dict:
-        per_seed, paths, _ = await generate_and_score(state, deps, best["rendered"], folder / f"try_{index:02d}",
-                                                      negative_prompt=", ".join(fragments))
+        scored = await generate_and_score(state, deps, best["rendered"], folder / f"try_{index:02d}",
+                                          negative_prompt=", ".join(fragments))
+        per_seed, paths = scored.clip_i, scored.paths
         return {"fragments": list(fragments), "clip_i": sum(per_seed) / len(per_seed), "clip_i_per_seed": per_seed,
                 "image_paths": paths}
 

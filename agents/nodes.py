@@ -24,7 +24,7 @@ from agents.config import AgentConfig, JobConfig
 from agents.images import load_rgb, save_png
 from agents.prompt_parts import Fragment, PromptParts
 from agents.results import atomic_write_bytes
-from agents.selection import candidate_outcomes, checked_scores, greedy_select, token_budget
+from agents.selection import NOT_STYLE, candidate_outcomes, checked_scores, greedy_select, token_budget
 from agents.state import (STOP_MAX_STEPS, STOP_NO_CANDIDATES, STOP_NO_IMPROVEMENT, STOP_PATIENCE,
                           STOP_TOKEN_LIMIT, ArpoState)
 from agents.training_caption import caption_token_counter
@@ -99,10 +99,29 @@ async def clip_i_scores(state: ArpoState, deps: NodeDeps, images: Sequence[np.nd
         list(images), ref, reference_key=key))
 
 
+async def style_scores(state: ArpoState, deps: NodeDeps, images: Sequence[np.ndarray], what: str) -> list[float]:
+    """The style similarity of each image to the reference (a set: the mean over its members): agent.style_only's
+    image score (actors.clip_scorer.ClipServer.style_scores)."""
+    return await _mean_over_references(state, deps, len(images), what, lambda ref, key: deps.roles.clip.style_scores(
+        list(images), ref, reference_key=key))
+
+
+def image_score(record: dict, style_only: bool) -> float:
+    """The image score the loop maximises for an iteration record: CLIP-I, or under agent.style_only the style
+    similarity ``style_i`` (records without it, from before the option: CLIP-I)."""
+    if style_only and record.get("style_i") is not None:
+        return float(record["style_i"])
+    return float(record["clip_i"])
+
+
 async def clip_t_scores(state: ArpoState, deps: NodeDeps, texts: Sequence[str], what: str) -> list[float]:
     """CLIP text-image similarity of each text to the reference (a set: the mean over its members)."""
     return await _mean_over_references(state, deps, len(texts), what, lambda ref, key: deps.roles.clip.text_image_scores(
         list(texts), ref, image_key=key))
+
+
+def _record_of(history: list, iteration: int) -> dict:
+    return next(r for r in history if r.get("iteration") == iteration)
 
 
 def _generated_path(state: ArpoState) -> str:
@@ -122,7 +141,11 @@ async def init(state: ArpoState, deps: NodeDeps) -> dict:
         caption = await deps.roles.captioner.caption(reference)
         if not isinstance(caption, str) or not caption.strip():
             raise ValueError(f"the captioner returned no caption for {state['reference_path']} (got {caption!r})")
-        parts = PromptParts.from_caption(caption)
+        # style_only: the caption's fragments sorted into content and style (agents.prompt_parts), so its style
+        # words are kept; otherwise the whole caption is P^0's content (eq. 4.1)
+        parts = PromptParts.from_text(caption) if deps.cfg.style_only else PromptParts.from_caption(caption)
+    if deps.cfg.style_only:
+        parts = PromptParts.from_lists((), parts.style)  # possibly empty: the loop adds style fragments
     return {
         "initial_prompt": parts.render(), "content": list(parts.content), "style": list(parts.style),
         "added": [], "iteration": 0, "history": [], "candidates": [],
@@ -131,12 +154,22 @@ async def init(state: ArpoState, deps: NodeDeps) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class Scored:
+    """One prompt's generated images and their scores (:func:`generate_and_score`)."""
+
+    clip_i: list[float]  # per seed
+    paths: list[str]
+    also: list  # the results of the extra calls
+    style_i: Optional[list[float]] = None  # per seed, under agent.style_only
+
+
 async def generate_and_score(state: ArpoState, deps: NodeDeps, prompt: str, folder: Path, *,
                              negative_prompt: Optional[str] = None,
-                             also: Sequence[Callable[[], Awaitable]] = ()) -> tuple[list[float], list[str], list]:
+                             also: Sequence[Callable[[], Awaitable]] = ()) -> Scored:
     """``prompt``'s images for the run's seeds (with its own ``negative_prompt`` when given), saved under ``folder``
-    as ``NN_seedS.png`` and scored by CLIP-I against the reference (:func:`clip_i_scores`); ``also``: more calls,
-    run alongside the scoring. Returns the per-seed CLIP-I, the image paths and the results of ``also``."""
+    as ``NN_seedS.png`` and scored by CLIP-I against the reference (:func:`clip_i_scores`) — and by the style
+    similarity under agent.style_only; ``also``: more calls, run alongside the scoring."""
     seeds = list(deps.cfg.seeds)
     with_negative = "" if negative_prompt is None else " with a negative prompt"
     own = {} if negative_prompt is None else {"negative_prompt": negative_prompt}
@@ -146,31 +179,37 @@ async def generate_and_score(state: ArpoState, deps: NodeDeps, prompt: str, fold
     for seed, image in zip(seeds, images):
         check_rgb_uint8(image, f"T2I image for seed {seed}{with_negative}")
     paths = [folder / f"{i:02d}_seed{seed}.png" for i, seed in enumerate(seeds)]
+    styled = [lambda: style_scores(state, deps, images, f"style scores{with_negative}")] if deps.cfg.style_only else []
     per_seed, *rest = await asyncio.gather(
         clip_i_scores(state, deps, images, f"CLIP image-image scores{with_negative}"),
-        *(call() for call in also),
+        *(call() for call in (*styled, *also)),
         *(asyncio.to_thread(write_png, image, deps.path(str(path))) for image, path in zip(images, paths)),
     )
-    return per_seed, [p.as_posix() for p in paths], rest[:len(also)]
+    style = rest.pop(0) if styled else None
+    return Scored(clip_i=per_seed, paths=[p.as_posix() for p in paths], also=rest[:len(also)], style_i=style)
 
 
 async def generate(state: ArpoState, deps: NodeDeps) -> dict:
     """Generate P^t's images (same seeds every iteration), save them, score CLIP-I and CLIP-T; apply the score stop rules."""
     t = state["iteration"]
     rendered = _parts(state).render()
-    per_seed, paths, (text_score,) = await generate_and_score(
+    scored = await generate_and_score(
         state, deps, rendered, Path(state["work_dir"]) / f"iter_{t:02d}",
         also=[lambda: clip_t_scores(state, deps, [rendered], "CLIP text-image score")])
-    clip_t = text_score[0]
+    per_seed = scored.clip_i
+    clip_t = scored.also[0][0]
     clip_i = sum(per_seed) / len(per_seed)
     record = {
         "iteration": t, "content": list(state["content"]), "style": list(state["style"]), "rendered": rendered,
         "added": list(state.get("added") or []), "candidates": [], "too_long": [],
-        "clip_t": clip_t, "clip_i": clip_i, "clip_i_per_seed": per_seed, "image_paths": paths,
+        "clip_t": clip_t, "clip_i": clip_i, "clip_i_per_seed": per_seed, "image_paths": scored.paths,
     }
+    if scored.style_i is not None:
+        record.update(style_i=sum(scored.style_i) / len(scored.style_i), style_i_per_seed=scored.style_i)
+    style_only = deps.cfg.style_only
     best_it, best_i = state.get("best_iteration"), state.get("best_clip_i")
-    if best_i is None or clip_i > best_i:  # ties keep the earlier, shorter prompt
-        best_it, best_i = t, clip_i
+    if best_it is None or image_score(record, style_only) > image_score(_record_of(state["history"], best_it), style_only):
+        best_it, best_i = t, clip_i  # ties keep the earlier, shorter prompt; best_clip_i: CLIP-I of the best
     stop = None
     if t >= deps.cfg.max_steps:
         stop = STOP_MAX_STEPS
@@ -220,7 +259,9 @@ async def propose(state: ArpoState, deps: NodeDeps) -> dict:
 async def select(state: ArpoState, deps: NodeDeps) -> dict:
     """Algorithm 8 picks ΔP; P^{t+1} = P^t + ΔP, or stop when ΔP is empty."""
     parts = _parts(state)
-    cands = [Fragment.from_dict(d) for d in state.get("candidates") or []]
+    proposed = [Fragment.from_dict(d) for d in state.get("candidates") or []]
+    # style_only: content candidates never enter Algorithm 8; they are recorded as not_style
+    cands = [c for c in proposed if c.part == "style"] if deps.cfg.style_only else proposed
     record = state["history"][-1]
 
     async def score(texts: Sequence[str]) -> Sequence[float]:
@@ -228,7 +269,11 @@ async def select(state: ArpoState, deps: NodeDeps) -> dict:
 
     fits = token_budget(caption_token_counter(deps.roles.t2i.count_tokens, deps.cfg.caption_prefix), deps.token_budget)
     sel = await greedy_select(parts, cands, score, base_score=record["clip_t"], fits=fits)
-    history = _with_last(state["history"], too_long=[c.text for c in sel.too_long], selection=candidate_outcomes(cands, sel))
+    outcomes = candidate_outcomes(cands, sel)
+    if len(cands) != len(proposed):
+        outcomes += [{"text": c.text, "part": c.part, "outcome": NOT_STYLE, "clip_t": None, "needed": None, "round": None}
+                     for c in proposed if c.part != "style"]
+    history = _with_last(state["history"], too_long=[c.text for c in sel.too_long], selection=outcomes)
     if not sel.added:
         if not cands:
             reason = STOP_NO_CANDIDATES

@@ -27,7 +27,8 @@ def prompt_key(fragments: Iterable[str]) -> frozenset[str]:
 
 
 def ranked_prompts(history: Sequence[Mapping], k: int) -> list[dict]:
-    """The ``k`` best distinct prompts of ``history`` (iteration records), best first.
+    """The ``k`` best distinct prompts of ``history`` (iteration records), best first by CLIP-I (by the style
+    similarity ``style_i`` in an agent.style_only run).
 
     Each is ``{"rank", "iteration", "content", "style", "rendered", "clip_i", "clip_t",
     "clip_i_per_seed"}`` taken from the iteration that evaluated it. Fewer than ``k`` when
@@ -35,7 +36,11 @@ def ranked_prompts(history: Sequence[Mapping], k: int) -> list[dict]:
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    order = sorted(range(len(history)), key=lambda n: (-float(history[n]["clip_i"]), int(history[n].get("iteration", n))))
+    # the loop's own image score: CLIP-I, or the style similarity of an agent.style_only run (records carry style_i)
+    def score(rec: Mapping) -> float:
+        return float(rec["style_i"]) if rec.get("style_i") is not None else float(rec["clip_i"])
+
+    order = sorted(range(len(history)), key=lambda n: (-score(history[n]), int(history[n].get("iteration", n))))
     seen: set[frozenset[str]] = set()
     out: list[dict] = []
     for n in order:
@@ -49,6 +54,7 @@ def ranked_prompts(history: Sequence[Mapping], k: int) -> list[dict]:
             "content": list(rec.get("content", ())), "style": list(rec.get("style", ())), "rendered": rec["rendered"],
             "clip_i": float(rec["clip_i"]), "clip_t": float(rec["clip_t"]),
             "clip_i_per_seed": [float(v) for v in rec.get("clip_i_per_seed", ())],
+            **({"style_i": float(rec["style_i"])} if rec.get("style_i") is not None else {}),
         })
         if len(out) == k:
             break

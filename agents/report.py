@@ -188,6 +188,7 @@ _OUTCOMES = {
     "no_gain": "dropped: did not raise the score",
     "too_long": "dropped: too long for the token limit",
     "duplicate": "dropped: same text as an earlier candidate",
+    "not_style": "dropped: a content fragment (style only)",
 }
 
 
@@ -243,7 +244,7 @@ def detail_view(record: dict, prefix: str) -> dict:
                   for k, p in enumerate(_iteration_images(it))]
         iterations.append({
             "number": number, "best": best is not None and number == best, "images": images,
-            "clip_t": _num(it.get("clip_t")), "clip_i": _num(it.get("clip_i")),
+            "clip_t": _num(it.get("clip_t")), "clip_i": _num(it.get("clip_i")), "style_i": _num(it.get("style_i")),
             "content": it.get("content") or [], "style": it.get("style") or [], "rendered": it.get("rendered") or "",
             "added": [a for a in it.get("added") or [] if isinstance(a, dict)],
             "description": _pairs(it.get("description")), "differences": _pairs(it.get("differences")),

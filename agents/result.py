@@ -28,9 +28,10 @@ class PromptOut(BaseModel):
 class CandidateOut(BaseModel):
     text: str = Field(description="The proposed fragment.")
     part: Literal["content", "style"] = Field(description="Which part of the prompt it would join.")
-    outcome: Literal["kept", "no_gain", "too_long", "duplicate"] = Field(
+    outcome: Literal["kept", "no_gain", "too_long", "duplicate", "not_style"] = Field(
         description="kept: added to the next prompt; no_gain: its score was below the best so far; too_long: the "
-                    "prompt would exceed the token limit (not scored); duplicate: same text as an earlier candidate.")
+                    "prompt would exceed the token limit (not scored); duplicate: same text as an earlier candidate; "
+                    "not_style: a content fragment under agent.style_only (not scored).")
     clip_t: Optional[float] = Field(None, description="CLIP-T of the prompt with it added, in the round it was chosen.")
     needed: Optional[float] = Field(None, description="The best score so far that it had to reach to be kept.")
     round: Optional[int] = Field(None, description="The selection round (0-based) that chose it.")
@@ -46,6 +47,7 @@ class RankedPromptOut(BaseModel):
     clip_i: float = Field(description="Mean over seeds of the CLIP similarity of its generated images and the reference.")
     clip_t: float = Field(description="CLIP similarity of the prompt and the reference image.")
     clip_i_per_seed: list[float] = Field(default_factory=list, description="CLIP-I of each seed's image.")
+    style_i: Optional[float] = Field(None, description="agent.style_only: the style similarity (the ranking's score then).")
 
 
 class NegativeTryOut(BaseModel):
@@ -87,6 +89,8 @@ class IterationOut(BaseModel):
     clip_t: float = Field(description="CLIP similarity of the prompt and the reference image.")
     clip_i: float = Field(description="Mean over seeds of the CLIP similarity of the generated image and the reference.")
     clip_i_per_seed: list[float] = Field(default_factory=list, description="CLIP-I of each seed's image.")
+    style_i: Optional[float] = Field(None, description="agent.style_only: mean over seeds of the style similarity to the reference (actors.clip_scorer), the score the loop maximised.")
+    style_i_per_seed: Optional[list[float]] = Field(None, description="agent.style_only: the style similarity of each seed's image.")
     image_paths: list[str] = Field(default_factory=list, description="The generated images, one PNG per seed.")
     description: Optional[dict[str, str]] = Field(None, description="Enhanced framework: the VLM's content and style description of this iteration's (first seed's) image.")
     differences: Optional[dict[str, str]] = Field(None, description="The differences to the reference: the LLM's content and style lists (enhanced) or the VLM's comparison, key overall (vanilla).")
@@ -102,7 +106,8 @@ class ReverseResult(BaseModel):
     error: Optional[str] = Field(None, description="What failed, when status is error.")
     initial_prompt: Optional[str] = Field(None, description="The captioner's caption or the user's prompt.")
     reference_description: Optional[dict[str, str]] = Field(None, description="Enhanced framework: the VLM's content and style description of the reference (made once).")
-    prompt: Optional[PromptOut] = Field(None, description="The result: the prompt whose generated image scored best on CLIP-I.")
+    prompt: Optional[PromptOut] = Field(None, description="The result: the prompt whose generated image scored best on CLIP-I (on the style similarity under agent.style_only).")
+    style_only: bool = Field(False, description="agent.style_only: the prompt holds style fragments only and the loop maximised the style similarity (style_i).")
     best_iteration: Optional[int] = Field(None, description="The iteration that produced `prompt`.")
     best_clip_i: Optional[float] = Field(None, description="CLIP-I of the best iteration.")
     best_clip_t: Optional[float] = Field(None, description="CLIP-T of the best iteration.")
@@ -141,6 +146,7 @@ def result_from_state(values: dict, source: str, error: Optional[str] = None, *,
         best_iteration=best,
         best_clip_i=best_rec["clip_i"] if best_rec else None,
         best_clip_t=best_rec["clip_t"] if best_rec else None,
+        style_only=any(rec.get("style_i") is not None for rec in history),
         negative_prompt=(values.get("negative") or {}).get("prompt"),
         negative=values.get("negative"),
         caption=with_caption_prefix(best_rec["rendered"], caption_prefix) if best_rec else None,

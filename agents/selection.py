@@ -102,6 +102,7 @@ async def greedy_select(
 
 #: What happened to one candidate of a selection (``outcome`` of :func:`candidate_outcomes`).
 KEPT, NO_GAIN, TOO_LONG, DUPLICATE = "kept", "no_gain", "too_long", "duplicate"
+NOT_STYLE = "not_style"  # agent.style_only: a content candidate, never scored
 
 
 def candidate_outcomes(candidates: Sequence[Fragment], sel: Selection) -> list[dict]:

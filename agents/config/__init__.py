@@ -5,7 +5,7 @@ import re
 from pathlib import PureWindowsPath
 from typing import Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from actors.config import CaptionerConfig, ClipConfig, LLMConfig, T2IConfig, VLMConfig
 from actors.shared_roles import check_name as check_shared_roles_name
@@ -38,8 +38,16 @@ class AgentConfig(StrictModel):
     caption_prefix: Optional[str] = Field(None, description="A trigger word or phrase for training captions (e.g. 'ohwx'): each result's caption is '<prefix>, <best prompt>' (added once: not when a fragment already is it). The T2I model never sees it; the token budget counts it once, in the caption text, so every caption fits the text encoder (agents.training_caption). No comma, semicolon or line break; at most 200 characters.")
 
     negative: NegativeConfig = Field(default_factory=NegativeConfig, description="A recovered negative prompt (off by default).")
+    style_only: bool = Field(False, description="Recover the style alone: the prompt keeps only style fragments (P^0 is the style part of the caption or init_prompt, possibly empty; content candidates are recorded as not_style and never added), and the loop maximises a style similarity instead of CLIP-I — the cosine similarity of the per-channel mean and standard deviation of the CLIP vision tower's first-layer features (actors.clip_scorer.ClipModel.style_descriptors), which rearranging the content leaves unchanged. Algorithm 8 still scores fragments by CLIP-T. One more CLIP call per generation. Not with negative.enabled.")
 
     _v_caption_prefix = field_validator("caption_prefix")(lambda cls, v: check_caption_prefix(v))
+
+    @model_validator(mode="after")
+    def _style_only_alone(self) -> "AgentConfig":
+        if self.style_only and self.negative.enabled:
+            raise ValueError("style_only and negative.enabled do not go together: the negative search raises CLIP-I, "
+                             "not the style similarity; turn one off")
+        return self
 
 
 class CheckpointConfig(StrictModel):

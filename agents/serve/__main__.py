@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                 "with 429 (default %(default)s).")
     p.add_argument("--max-upload-pixels", type=int, default=4096 * 4096,
                    help="Most pixels an upload may have, read from its header before decoding (default %(default)s).")
+    p.add_argument("--max-set-images", type=int, default=16,
+                   help="The most images one upload may hold as a set, one prompt for them all (default %(default)s).")
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                    help="Another name the page may be reached by (repeatable; e.g. behind a reverse proxy). The Host "
                         "header of every request must name this server: the bound address, or one of these.")
@@ -80,7 +82,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         cfg = load_config(ArpoConfig, args.config, args.set)
         options = ServeOptions(host=args.host, port=args.port, data_dir=Path(args.data), batches=[Path(b) for b in args.batch],
                                max_running=args.max_running, max_queued=args.max_queued,
-                               max_upload_pixels=args.max_upload_pixels, allowed_hosts=args.allowed_host)
+                               max_upload_pixels=args.max_upload_pixels, max_set_images=args.max_set_images,
+                               allowed_hosts=args.allowed_host)
     except (ConfigError, ValidationError) as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_SETUP_ERROR

@@ -153,10 +153,11 @@ def create_app(cfg: Any, roles: Any, options: ServeOptions, optimise_fn: Any = N
         agent = cfg.agent
         return {"framework": agent.framework, "max_steps": agent.max_steps, "seeds": list(agent.seeds),
                 "prompts_per_image": agent.prompts_per_image, "max_prompts_per_image": MAX_PROMPTS_PER_IMAGE,
-                "caption_prefix": agent.caption_prefix, "negative": agent.negative.enabled,
+                "caption_prefix": agent.caption_prefix, "negative": agent.negative.enabled, "style_only": agent.style_only,
                 "negative_refused": manager().negative_refused,
                 "max_steps_limit": options.max_steps_limit, "max_seeds": options.max_seeds,
                 "max_upload_bytes": upload_bytes, "max_upload_pixels": manager().max_upload_pixels,
+                "max_set_images": options.max_set_images,
                 "random_weight_roles": manager().random_weight_roles}
 
     @app.get("/api/runs")
@@ -164,19 +165,26 @@ def create_app(cfg: Any, roles: Any, options: ServeOptions, optimise_fn: Any = N
         return manager().summaries()
 
     @app.post("/api/runs", status_code=201)
-    async def create_run(file: UploadFile, framework: Optional[str] = Form(None),
+    async def create_run(file: list[UploadFile], framework: Optional[str] = Form(None),
                          max_steps: Optional[str] = Form(None), seeds: Optional[str] = Form(None),
                          init_prompt: Optional[str] = Form(None), prompts_per_image: Optional[str] = Form(None),
-                         caption_prefix: Optional[str] = Form(None), negative: Optional[str] = Form(None)) -> dict:
+                         caption_prefix: Optional[str] = Form(None), negative: Optional[str] = Form(None),
+                         style_only: Optional[str] = Form(None)) -> dict:
         try:
             run_request = manager().request(framework, _int_or_none(max_steps, "steps"), _seeds(seeds), init_prompt,
                                             _int_or_none(prompts_per_image, "prompts per image"), caption_prefix,
-                                            _flag_or_none(negative, "negative"))
+                                            _flag_or_none(negative, "negative"), _flag_or_none(style_only, "style only"))
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
-        data = await file.read(upload_bytes + 1)
+        if len(file) > options.max_set_images:
+            raise ApiError(400, f"{len(file)} images in one upload; a set holds at most {options.max_set_images} "
+                                "(--max-set-images)")
+        uploads = [(await f.read(upload_bytes + 1), f.filename or "") for f in file]
         try:
-            meta = await manager().create(data, file.filename or "", run_request)
+            if len(uploads) == 1:
+                meta = await manager().create(*uploads[0], run_request)
+            else:  # several images: one prompt for the set
+                meta = await manager().create_set(uploads, run_request)
         except UploadRefused as exc:
             raise ApiError(exc.status, str(exc)) from None
         except QueueFull as exc:

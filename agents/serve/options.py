@@ -32,6 +32,9 @@ class ServeOptions(StrictModel):
     max_upload_pixels: int = Field(4096 * 4096, ge=1, le=1 << 31,
                                    description="Most pixels (width × height, read from the header before decoding) an "
                                                "upload may have (and never above job.max_image_pixels).")
+    max_set_images: int = Field(16, ge=1, le=256, description="The most images one upload may hold as a set (one prompt for "
+                                                               "them all, as the batch job's --group-by folder); together "
+                                                               "within max_upload_bytes.")
     max_decodes: int = Field(2, ge=1, le=64, description="Uploads decoded at once; more wait (each decode holds its pixels).")
     max_steps_limit: int = Field(50, ge=1, le=1000, description="The most iterations a page user may ask for.")
     max_seeds: int = Field(8, ge=1, le=64, description="The most seeds a page user may ask for.")

@@ -84,7 +84,8 @@ class RunManager:
     # ------------------------------------------------------------------ requests
     def request(self, framework: Optional[str], max_steps: Optional[int], seeds: Optional[list[int]],
                 init_prompt: Optional[str], prompts_per_image: Optional[int] = None,
-                caption_prefix: Optional[str] = None, negative: Optional[bool] = None) -> RunRequest:
+                caption_prefix: Optional[str] = None, negative: Optional[bool] = None,
+                style_only: Optional[bool] = None) -> RunRequest:
         """The user's choices, defaults from the config's agent section; ValueError names a bad one."""
         agent, opts = self.cfg.agent, self.options
         framework = framework or agent.framework
@@ -112,14 +113,20 @@ class RunManager:
         negative = agent.negative.enabled if negative is None else negative
         if negative and self.negative_refused:
             raise ValueError(f"a negative prompt cannot be searched on this server's text-to-image model: {self.negative_refused}")
+        style_only = agent.style_only if style_only is None else style_only
+        if style_only and negative:
+            raise ValueError("style only and a negative prompt do not go together: the negative search raises CLIP-I, "
+                             "not the style similarity; untick one")
         return RunRequest(framework=framework, max_steps=max_steps, seeds=seeds, init_prompt=init_prompt,
-                          prompts_per_image=prompts_per_image, caption_prefix=caption_prefix, negative=negative)
+                          prompts_per_image=prompts_per_image, caption_prefix=caption_prefix, negative=negative,
+                          style_only=style_only)
 
     def agent_config(self, request: RunRequest) -> AgentConfig:
         data = self.cfg.agent.model_dump()
         data.update(framework=request.framework, max_steps=request.max_steps, seeds=request.seeds, init_prompt=None,
                     prompts_per_image=request.prompts_per_image, caption_prefix=request.caption_prefix,
-                    negative={**self.cfg.agent.negative.model_dump(), "enabled": request.negative})
+                    negative={**self.cfg.agent.negative.model_dump(), "enabled": request.negative},
+                    style_only=request.style_only)
         return AgentConfig.model_validate(data)
 
     def _graph(self, agent_cfg: AgentConfig) -> Any:
@@ -152,6 +159,39 @@ class RunManager:
         await asyncio.to_thread(atomic_write_bytes, folder / REFERENCE_PNG, png)
         meta = RunMeta(run_id=run_id, filename=name, image_id=hashlib.sha256(png).hexdigest()[:ID_HEX_DIGITS],
                        created_at=self.store.now(), request=request, settings_fingerprint=self.fingerprint)
+        await asyncio.to_thread(self.store.save, meta.model_copy(deep=True))
+        self.start(meta)
+        return meta
+
+    async def create_set(self, files: list[tuple[bytes, str]], request: RunRequest) -> RunMeta:
+        """Several images as one set (agents.batch.sets): each checked and stored as member_<id>.png, the 2×2 grid
+        the captioner and the VLM see as the reference; UploadRefused names the file that failed."""
+        from agents.batch.sets import GRID_MEMBERS, MEMBER_FILE, grid, set_id
+
+        self._check_queue()
+        members: list[tuple[str, str, bytes, Any]] = []
+        async with self._decodes:
+            for data, filename in files:
+                name, pixels = await asyncio.to_thread(check_upload, data, filename, self.cfg.job,
+                                                       self.options.max_upload_bytes, self.max_upload_pixels)
+                png = await asyncio.to_thread(save_png, pixels)
+                shown = pixels if len(members) < GRID_MEMBERS else None
+                members.append((name, hashlib.sha256(png).hexdigest()[:ID_HEX_DIGITS], png, shown))
+            shown = [m[3] for m in members if m[3] is not None]
+            side = min(self.cfg.job.reference_max_side, 2 * max(max(im.shape[:2]) for im in shown))
+            grid_png = await asyncio.to_thread(save_png, grid(shown, side))
+        self._check_queue()
+        run_id = new_run_id()
+        folder = self.store.run_dir(run_id)
+        folder.mkdir(parents=True)
+        for _, image_id, png, _ in members:
+            await asyncio.to_thread(atomic_write_bytes, folder / MEMBER_FILE.format(image_id), png)
+        await asyncio.to_thread(atomic_write_bytes, folder / REFERENCE_PNG, grid_png)
+        names = [m[0] for m in members]
+        label = f"set of {len(names)}: " + ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
+        meta = RunMeta(run_id=run_id, filename=label, image_id=set_id([m[1] for m in members]),
+                       created_at=self.store.now(), request=request, settings_fingerprint=self.fingerprint,
+                       members=[{"filename": name, "image_id": image_id} for name, image_id, _, _ in members])
         await asyncio.to_thread(self.store.save, meta.model_copy(deep=True))
         self.start(meta)
         return meta
@@ -231,10 +271,16 @@ class RunManager:
                     meta.timeline.append({"node": name, "t": round(self.store.now() - meta.created_at, 3)})
                     dirty.set()
 
+                set_members = {}
+                if meta.members:  # a set: CLIP scores are means over its members (agents.nodes)
+                    from agents.batch.sets import MEMBER_FILE
+
+                    set_members["members"] = [(m["image_id"], folder / MEMBER_FILE.format(m["image_id"]))
+                                              for m in meta.members]
                 result = await self.optimise_fn(
                     meta.image_id, folder / REFERENCE_PNG, folder, self.roles, agent_cfg, self.cfg.t2i.max_prompt_tokens,
                     graph=self._graph(agent_cfg), init_prompt=meta.request.init_prompt, on_node=on_node,
-                    thread_id=run_id, base_dir=self.store.data_dir)
+                    thread_id=run_id, base_dir=self.store.data_dir, **set_members)
             result.source = meta.filename
             await asyncio.to_thread(atomic_write_text, folder / RESULT_JSON, result.model_dump_json(indent=1))
             meta.status, meta.error = ("done", None) if result.status == "done" else ("error", result.error)

@@ -43,6 +43,7 @@ class RunRequest(BaseModel):
     prompts_per_image: int = 1
     caption_prefix: Optional[str] = None
     negative: bool = False
+    style_only: bool = False
 
 
 class RunMeta(BaseModel):
@@ -55,6 +56,8 @@ class RunMeta(BaseModel):
     status: Status = "queued"
     error: Optional[str] = None
     timeline: list[dict] = Field(default_factory=list, description="{'node', 't'}: seconds after the upload each node finished.")
+    members: list[dict] = Field(default_factory=list, description="A set (several images uploaded together): "
+                                                                  "{'filename', 'image_id'} of each; [] for one image.")
 
     def summary(self) -> dict:
         return {"run_id": self.run_id, "filename": self.filename, "status": self.status, "created_at": self.created_at,

@@ -34,9 +34,11 @@
 
   // ---------------------------------------------------------------- upload
   let chosen = null;
-  function choose(file) {
-    chosen = file || null;
-    $("file-name").textContent = chosen ? chosen.name : "";
+  // One file: one image's run. Several: one set, one prompt for them all (the batch job's --group-by folder).
+  function choose(files) {
+    chosen = files && files.length ? Array.from(files) : null;
+    $("file-name").textContent = !chosen ? "" : chosen.length === 1 ? chosen[0].name
+      : `a set of ${chosen.length}: ${chosen.map((f) => f.name).join(", ")}`;
   }
   function setupUpload(options) {
     $("framework").value = options.framework;
@@ -47,26 +49,34 @@
     $("prompts-per-image").max = options.max_prompts_per_image;
     $("caption-prefix").value = options.caption_prefix || "";
     $("negative").checked = !!options.negative;
+    $("style-only").checked = !!options.style_only;
     if (options.negative_refused) { $("negative").disabled = true; $("negative").parentElement.title = options.negative_refused; }
-    $("file").addEventListener("change", (e) => choose(e.target.files[0]));
+    $("file").addEventListener("change", (e) => choose(e.target.files));
     const drop = $("drop");
     drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
     drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-    drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); choose(e.dataTransfer.files[0]); });
+    drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); choose(e.dataTransfer.files); });
     $("upload-form").addEventListener("submit", async (e) => {
       e.preventDefault();
       show($("upload-error"), "");
       if (!chosen) { show($("upload-error"), "Choose an image first."); return; }
-      if (chosen.size > options.max_upload_bytes) {
-        show($("upload-error"), `${chosen.name}: is ${chosen.size} bytes, more than the limit of ${options.max_upload_bytes} bytes`);
+      const total = chosen.reduce((sum, f) => sum + f.size, 0);
+      if (total > options.max_upload_bytes) {
+        const what = chosen.length === 1 ? chosen[0].name : `these ${chosen.length} images`;
+        show($("upload-error"), `${what}: ${total} bytes, more than the limit of ${options.max_upload_bytes} bytes`);
+        return;
+      }
+      if (chosen.length > options.max_set_images) {
+        show($("upload-error"), `${chosen.length} images: a set holds at most ${options.max_set_images}`);
         return;
       }
       const form = new FormData();
-      form.append("file", chosen, chosen.name);
+      for (const f of chosen) form.append("file", f, f.name);
       for (const [name, id] of [["framework", "framework"], ["max_steps", "max-steps"], ["seeds", "seeds"], ["init_prompt", "init-prompt"],
                                 ["prompts_per_image", "prompts-per-image"], ["caption_prefix", "caption-prefix"]])
         form.append(name, $(id).value);
       form.append("negative", $("negative").checked ? "true" : "false");
+      form.append("style_only", $("style-only").checked ? "true" : "false");
       $("start").disabled = true;
       try {
         const run = await api("POST", "/api/runs", form);
@@ -149,7 +159,9 @@
     $("initial-prompt").textContent = result ? (result.initial_prompt || "") : "(captioning…)";
     const best = result && result.prompt;
     $("best-prompt").textContent = best ? best.rendered : "";
-    $("best-score").textContent = best ? `(iteration ${result.best_iteration}, CLIP-I ${fmt(result.best_clip_i)}, CLIP-T ${fmt(result.best_clip_t)})` : "";
+    const bestRecord = result && result.iterations.find((it) => it.iteration === result.best_iteration);
+    const bestStyle = result && result.style_only && bestRecord ? `, style ${fmt(bestRecord.style_i)}` : "";
+    $("best-score").textContent = best ? `(iteration ${result.best_iteration}${bestStyle}, CLIP-I ${fmt(result.best_clip_i)}, CLIP-T ${fmt(result.best_clip_t)})` : "";
     $("regenerate").disabled = !best;
     const caption = result && result.caption;
     $("caption").textContent = caption || "";
@@ -220,7 +232,8 @@
     if (!result) return;
     for (const it of [...result.iterations].reverse()) {
       const card = el("div", {class: "iteration" + (it.iteration === result.best_iteration ? " best" : ""), "data-iteration": String(it.iteration)});
-      card.append(el("h3", {text: `Iteration ${it.iteration} · CLIP-T ${fmt(it.clip_t)} · CLIP-I ${fmt(it.clip_i)}` + (it.iteration === result.best_iteration ? " · best" : "")}));
+      const styleText = it.style_i === undefined || it.style_i === null ? "" : ` · style ${fmt(it.style_i)}`;
+      card.append(el("h3", {text: `Iteration ${it.iteration} · CLIP-T ${fmt(it.clip_t)} · CLIP-I ${fmt(it.clip_i)}${styleText}` + (it.iteration === result.best_iteration ? " · best" : "")}));
       card.append(el("p", {class: "prompt", text: it.rendered}));
       if (it.added && it.added.length) card.append(el("p", {class: "muted", text: "added: " + it.added.map((f) => `${f.text} (${f.part})`).join("; ")}));
       card.append(images(it.image_urls, it.image_paths, it.clip_i_per_seed));

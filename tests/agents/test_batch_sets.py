@@ -183,3 +183,14 @@ def test_a_folder_without_subfolders_is_refused_naming_why(tmp_path, capsys):
     status = main(["--dir", str(tmp_path / "imgs"), "--out", str(tmp_path / "out"), "--group-by", "folder",
                    "--dry-run"])
     assert status == EXIT_SETUP_ERROR and "has no subfolder with images" in capsys.readouterr().err
+
+
+def test_the_python_api_takes_a_list_of_images_as_one_set(tmp_path):
+    from agents.api import reverse_prompt
+
+    world = SetWorld()
+    roles = set_roles(world)
+    result = reverse_prompt(list(world.members), cfg(), tmp_path / "work", roles=roles)
+    assert result.status == "done"
+    assert SHARED in result.prompt.rendered and ONLY_FIRST not in result.prompt.rendered
+    assert len(roles.clip.keys) == 3 and roles.captioner.seen == [(32, 32, 3)]

@@ -85,6 +85,45 @@ def test_a_run_can_recover_a_negative_prompt_and_a_target_that_cannot_refuses_it
         assert upload(client, png_of(w)).status_code == 201  # without it the server works
 
 
+def test_a_run_can_be_style_only_and_not_with_a_negative_search(tmp_path):
+    from tests.agents.test_style_only import StyleClip
+
+    w = world()
+    roles = make_roles(w, REPLIES)
+    roles.clip = StyleClip(w)
+    with serving(tmp_path, w=w, roles=roles) as (server, client, roles, w):
+        assert client.get("/api/options").json()["style_only"] is False
+        made = upload(client, png_of(w), framework="vanilla", max_steps=2, seeds="0", style_only="true")
+        view = wait_status(client, made.json()["run_id"], ("done", "error"))
+        assert view["run"]["status"] == "done", view["run"]["error"]
+        assert view["run"]["request"]["style_only"] is True and view["result"]["style_only"] is True
+        assert all(it["content"] == [] and it["style_i"] is not None for it in view["result"]["iterations"])
+        both = upload(client, png_of(w), style_only="true", negative="true")
+        assert both.status_code == 400 and "do not go together" in both.json()["error"]
+
+
+def test_several_images_in_one_upload_are_one_set_with_one_prompt(tmp_path):
+    from tests.agents.test_batch_sets import ONLY_FIRST, SHARED, SetWorld, set_roles
+
+    w = SetWorld()
+    roles = set_roles(w)
+    files = [("file", (f"m{i}.png", save_png(m), "image/png")) for i, m in enumerate(w.members)]
+    with serving(tmp_path, w=w, roles=roles, max_set_images=3) as (server, client, roles, w):
+        assert client.get("/api/options").json()["max_set_images"] == 3
+        made = client.post("/api/runs", files=files, data={"framework": "vanilla", "max_steps": "2", "seeds": "0"},
+                           headers=HEADERS)
+        assert made.status_code == 201, made.text
+        assert made.json()["filename"] == "set of 3: m0.png, m1.png, m2.png"
+        view = wait_status(client, made.json()["run_id"], ("done", "error"))
+        assert view["run"]["status"] == "done", view["run"]["error"]
+        assert [m["filename"] for m in view["run"]["members"]] == ["m0.png", "m1.png", "m2.png"]
+        rendered = view["result"]["prompt"]["rendered"]
+        assert SHARED in rendered and ONLY_FIRST not in rendered  # the mean over members decided
+        assert len(roles.clip.keys) == 3 and roles.captioner.seen == [(32, 32, 3)]  # members scored, grid seen
+        too_many = client.post("/api/runs", files=files + files[:1], headers=HEADERS)
+        assert too_many.status_code == 400 and "a set holds at most 3" in too_many.json()["error"]
+
+
 def test_events_carry_each_iteration_as_it_happens(tmp_path):
     w, roles, gate = gated("t2i", "generate")
     with serving(tmp_path, w, roles) as (server, client, _, _):
