@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable
+from functools import lru_cache
 
 import numpy as np
 
@@ -41,6 +42,24 @@ def t_test_p(d: np.ndarray) -> float:
     if len(d) < 2 or not np.all(np.isfinite(d)) or d.std(ddof=1) == 0:
         return math.nan
     return float(stats.ttest_1samp(d, 0.0).pvalue)
+
+
+def sign_flip_p(d: np.ndarray) -> float:
+    """Exact two-sided sign-flip (permutation) p of mean(d) = 0: under the null each per-seed difference is as
+    likely to have either sign, so p is the share of the 2ⁿ sign assignments whose |mean| is at least the observed
+    one. It needs no normality, but cannot go below 2/2ⁿ: 0.25 with 3 seeds, 0.03125 with 6. NaN without a value
+    or with a non-finite one; exact up to 24 values (2²⁴ sums)."""
+    d = np.asarray(d, dtype=float)
+    if len(d) == 0 or not np.all(np.isfinite(d)):
+        return math.nan
+    if len(d) > 24:
+        raise ValueError(f"sign_flip_p is exact over 2^n assignments: n = {len(d)} is too many")
+    sums = np.zeros(1)
+    for x in d:  # every signed sum, doubling per value
+        sums = np.concatenate([sums + x, sums - x])
+    observed = abs(d.sum())
+    tol = 1e-12 * max(1.0, float(np.abs(d).sum()))  # the observed assignment itself must count, rounding aside
+    return float(np.count_nonzero(np.abs(sums) >= observed - tol) / len(sums))
 
 
 def benjamini_hochberg(p: list[float]) -> list[float]:
@@ -94,6 +113,7 @@ def min_detectable_effect(d: np.ndarray, power: float = 0.8, level: float = 0.95
     return float((stats.t.ppf(0.5 + level / 2, df) + stats.t.ppf(power, df)) * d.std(ddof=1) / math.sqrt(len(d)))
 
 
+@lru_cache(maxsize=None)
 def mde_factors(n: int, power: float = 0.8, level: float = 0.95) -> tuple[float, float]:
     """The minimal detectable effect in units of the per-seed sd for ``n`` seeds: (the formula
     ``min_detectable_effect`` uses, (t_{(1+level)/2} + t_{power}) / √n, and the exact value, the effect at which the

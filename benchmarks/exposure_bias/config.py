@@ -66,6 +66,12 @@ class EvalSpec(StrictModel):
     num_samples: int = Field(ge=2, description="Generated images per (cell, seed).")
     seeds: list[int] = Field(min_length=1, description="Sampling seeds; cells report mean ± std over them.")
     lambda_grid: list[float] = Field(description="ε-scaling candidates λ (1.0 = off) searched on the held-out split.")
+    lambda_grid_extended: Optional[list[float]] = Field(None, description="More λ searched beside ``lambda_grid`` "
+                                                        "(issue #28: the side probe's factors made part of the "
+                                                        "protocol). The held-out search then scores the union, and "
+                                                        "the ε-scaled variants get two choices from the same held-out "
+                                                        "scores: ``eps_scaled`` (best of lambda_grid) and "
+                                                        "``eps_scaled_ext`` (best of the union). None: no extension.")
     lambda_samples: int = Field(ge=2, description="Images per λ candidate in the held-out search.")
     lambda_seed: int = Field(10_000, description="Sampling seed of the λ search (never one of `seeds`).")
     lambda_labels: Optional[list[str]] = Field(None, description="Variants that get the λ search and the ε-scaled "
@@ -83,6 +89,10 @@ class EvalSpec(StrictModel):
             raise ValueError("lambda_grid must contain 1.0 (no scaling) so the search can decline to scale")
         if self.lambda_seed in self.seeds:
             raise ValueError("lambda_seed must differ from the evaluation seeds")
+        if self.lambda_grid_extended is not None and (not self.lambda_grid_extended
+                                                      or set(self.lambda_grid_extended) & set(self.lambda_grid)
+                                                      or min(self.lambda_grid_extended) <= 0):
+            raise ValueError("lambda_grid_extended must hold positive λ that are not in lambda_grid")
         return self
 
 
@@ -139,6 +149,16 @@ class PretrainCurveSpec(StrictModel):
                                                                   "improves the metric by less than this fraction.")
 
 
+class ExtraSeeds(StrictModel):
+    """More fine-tuning runs for some variants only (issue #28: six training seeds on the headline methods). The
+    seeds of ``train_seeds`` stay the same units for every variant; these are new units of the named variants, so a
+    run with them reuses every unit of the run without them."""
+
+    seeds: list[int] = Field(min_length=1, description="Training seeds beyond train_seeds.")
+    labels: list[str] = Field(min_length=1, description="Variants that get them (with the DDPM fine-tune: the "
+                                                        "baseline every paired difference needs).")
+
+
 class ImageFolders(StrictModel):
     """Another dataset than Fashion-MNIST: its images as files (e.g. CIFAR-10 exported to PNG), any layout below
     each folder, read sorted; the reference splits come from the first images of ``test``."""
@@ -177,6 +197,8 @@ class ProtocolConfig(StrictModel):
     train_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1,
                                    description="Independent fine-tuning runs per variant (seed offsets of batches, "
                                                "timesteps and noise; every variant of one seed shares them).")
+    extra_seeds: Optional[ExtraSeeds] = Field(None, description="More training seeds for some variants (on every "
+                                                              "evaluation cell).")
     variants: list[Variant] = Field(min_length=1, description="Fine-tuning methods.")
     evaluation: EvalSpec = Field(description="Main grid.")
     noise_floor: NoiseFloorSpec = Field(description="Metric spread.")
@@ -217,7 +239,40 @@ class ProtocolConfig(StrictModel):
             raise ValueError("RGB image folders need inception_weights: the feature network is Fashion-MNIST's (grey)")
         if len(set(self.train_seeds)) != len(self.train_seeds):
             raise ValueError(f"train_seeds must be distinct, got {self.train_seeds}")
+        if self.extra_seeds is not None:
+            self._check_extra_seeds(labels)
         return self
+
+    def _check_extra_seeds(self, labels: list[str]) -> None:
+        x = self.extra_seeds
+        if len(set(x.seeds)) != len(x.seeds) or set(x.seeds) & set(self.train_seeds):
+            raise ValueError(f"extra_seeds.seeds must be distinct and not in train_seeds, got {x.seeds}")
+        missing = sorted(set(x.labels) - set(labels))
+        if missing:
+            raise ValueError(f"extra_seeds.labels names unknown variants {missing}")
+        if "ddpm" in labels and "ddpm" not in x.labels:
+            raise ValueError("extra_seeds.labels must include ddpm: every paired difference needs the baseline's seed")
+        # a held-out choice among the k candidates (and the chain-only row at the chosen k) needs all of them
+        cands = self.evaluation.k_selection_labels
+        for group in (cands, [c for c in map(self.chain_only_for, cands) if c]):
+            if 0 < len(set(group) & set(x.labels)) < len(group):
+                raise ValueError(f"extra_seeds.labels must hold all or none of {group}")
+
+    def all_train_seeds(self) -> list[int]:
+        """Every training seed of the run: ``train_seeds``, then the extra seeds."""
+        return list(self.train_seeds) + (list(self.extra_seeds.seeds) if self.extra_seeds else [])
+
+    def seeds_for(self, label: str) -> list[int]:
+        """The training seeds of one variant."""
+        extra = self.extra_seeds.seeds if self.extra_seeds and label in self.extra_seeds.labels else []
+        return list(self.train_seeds) + list(extra)
+
+    def chain_only_for(self, label: str) -> Optional[str]:
+        """The chain-only control of an MDSS variant: the variant with the same strategy and the oracle rollout."""
+        v = next((v for v in self.variants if v.label == label), None)
+        if v is None or v.oracle_rollout:
+            return None
+        return next((c.label for c in self.variants if c.oracle_rollout and c.strategy == v.strategy), None)
 
     def searched_labels(self) -> list[str]:
         """Variants with a held-out search: the ε-scaled ones (full λ grid) and the k candidates (λ = 1 only)."""
@@ -225,7 +280,13 @@ class ProtocolConfig(StrictModel):
         return [v.label for v in self.variants if v.label in wanted]
 
     def lambda_grid_for(self, label: str) -> list[float]:
-        return list(self.evaluation.lambda_grid) if label in self.scaled_labels() else [1.0]
+        """The λ the held-out search scores for ``label``: [1.0] for a k candidate that is not ε-scaled."""
+        ev = self.evaluation
+        if label not in self.scaled_labels():
+            return [1.0]
+        if ev.lambda_grid_extended is None:
+            return list(ev.lambda_grid)
+        return sorted(set(ev.lambda_grid) | set(ev.lambda_grid_extended))
 
     def scaled_labels(self) -> list[str]:
         """Variants that get the ε-scaling search and the scaled cells."""
@@ -253,7 +314,13 @@ def _controls(k: int) -> list[Variant]:
     s = StrategyConfig
     return [Variant(label="sdss_sample", strategy=s(name="sdss", posterior="sample")),
             Variant(label=f"mdss_k{k}_sample", strategy=s(name="mdss", k=k, posterior="sample")),
-            Variant(label=f"chain_only_k{k}", strategy=s(name="mdss", k=k), oracle_rollout=True)]
+            _chain_only(k)]
+
+
+def _chain_only(k: int) -> Variant:
+    """MDSS k's chain with the true ε in its rollout (``oracle_rollout``): its strategy is ``mdss_k{k}``'s, so
+    ``ProtocolConfig.chain_only_for`` pairs the two."""
+    return Variant(label=f"chain_only_k{k}", strategy=StrategyConfig(name="mdss", k=k), oracle_rollout=True)
 
 
 def _cells(spec: dict[str, list[int]]) -> list[Cell]:
@@ -278,11 +345,11 @@ def quick() -> ProtocolConfig:
         finetune=TrainSpec(steps=6, batch_size=16, lr=1e-4, ema_decay=0.5, ema_warmup=False, checkpoint_every=6,
                            snapshot_every=3),
         train_seeds=[0, 1],
-        variants=_variants([4, 2], 4) + _controls(4),
+        variants=_variants([4, 2], 4) + _controls(4) + [_chain_only(2)],
         evaluation=EvalSpec(cells=_cells({"ddpm": [4, 8], "ddim": [4, 8], "dpm1": [4], "dpm2": [4], "dpm3": [4]}),
-                            num_samples=16, seeds=[0, 1], lambda_grid=[0.99, 1.0, 1.01], lambda_samples=16,
-                            lambda_labels=["ddpm", "mdss_k4"], k_selection_labels=["mdss_k4", "mdss_k2"],
-                            bootstrap=200),
+                            num_samples=16, seeds=[0, 1], lambda_grid=[0.99, 1.0, 1.01], lambda_grid_extended=[1.05],
+                            lambda_samples=16, lambda_labels=["ddpm", "mdss_k4", "mdss_k2"],
+                            k_selection_labels=["mdss_k4", "mdss_k2"], bootstrap=200),
         noise_floor=NoiseFloorSpec(cell=Cell(sampler="ddim", steps=4), sizes=[8, 16], seeds=[0, 1]),
         curve=CurveSpec(labels=["ddpm", "mdss_k4"], cell=Cell(sampler="ddim", steps=4), num_samples=16, seeds=[0]),
         diagnostics=DiagnosticsSpec(samplers=_cells({"ddpm": [8], "ddim": [8]}), num_images=8, num_trajectories=8),
@@ -323,11 +390,28 @@ def full() -> ProtocolConfig:
     )
 
 
-def converged() -> ProtocolConfig:
+SIX_SEED_LABELS = ["ddpm", "mdss_k4", "mdss_k10", "chain_only_k4", "chain_only_k10"]
+"""Issue #28's six-seed methods: the DDPM fine-tune and its ε-scaling, MDSS k = 4 and k = 10 (so k by held-out, and
+MDSS + ε-scaling, have six seeds too) and both chain-only controls; on every cell of the converged preset, which
+are the headline cells (DDPM-30, DDIM-10/30/100, DPM-Solver-2-10)."""
+
+# The λ of the side probe past the preset grid (docs/exposure_bias_converged/lambda_probe.json), made part of the
+# protocol by issue #28: the ε-scaled variants' held-out search scores them beside the preset grid.
+PROBE_LAMBDAS = [1.03, 1.04, 1.06, 1.08, 1.10, 1.13]
+
+
+def converged(seeds: int = 3) -> ProtocolConfig:
     """Issue #13's protocol: a pretrained model that can converge within this machine's budget (16×16
     Fashion-MNIST, a 0.28 M-parameter UNet, 40k pretraining steps = 43 epochs, with its metric curve), the
     controls, three fine-tuning seeds per method, k and a two-sided λ chosen on the held-out split. About 4.5
-    CPU-hours here (``python -m benchmarks.exposure_bias.timing --preset converged`` measures and extrapolates)."""
+    CPU-hours here (``python -m benchmarks.exposure_bias.timing --preset converged`` measures and extrapolates).
+
+    Issue #28 adds the decisive controls: ``chain_only_k10``; ε-scaling of MDSS k = 4 and k = 10 (so MDSS with k
+    by held-out + ε-scaling is a row); and the side probe's λ (``PROBE_LAMBDAS``) in the held-out search of every
+    ε-scaled variant. ``seeds=6`` gives ``SIX_SEED_LABELS`` training seeds 3, 4, 5 as well; every unit of the
+    3-seed run (and the pretraining and feature network above all) keeps its fingerprint and folder."""
+    if seeds not in (3, 6):
+        raise ValueError(f"the converged preset has 3 or 6 training seeds, not {seeds}")
     unet = dict(sample_size=16, in_channels=1, out_channels=1, block_out_channels=[16, 32, 32], layers_per_block=1,
                 down_block_types=["DownBlock2D", "DownBlock2D", "AttnDownBlock2D"],
                 up_block_types=["AttnUpBlock2D", "UpBlock2D", "UpBlock2D"], norm_num_groups=8, attention_head_dim=8,
@@ -347,14 +431,16 @@ def converged() -> ProtocolConfig:
         finetune=TrainSpec(steps=1000, batch_size=64, lr=1e-4, ema_decay=0.995, ema_warmup=False,
                            checkpoint_every=250, snapshot_every=250),
         train_seeds=[0, 1, 2],
-        variants=_variants([4, 10], 4) + _controls(4),
+        extra_seeds=ExtraSeeds(seeds=[3, 4, 5], labels=SIX_SEED_LABELS) if seeds == 6 else None,
+        variants=_variants([4, 10], 4) + _controls(4) + [_chain_only(10)],
         # Stage 1's diagnosis (ddim_diagnosis.json): with diffusers' default clipping DDIM-100 is worse than
         # DDIM-30 and drifts brighter; without it FID falls 10 → 30 → 100 steps.
         clip_sample=False,
         evaluation=EvalSpec(cells=_cells({"ddpm": [30], "ddim": [10, 30, 100], "dpm2": [10]}),
                             num_samples=500, seeds=[0, 1], batch_size=500,
-                            lambda_grid=[0.98, 0.99, 0.995, 1.0, 1.005, 1.01, 1.02], lambda_samples=500,
-                            lambda_labels=["ddpm"], k_selection_labels=["mdss_k4", "mdss_k10"]),
+                            lambda_grid=[0.98, 0.99, 0.995, 1.0, 1.005, 1.01, 1.02],
+                            lambda_grid_extended=PROBE_LAMBDAS, lambda_samples=500,
+                            lambda_labels=["ddpm", "mdss_k4", "mdss_k10"], k_selection_labels=["mdss_k4", "mdss_k10"]),
         noise_floor=NoiseFloorSpec(cell=Cell(sampler="ddim", steps=10), sizes=[500], seeds=[0, 1, 2, 3, 4]),
         curve=CurveSpec(labels=["ddpm", "mdss_k4"], cell=headline, num_samples=500, seeds=[0]),
         diagnostics=DiagnosticsSpec(samplers=_cells({"ddpm": [30], "ddim": [30]}), num_images=64, num_trajectories=64),

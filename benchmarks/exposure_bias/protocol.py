@@ -4,8 +4,9 @@
     feature_net → pretrain → pretrain_curve → finetune (one unit per variant and training seed) → noise_floor
                 → lambda → evaluate → curve → diagnostics → samples → report
 
-Per-variant units live in ``<kind>/<label>/s<training seed>/``. The curve, diagnostics and samples stages use
-the first training seed only.
+Per-variant units live in ``<kind>/<label>/s<training seed>/``; a variant's training seeds are ``train_seeds``
+plus, for the variants ``extra_seeds`` names, its seeds (``ProtocolConfig.seeds_for``). The curve, diagnostics and
+samples stages use the first training seed only.
 """
 from __future__ import annotations
 
@@ -73,8 +74,11 @@ class Protocol:
             return units.fingerprint("noise_floor", self.fp("metric"), self.fp("pretrain"), c.noise_floor, *clip)
         if stage == "lambda":
             e = c.evaluation
+            # the extension enters only when set, so units of presets without it keep their fingerprints
+            ext = ([("lambda_grid_extended", e.lambda_grid_extended, "lambda_grid", e.lambda_grid)]
+                   if e.lambda_grid_extended and variant.label in c.scaled_labels() else [])
             return units.fingerprint("lambda", self.fp("metric"), self.fp("finetune", variant, seed), e.cells,
-                                     c.lambda_grid_for(variant.label), e.lambda_samples, e.lambda_seed, *clip)
+                                     c.lambda_grid_for(variant.label), e.lambda_samples, e.lambda_seed, *clip, *ext)
         if stage == "evaluate":
             return units.fingerprint("evaluate", self.fp("lambda", variant, seed), c.evaluation)
         if stage == "curve":
@@ -222,21 +226,26 @@ class Protocol:
             return {}
         self._unit(self.work / "pretrain_curve", self.fp("pretrain_curve"), "pretrain curve", body)
 
+    def seeded_variants(self, variants: Optional[list[Variant]] = None) -> list[tuple[int, Variant]]:
+        """(training seed, variant) of every per-variant unit, seed by seed: ``train_seeds`` first (the same units
+        with or without extra seeds), then the extra seeds of the variants that have them."""
+        variants = self.variants if variants is None else variants
+        return [(seed, v) for seed in self.cfg.all_train_seeds() for v in variants if seed in self.cfg.seeds_for(v.label)]
+
     def stage_finetune(self) -> None:
         self._require(self.work / "models" / "pretrained", self.fp("pretrain"), "pretrain")
-        for seed in self.cfg.train_seeds:
-            for v in self.variants:
-                def body(folder: Path, v: Variant = v, seed: int = seed) -> dict:
-                    strategy = build_strategy(v.strategy, self.diffusion)
-                    torch.manual_seed(self.cfg.finetune.seed + seed)  # fresh ξ channels: the same per seed
-                    model = load_model(self.work / "models" / "pretrained" / FINAL, self.cfg.device,
-                                       widen_xi=strategy.uses_xi)
-                    spec = self.cfg.finetune.model_copy(update={"seed": self.cfg.finetune.seed + seed})
-                    out = train(model, strategy, self.train_images, spec, folder, self.cfg.device, oracle=v.oracle_rollout)
-                    _write_jsonl(folder / "history.jsonl", out["history"])
-                    return {"final_loss": out["history"][-1]["loss"]}
-                self._unit(self.unit_dir("models", v, seed), self.fp("finetune", v, seed), f"finetune {v.label} s{seed}",
-                           body)
+        for seed, v in self.seeded_variants():
+            def body(folder: Path, v: Variant = v, seed: int = seed) -> dict:
+                strategy = build_strategy(v.strategy, self.diffusion)
+                torch.manual_seed(self.cfg.finetune.seed + seed)  # fresh ξ channels: the same per seed
+                model = load_model(self.work / "models" / "pretrained" / FINAL, self.cfg.device,
+                                   widen_xi=strategy.uses_xi)
+                spec = self.cfg.finetune.model_copy(update={"seed": self.cfg.finetune.seed + seed})
+                out = train(model, strategy, self.train_images, spec, folder, self.cfg.device, oracle=v.oracle_rollout)
+                _write_jsonl(folder / "history.jsonl", out["history"])
+                return {"final_loss": out["history"][-1]["loss"]}
+            self._unit(self.unit_dir("models", v, seed), self.fp("finetune", v, seed), f"finetune {v.label} s{seed}",
+                       body)
 
     def stage_noise_floor(self) -> None:
         nf, ev = self.cfg.noise_floor, self.cfg.evaluation
@@ -259,20 +268,25 @@ class Protocol:
         self._unit(self.work / "noise_floor", self.fp("noise_floor"), "noise floor", body)
 
     def stage_lambda(self) -> None:
-        """Held-out scores: the λ grid for the ε-scaled variants, λ = 1 for the k candidates (k by held-out)."""
+        """Held-out scores: the λ grid for the ε-scaled variants, λ = 1 for the k candidates (k by held-out).
+        ``lambda.json`` holds per cell every λ's held-out score (``val_scores``), ``lambda``: the best of
+        ``lambda_grid``, and with ``lambda_grid_extended`` also ``lambda_extended``: the best of the union."""
         ev = self.cfg.evaluation
-        for seed in self.cfg.train_seeds:
-            for v in (v for v in self.variants if v.label in self.cfg.searched_labels()):
-                def body(folder: Path, v: Variant = v, seed: int = seed) -> dict:
-                    model = self.model(v, seed)
-                    choice = {}
-                    for cell in ev.cells:
-                        scores = {str(lam): self.held_out_score(model, cell, lam) for lam in self.cfg.lambda_grid_for(v.label)}
-                        best = min(scores, key=scores.get)
-                        choice[cell.key] = {"lambda": float(best), "val_scores": scores}
-                    (folder / "lambda.json").write_text(json.dumps(choice, indent=2))
-                    return {}
-                self._unit(self.unit_dir("lambda", v, seed), self.fp("lambda", v, seed), f"lambda {v.label} s{seed}", body)
+        searched = [v for v in self.variants if v.label in self.cfg.searched_labels()]
+        for seed, v in self.seeded_variants(searched):
+            def body(folder: Path, v: Variant = v, seed: int = seed) -> dict:
+                model = self.model(v, seed)
+                extended = ev.lambda_grid_extended is not None and v.label in self.cfg.scaled_labels()
+                choice = {}
+                for cell in ev.cells:
+                    scores = {str(lam): self.held_out_score(model, cell, lam) for lam in self.cfg.lambda_grid_for(v.label)}
+                    preset = {k: sc for k, sc in scores.items() if float(k) in ev.lambda_grid}
+                    choice[cell.key] = {"lambda": float(min(preset, key=preset.get)), "val_scores": scores}
+                    if extended:
+                        choice[cell.key]["lambda_extended"] = float(min(scores, key=scores.get))
+                (folder / "lambda.json").write_text(json.dumps(choice, indent=2))
+                return {}
+            self._unit(self.unit_dir("lambda", v, seed), self.fp("lambda", v, seed), f"lambda {v.label} s{seed}", body)
 
     def held_out_score(self, model, cell: Cell, lam: float) -> float:
         """The λ search's score of one (model, cell, λ): its own sampling seed and image count, on the held-out
@@ -297,9 +311,8 @@ class Protocol:
         return read_jsonl(folder / "rows.jsonl")
 
     def stage_evaluate(self) -> None:
-        for seed in self.cfg.train_seeds:
-            for v in self.variants:
-                self._evaluate(v, seed)
+        for seed, v in self.seeded_variants():
+            self._evaluate(v, seed)
 
     def _evaluate(self, v: Variant, seed: int) -> None:
         ev = self.cfg.evaluation
@@ -314,9 +327,21 @@ class Protocol:
             rows = []
             for cell in ev.cells:
                 settings = [("off", 1.0, model.has_xi)]
-                lam = choice[cell.key]["lambda"] if scaled else None
-                if lam is not None and lam != 1.0:
-                    settings.append(("eps_scaled", lam, model.has_xi))
+                # the ε-scaled settings and their λ: the preset grid's choice, and the extended grid's if any
+                scaled_at = {}
+                if scaled:
+                    scaled_at["eps_scaled"] = choice[cell.key]["lambda"]
+                    if "lambda_extended" in choice[cell.key]:
+                        scaled_at["eps_scaled_ext"] = choice[cell.key]["lambda_extended"]
+                # a λ already sampled (1 = the unscaled cell, or the other grid's choice) is copied, not resampled
+                sampled = {1.0: "off"}
+                copies = []
+                for setting, lam in scaled_at.items():
+                    if lam in sampled:
+                        copies.append((setting, sampled[lam]))
+                    else:
+                        sampled[lam] = setting
+                        settings.append((setting, lam, model.has_xi))
                 if v.label == ev.xi_ablation_label and model.has_xi and cell.sampler in ("ddpm", "ddim"):
                     settings.append(("no_xi_denoise", 1.0, False))
                 for setting, lam_s, xi in settings:
@@ -324,9 +349,9 @@ class Protocol:
                         rows.append({"variant": v.label, "train_seed": seed, "sampler": cell.sampler,
                                      "steps": cell.steps, "setting": setting, "lambda": lam_s, "xi_denoise": xi,
                                      "seed": s, "score": self.test_score(model, cell, s, lam=lam_s, xi_denoise=xi)})
-                if lam == 1.0:  # the search kept λ = 1: the scaled cell is the unscaled one
-                    rows += [dict(r, setting="eps_scaled") for r in rows if r["sampler"] == cell.sampler
-                             and r["steps"] == cell.steps and r["setting"] == "off"]
+                for setting, source in copies:
+                    rows += [dict(r, setting=setting) for r in rows if r["sampler"] == cell.sampler
+                             and r["steps"] == cell.steps and r["setting"] == source]
             _write_jsonl(folder / "rows.jsonl", rows)
             return {}
         self._unit(self.unit_dir("eval", v, seed), self.fp("evaluate", v, seed), f"evaluate {v.label} s{seed}", body)

@@ -50,14 +50,19 @@ def _grid(summary: dict, cells: Iterable[tuple[str, int]], columns: list[tuple[s
     return out
 
 
-def _method_rows(labels: list[str], scaled: list[str]) -> list[tuple[str, str, str]]:
-    """(row name, variant, setting): each variant unscaled, then each ε-scaled variant."""
-    return [(lab, lab, "off") for lab in labels] + [(f"{lab} + ε-scaling", lab, "eps_scaled") for lab in scaled]
+def _method_rows(labels: list[str], scaled: list[str], extended: bool = False) -> list[tuple[str, str, str]]:
+    """(row name, variant, setting): each variant unscaled, then each ε-scaled variant (λ from the preset grid, then,
+    with ``extended``, λ from the extended grid)."""
+    from benchmarks.exposure_bias.seed_stats import EXT
+
+    out = [(lab, lab, "off") for lab in labels] + [(f"{lab} + ε-scaling", lab, "eps_scaled") for lab in scaled]
+    return out + ([(f"{lab}{EXT}", lab, "eps_scaled_ext") for lab in scaled] if extended else [])
 
 
-def _overview(summary: dict, cells: list[tuple[str, int]], labels: list[str], scaled: list[str]) -> list[list[str]]:
+def _overview(summary: dict, cells: list[tuple[str, int]], labels: list[str], scaled: list[str],
+              extended: bool = False) -> list[list[str]]:
     """Rows: each variant, then each ε-scaled variant; columns: every cell; the lowest mean per column in bold."""
-    rows = _method_rows(labels, scaled)
+    rows = _method_rows(labels, scaled, extended)
     best = {}
     for c in cells:
         means = [summary[(lab, *c, st)][0] for _, lab, st in rows if (lab, *c, st) in summary]
@@ -69,12 +74,13 @@ def _overview(summary: dict, cells: list[tuple[str, int]], labels: list[str], sc
     return out
 
 
-def _paired(rows: list[dict], cells: list[tuple[str, int]], labels: list[str], scaled: list[str]) -> list[list[str]]:
+def _paired(rows: list[dict], cells: list[tuple[str, int]], labels: list[str], scaled: list[str],
+            extended: bool = False) -> list[list[str]]:
     """Per-seed differences to the ddpm baseline's unscaled cell. Sets of one seed share their initial noise across
     methods, so the paired spread is the honest yardstick for a method-vs-baseline gap."""
     score = {(r["variant"], r["sampler"], r["steps"], r["setting"], r["seed"]): r["score"] for r in rows}
     out = []
-    for name, lab, st in _method_rows(labels, scaled):
+    for name, lab, st in _method_rows(labels, scaled, extended):
         if (lab, st) == ("ddpm", "off"):  # the baseline itself
             continue
         line = [name]
@@ -177,7 +183,7 @@ def write_report(protocol) -> None:
     # ---- main grid (the first training seed; the statistics over training seeds follow it)
     all_rows = []
     for lab in labels:
-        for seed in cfg.train_seeds:
+        for seed in cfg.seeds_for(lab):
             f = work / "eval" / lab / f"s{seed}" / "rows.jsonl"
             if f.is_file():
                 all_rows += [dict(r, train_seed=r.get("train_seed", seed)) for r in read_jsonl(f)]
@@ -193,23 +199,32 @@ def write_report(protocol) -> None:
     for r in eval_rows:
         groups.setdefault((r["variant"], r["sampler"], r["steps"], r["setting"]), []).append(r["score"])
     summary = {k: _mean_std(v) for k, v in groups.items()}
-    lambdas = {}
+    sampled_at = {(r["variant"], r["sampler"], r["steps"], r["setting"]): r.get("lambda") for r in eval_rows}
+    lambdas, lambdas_ext = {}, {}
     for lab in cfg.scaled_labels():
         f = work / "lambda" / lab / f"s{first}" / "lambda.json"
         if f.is_file():
-            lambdas[lab] = {k: c["lambda"] for k, c in json.loads(f.read_text()).items()}
+            choice = json.loads(f.read_text())
+            lambdas[lab] = {k: c["lambda"] for k, c in choice.items()}
+            if all("lambda_extended" in c for c in choice.values()):
+                lambdas_ext[lab] = {k: c["lambda_extended"] for k, c in choice.items()}
+    # lambda: the variant's preset-grid choice (whatever the setting, as before issue #28); lambda_sampled: the λ
+    # this setting's images were sampled with
     _write_csv(out / "summary.csv", [{"variant": k[0], "sampler": k[1], "steps": k[2], "setting": k[3], "mean": m,
                                       "std": s, "seeds": len(groups[k]),
-                                      "lambda": lambdas.get(k[0], {}).get(f"{k[1]}_{k[2]}")}
+                                      "lambda": lambdas.get(k[0], {}).get(f"{k[1]}_{k[2]}"),
+                                      "lambda_sampled": sampled_at.get(k)}
                                      for k, (m, s) in sorted(summary.items())])
     cells = [(c.sampler, c.steps) for c in ev.cells]
+    extended = ev.lambda_grid_extended is not None
     md.append(_table("Every method × every cell (lowest mean per column in bold)",
-                     ["method"] + [f"{s} {n}" for s, n in cells], _overview(summary, cells, labels, cfg.scaled_labels())))
+                     ["method"] + [f"{s} {n}" for s, n in cells],
+                     _overview(summary, cells, labels, cfg.scaled_labels(), extended)))
     if "ddpm" in labels:
         md.append(_table("Paired difference to `ddpm` (per seed: variant − ddpm with the same initial noise; "
                          "mean ± std over seeds; negative = better; * every seed agrees in sign)",
                          ["method"] + [f"{s} {n}" for s, n in cells],
-                         _paired(eval_rows, cells, labels, cfg.scaled_labels())))
+                         _paired(eval_rows, cells, labels, cfg.scaled_labels(), extended)))
     main_cols = [c for c in MAIN_FAMILY if c in labels] + mdss[:1]
     for setting, title in (("off", "no ε-scaling"), ("eps_scaled", "with ε-scaling (λ from the held-out search)")):
         for fam, name in ((("ddpm",), "DDPM sampler (Table 3.2)"), (("ddim",), "DDIM sampler (Table 3.3)"),
@@ -219,8 +234,11 @@ def write_report(protocol) -> None:
                 md.append(_table(f"{name}, {title}", ["sampler steps"] + main_cols,
                                  _grid(summary, fam_cells, [(c, setting) for c in main_cols])))
     if lambdas:
-        md.append(_table("λ chosen on the held-out split", ["variant"] + [f"{s} {n}" for s, n in cells],
-                         [[lab] + [f"{lambdas[lab].get(f'{s}_{n}', '–')}" for s, n in cells] for lab in lambdas]))
+        rows_l = [[lab] + [f"{lambdas[lab].get(f'{s}_{n}', '–')}" for s, n in cells] for lab in lambdas]
+        rows_l += [[f"{lab} (extended grid)"] + [f"{lambdas_ext[lab].get(f'{s}_{n}', '–')}" for s, n in cells]
+                   for lab in lambdas_ext]
+        md.append(_table(f"λ chosen on the held-out split (training seed {first}; every seed's held-out scores: "
+                         "held_out_selection.csv)", ["variant"] + [f"{s} {n}" for s, n in cells], rows_l))
     xl = ev.xi_ablation_label
     xi_cells = [c for c in cells if c[0] in ("ddpm", "ddim")]
     md.append(_table(f"ξ ablation (Table 3.5): {xl} sampled without / with input denoising",

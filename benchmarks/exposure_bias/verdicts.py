@@ -12,6 +12,10 @@ of a finished converged report and writes two files beside them:
   the thesis-sized effect (the thesis' relative change in its table times the reference method's mean here), the
   Δ with its CI, the MDE (as tabled, and exact from the noncentral t: ``paired_stats.mde_factors``), q, and the
   verdict by the rules of ``judge``.
+* ``control_verdicts.csv`` (a report of the issue #28 protocol only: its ``contrasts.csv`` has the pre-specified
+  family): per control question of ``CONTROL_CLAIMS`` and cell, the pre-specified contrast between held-out-chosen
+  rows (``seed_stats.PRESPECIFIED``; never a fixed-k or fixed-λ row, never a post hoc one), the size it is judged
+  against (the reference row's gain over the DDPM fine-tune in that cell), and the verdict by ``judge_control``.
 
 It prints the verdict table as Markdown. No training and no sampling: it works on the committed files alone.
 """
@@ -25,13 +29,24 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.exposure_bias.seed_stats import _scores, paired_difference
+from benchmarks.exposure_bias.seed_stats import (CHAIN_HELD_OUT, EPS_EXT, EXT, HELD_OUT_K, HELD_OUT_K_EPS,
+                                                 PRESPECIFIED_FAMILY, _scores, paired_difference)
 from benchmarks.paired_stats import mde_factors, q_values
 
 DOCS = Path("docs/exposure_bias_converged")
-HELD_OUT_K = "mdss (k by held-out)"
 EPS = "ddpm + ε-scaling"
 PROBE = "ddpm + ε-scaling (λ probe)"
+
+# Issue #28's control questions, fixed before the six-seed run: (claim, first, second, reference). Each is judged on
+# the pre-specified contrast first − second (held-out-chosen rows only, seed_stats.PRESPECIFIED), sized by the
+# reference row's gain over the DDPM fine-tune in the same cell (what the claim says should, or should not, differ).
+CONTROL_CLAIMS = [
+    ("the chain alone, with no model error, gains as much as MDSS (the shrinkage reading)", CHAIN_HELD_OUT,
+     HELD_OUT_K, HELD_OUT_K),
+    ("untrained ε-scaling gains as much as MDSS", EPS_EXT, HELD_OUT_K, HELD_OUT_K),
+    ("MDSS adds to ε-scaling", HELD_OUT_K_EPS, EPS_EXT, HELD_OUT_K),
+    ("ε-scaling adds to MDSS", HELD_OUT_K_EPS, HELD_OUT_K, EPS_EXT),
+]
 
 # (first, second, question, cells): first − second, negative = first better
 POSTHOC = [
@@ -101,6 +116,50 @@ def judge(effect: float, diff: float, lo: float, hi: float, mde_exact: float, q:
     return "inconclusive"
 
 
+def judge_control(diff: float, lo: float, hi: float, mde_exact: float, q: float, size: float) -> str:
+    """The verdict on a control contrast (first − second) sized by ``size``, the reference row's gain (positive:
+    it gains): a discovery (q < 0.05 in the pre-specified family) names the better row; without one, an exact MDE at
+    or above ``size`` cannot tell ("inconclusive (underpowered)"); a CI inside (−size, +size) with a smaller MDE
+    rules out a difference as large as the reference gain; anything else is inconclusive. Without a reference gain
+    (size ≤ 0) there is nothing to size the question by."""
+    if not math.isfinite(q):
+        return "n/a (no test)"
+    if q < 0.05:
+        return "first better (a discovery)" if diff < 0 else "second better (a discovery)"
+    if not (size > 0):
+        return "inconclusive (the reference row does not gain here)"
+    if mde_exact >= size:
+        return "inconclusive (underpowered)"
+    if -size < lo and hi < size:
+        return "no difference as large as the reference gain"
+    return "inconclusive"
+
+
+def control_verdicts(headline: list[dict], contrasts: list[dict]) -> list[dict]:
+    """The verdicts of ``CONTROL_CLAIMS`` from a report's ``headline.csv`` and ``contrasts.csv`` rows: only the rows
+    of the pre-specified family are read ([] for a report without it)."""
+    pre = {(r["first"], r["second"], r["sampler"], int(r["steps"])): r for r in contrasts
+           if r.get("family") == PRESPECIFIED_FAMILY}
+    gain = {(r["method"], r["sampler"], int(r["steps"])): -float(r["diff_vs_ddpm"]) for r in headline
+            if r.get("diff_vs_ddpm") not in (None, "")}
+    out = []
+    for claim, first, second, ref in CONTROL_CLAIMS:
+        for (a, b, sampler, steps), r in pre.items():
+            if (a, b) != (first, second):
+                continue
+            n = int(r["n_train_seeds"])
+            diff, lo, hi, mde, q = (float(r[k]) for k in ("diff", "ci_low", "ci_high", "mde", "q"))
+            approx, exact = mde_factors(n) if n >= 2 else (math.nan, math.nan)
+            mde_exact = float(r["mde_exact"]) if r.get("mde_exact") not in (None, "") else mde * exact / approx
+            size = gain.get((ref, sampler, steps), math.nan)
+            out.append(dict(claim=claim, row=f"{first} − {second}", sampler=sampler, steps=steps, reference=ref,
+                            reference_gain=size, diff=diff, ci_low=lo, ci_high=hi, mde=mde, mde_exact=mde_exact,
+                            p=float(r["p"]), p_sign_flip=float(r.get("p_sign_flip") or math.nan), q=q,
+                            q_family=f"contrasts.csv, {PRESPECIFIED_FAMILY}", n_train_seeds=n,
+                            verdict=judge_control(diff, lo, hi, mde_exact, q, size)))
+    return out
+
+
 def _read_csv(path: Path) -> list[dict]:
     with path.open(newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
@@ -119,19 +178,27 @@ class Committed:
         self.contrasts = _read_csv(folder / "contrasts.csv")
         self.chosen = {(r["sampler"], int(r["steps"])): {int(t): lab for t, lab in json.loads(r["k_chosen"]).items()}
                        for r in self.headline if r["method"] == HELD_OUT_K}
-        probe = json.loads((folder / "lambda_probe.json").read_text())
+        probe_file = folder / "lambda_probe.json"  # the side probe of the 3-seed run; a later report may lack it
+        probe = json.loads(probe_file.read_text()) if probe_file.is_file() else {}
         self.probe: dict = {}
         for r in probe.get("test", []):
             self.probe.setdefault((r["sampler"], r["steps"]), {}).setdefault(r["train_seed"], {})[r["seed"]] = r["score"]
 
     def series(self, name: str, sampler: str, steps: int) -> dict:
         """{train seed: {sampling seed: score}} of a method as the tables name it."""
-        if name == HELD_OUT_K:
+        if name in (HELD_OUT_K, HELD_OUT_K_EPS, CHAIN_HELD_OUT):
+            from benchmarks.exposure_bias.config import converged
+
             picks = self.chosen.get((sampler, steps), {})
-            return {t: self.scores[(lab, "off", sampler, steps)][t] for t, lab in picks.items()}
+            setting = "eps_scaled_ext" if name == HELD_OUT_K_EPS else "off"
+            of = converged().chain_only_for if name == CHAIN_HELD_OUT else (lambda lab: lab)
+            return {t: self.scores[(of(lab), setting, sampler, steps)][t] for t, lab in picks.items()}
         if name == PROBE:
             return self.probe.get((sampler, steps), {})
-        label, setting = ("ddpm", "eps_scaled") if name == EPS else (name.split("/") if "/" in name else (name, "off"))
+        if name.endswith(EXT):
+            label, setting = name[:-len(EXT)], "eps_scaled_ext"
+        else:
+            label, setting = ("ddpm", "eps_scaled") if name == EPS else (name.split("/") if "/" in name else (name, "off"))
         return dict(self.scores.get((label, setting, sampler, steps), {}))
 
     def mean(self, name: str, sampler: str, steps: int) -> float:
@@ -140,8 +207,13 @@ class Committed:
 
 
 def posthoc_contrasts(data: Committed, n_boot: int) -> list[dict]:
+    # A report of issue #28's protocol has the probe's λ in its own held-out search (the extended-grid rows), and
+    # lambda_probe.json beside it is the 3-seed run's, of other models: it is never paired with such a report.
+    protocol_has_probe = any(r["method"] == EPS_EXT for r in data.headline)
     out = []
     for first, second, question, cells in POSTHOC:
+        if PROBE in (first, second) and protocol_has_probe:
+            continue
         for sampler, steps in cells:
             got = paired_difference(data.series(first, sampler, steps), data.series(second, sampler, steps), n_boot)
             if got:
@@ -183,6 +255,18 @@ def _write(path: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
+def markdown_controls(rows: list[dict]) -> str:
+    g = lambda x: f"{x:+.3f}" if abs(x) >= 0.0095 else f"{x:+.4f}"  # noqa: E731
+    lines = ["| control claim | row, cell | Δ [95 % CI] | p (t) / p (sign flip) | q | reference gain | MDE (exact) | "
+             "verdict |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['claim']} | {r['row']}, {r['sampler']}-{r['steps']} (n = {r['n_train_seeds']}) | "
+                     f"{g(r['diff'])} [{g(r['ci_low'])}, {g(r['ci_high'])}] | {r['p']:.2g} / {r['p_sign_flip']:.2g} | "
+                     f"{r['q']:.2g} | {g(r['reference_gain'])} ({r['reference']}) | {r['mde']:#.3g} "
+                     f"({r['mde_exact']:#.3g}) | **{r['verdict']}** |")
+    return "\n".join(lines)
+
+
 def markdown(rows: list[dict]) -> str:
     g = lambda x: f"{x:+.3f}" if abs(x) >= 0.0095 else f"{x:+.4f}"  # noqa: E731
     lines = ["| thesis claim | thesis | here: row, cell | Δ [95 % CI] | q | thesis-sized Δ | MDE (exact) | verdict |",
@@ -207,6 +291,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = verdicts(data, posthoc)
     _write(args.dir / "verdicts.csv", rows)
     print(markdown(rows))
+    controls = control_verdicts(data.headline, data.contrasts)
+    if controls:
+        _write(args.dir / "control_verdicts.csv", controls)
+        print("\n" + markdown_controls(controls))
+    else:
+        print(f"\n(no {PRESPECIFIED_FAMILY} contrasts in {args.dir / 'contrasts.csv'}: a report from before issue "
+              "#28's protocol; no control verdicts)")
     return 0 if all(math.isfinite(r["q"]) for r in rows) else 1
 
 

@@ -61,6 +61,10 @@ def test_tables_and_csvs_are_well_formed(quick_run):
     # one ε-scaled cell per unscaled cell of the searched variants (a copy when the search kept λ = 1)
     assert {r["variant"] for r in scaled} == set(ev.lambda_labels) == set(cfg.scaled_labels())
     assert len(scaled) == len(ev.lambda_labels) * len(ev.cells) * len(ev.seeds)
+    # and one per cell at the extended grid's λ (issue #28), sampled or copied from the λ it repeats
+    ext = [r for r in results if r["setting"] == "eps_scaled_ext"]
+    assert {r["variant"] for r in ext} == set(ev.lambda_labels) and len(ext) == len(scaled)
+    assert {float(r["lambda"]) for r in ext} <= set(ev.lambda_grid) | set(ev.lambda_grid_extended)
     # the ε-scaled variants and the k candidates have held-out searches, one per training seed
     assert sorted(p.name for p in (work / "lambda").iterdir()) == sorted(cfg.searched_labels())
     assert sorted(p.name for p in (work / "lambda" / "mdss_k2").iterdir()) == [f"s{t}" for t in cfg.train_seeds]
@@ -81,6 +85,18 @@ def test_tables_and_csvs_are_well_formed(quick_run):
     assert all(r["seeds"] == str(len(ev.seeds)) for r in summary)
     lam = json.loads((work / "lambda" / "mdss_k4" / "s0" / "lambda.json").read_text())
     assert set(lam) == {c.key for c in ev.cells} and all(v["lambda"] in ev.lambda_grid for v in lam.values())
+    for v in lam.values():  # the extended choice is the best held-out score of the union, the preset's of its grid
+        scores = {float(k): x for k, x in v["val_scores"].items()}
+        assert set(scores) == set(ev.lambda_grid) | set(ev.lambda_grid_extended)
+        assert v["lambda_extended"] == min(scores, key=scores.get)
+        assert v["lambda"] == min(ev.lambda_grid, key=scores.get)
+    # every held-out score behind the k and λ choices is in the report folder
+    held = _csv(out / "held_out_selection.csv")
+    assert len(held) == len(cfg.train_seeds) * len(ev.cells) * sum(len(cfg.lambda_grid_for(lab))
+                                                                   for lab in cfg.searched_labels())
+    mine = {float(r["lambda"]): float(r["val_score"]) for r in held
+            if (r["variant"], r["train_seed"], r["sampler"], r["steps"]) == ("mdss_k4", "0", "ddim", "4")}
+    assert mine == {float(k): x for k, x in lam["ddim_4"]["val_scores"].items()}
 
     mse = _csv(out / "step_mse.csv")
     assert {r["kind"] for r in mse} == {"clean", "one_step", "sampled"}
@@ -205,7 +221,10 @@ def test_training_seed_statistics_controls_and_pretraining_convergence(quick_run
     assert [(r["sampler"], int(r["steps"])) for r in curve if r["kind"] == "final"] == [("ddim", 2), ("ddim", 4), ("ddim", 8)]
     head = _csv(out / "headline.csv")
     methods = {r["method"] for r in head}
-    assert {"sdss_sample", "mdss_k4_sample", "chain_only_k4", "ddpm + ε-scaling", "mdss (k by held-out)"} <= methods
+    assert {"sdss_sample", "mdss_k4_sample", "chain_only_k4", "ddpm + ε-scaling", "mdss (k by held-out)",
+            "chain_only (k by held-out)", "ddpm + ε-scaling (extended λ grid)",
+            "mdss (k by held-out) + ε-scaling (extended λ grid)"} <= methods
+    assert {"mde_exact", "p_sign_flip"} <= set(head[0])
     for r in head:
         assert int(r["n_train_seeds"]) == len(cfg.train_seeds)
         if r["method"] == "ddpm":
@@ -239,21 +258,25 @@ def test_training_seed_statistics_controls_and_pretraining_convergence(quick_run
     xi = [r for r in con if r["second"] == "sdss/no_xi_denoise"]
     assert xi and {r["sampler"] for r in xi} <= {"ddpm", "ddim"}
     assert "#### The controls" in md
-    # false-discovery control: each table's q are the Benjamini–Hochberg adjustment of its own p (one family each),
-    # each test once: a held-out k choice that picked one k in every seed repeats that k's row and shares its q
-    repeats = []
+    # false-discovery control: each table's q are the Benjamini–Hochberg adjustment of its own p (one family each;
+    # contrasts.csv: one per `family`), each test once: a row on the same data as another (a held-out k choice that
+    # picked one k in every seed, an ε-scaled setting whose λ was another setting's in every seed) shares its q
     for r in head:
         picks = set(json.loads(r["k_chosen"]).values()) if r["method"] == "mdss (k by held-out)" else set()
         if len(picks) == 1:
-            repeats.append(r)
             assert r["q"] == by[(picks.pop(), r["sampler"], r["steps"])]["q"]
-    for table in (head, con):
-        family = [r for r in table if r.get("p", "") != "" and not any(r is x for x in repeats)]
-        assert family
-        q = benjamini_hochberg([float(r["p"]) for r in family])
-        for r, want in zip(family, q):
+    assert {r["family"] for r in con} == {"controls", "pre-specified (issue #28)"}
+    for family in [head] + [[r for r in con if r["family"] == f] for f in ("controls", "pre-specified (issue #28)")]:
+        tests = {}
+        for r in family:
+            if r.get("p", "") != "":
+                key = (r["sampler"], r["steps"], r["p"], r.get("diff_vs_ddpm", r.get("diff")))
+                assert tests.setdefault(key, r)["q"] == r["q"]
+        assert tests
+        q = benjamini_hochberg([float(r["p"]) for r in tests.values()])
+        for r, want in zip(tests.values(), q):
             assert (r["q"] == "nan" and want != want) or abs(float(r["q"]) - want) < 1e-9
-    assert ", q " in md
+    assert ", q " in md and "#### Pre-specified control contrasts (issue #28)" in md
 
 
 def test_the_report_never_replaces_recorded_results_with_empty_tables(quick_run, tmp_path, capsys):

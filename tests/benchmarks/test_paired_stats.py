@@ -4,7 +4,8 @@ import math
 import numpy as np
 
 from benchmarks.paired_stats import (benjamini_hochberg, bootstrap_ci, mde_factors, min_detectable_effect,
-                                    paired_summary, q_values, relative_trend, t_interval, t_test_p, union, verdict)
+                                    paired_summary, q_values, relative_trend, sign_flip_p, t_interval, t_test_p, union,
+                                    verdict)
 
 
 def test_t_interval_and_mde_by_hand():
@@ -95,3 +96,23 @@ def test_mde_factors_formula_and_exact_noncentral_t():
     # with many seeds the formula is exact
     a30, e30 = mde_factors(30)
     assert math.isclose(a30, e30, rel_tol=1e-3)
+
+
+def test_the_exact_sign_flip_p_by_hand():
+    # every seed the same sign: only all-plus and all-minus reach the observed |mean|: 2/2ⁿ
+    assert sign_flip_p([0.01, 0.02, 0.03]) == 0.25
+    assert sign_flip_p([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]) == 2 / 64 == 0.03125
+    assert sign_flip_p([-0.1, -0.2, -0.3, -0.4, -0.5, -0.6]) == 0.03125  # two-sided
+    # 1, 2, −0.5: the eight signed sums are ±3.5, ±2.5, ±1.5, ±0.5; |sum| ≥ 2.5 in four of them
+    assert sign_flip_p([1.0, 2.0, -0.5]) == 0.5
+    assert sign_flip_p([1.0, -1.0]) == 1.0 and sign_flip_p([0.0, 0.0, 0.0]) == 1.0
+    assert math.isnan(sign_flip_p([])) and math.isnan(sign_flip_p([1.0, math.nan]))
+
+
+def test_the_sign_flip_p_is_the_share_of_all_sign_assignments():
+    import itertools
+
+    d = np.random.default_rng(3).normal(0.2, 1.0, 7)
+    sums = [abs(np.dot(signs, d)) for signs in itertools.product((1, -1), repeat=len(d))]
+    want = sum(s >= abs(d.sum()) - 1e-12 for s in sums) / len(sums)
+    assert sign_flip_p(d) == want
