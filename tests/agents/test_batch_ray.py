@@ -121,6 +121,36 @@ def test_batch_job_with_llm_vlm_and_captioner_in_one_actor(kit_config, tmp_path)
     assert {m["file_name"]: m["text"] for m in metadata} == {r["source"]: r["caption"] for r in records}
 
 
+def test_one_style_only_prompt_for_a_set_through_the_real_job(kit_config, tmp_path):
+    """--group-by folder and --style-only through the real batch job, roles and CLIP twin (random weights: the
+    prompt means nothing; what is checked is that a set runs as one optimisation scored against its members
+    with the style similarity, and holds style fragments only)."""
+    images = tmp_path / "imgs"
+    (images / "style_a").mkdir(parents=True)
+    rng = np.random.default_rng(5)
+    for name in ("x.png", "y.png", "z.png"):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(images / "style_a" / name)
+    out = tmp_path / "out"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env.pop("RAY_ADDRESS", None)
+    run = subprocess.run([sys.executable, "-m", "agents.batch_reverse", "--dir", str(images), "--out", str(out),
+                          "--config", str(kit_config), "--group-by", "folder", "--style-only",
+                          "--set", "agent.init_prompt=a cat, oil painting"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-4000:]
+    (record,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert record["status"] == "done" and record["kind"] == "set" and record["style_only"] is True
+    assert record["members"] == ["style_a/x.png", "style_a/y.png", "style_a/z.png"]
+    assert all(it["content"] == [] and -1 <= it["style_i"] <= 1 for it in record["iterations"])
+    best = max(record["iterations"], key=lambda it: (it["style_i"], -it["iteration"]))
+    assert record["best_iteration"] == best["iteration"]
+    assert record["iterations"][0]["rendered"] == "oil painting"  # the starting prompt's style part only
+    captions = [json.loads(line) for line in (out / "captions.jsonl").read_text().splitlines()]
+    assert sorted(c["file"] for c in captions) == record["members"]  # every member gets the set's caption
+    assert {c["text"] for c in captions} == {record["prompt"]["rendered"]}
+    assert (out / record["output_dir"] / "reference.png").is_file()  # the grid the VLM and captioner saw
+
+
 def _processes_with(marker: str) -> list[str]:
     """Live processes whose environment carries ``marker``, i.e. started by the job (or its children)."""
     import psutil
