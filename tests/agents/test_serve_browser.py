@@ -118,12 +118,13 @@ def _watch(page, problems: list[str], who: str) -> None:
             if not r.url.endswith(("/events", "/download")) else None)
 
 
-def _upload(page, path: Path, **fields) -> None:
-    page.set_input_files("#file", str(path))
+def _upload(page, path, **fields) -> None:
+    """``path``: one image, or a list of them (one set)."""
+    page.set_input_files("#file", [str(p) for p in path] if isinstance(path, list) else str(path))
     for selector, value in fields.items():
         if selector == "#framework":
             page.select_option(selector, value)
-        elif selector == "#negative":
+        elif selector in ("#negative", "#style-only"):
             page.set_checked(selector, value)
         else:
             page.fill(selector, value)
@@ -191,6 +192,19 @@ def test_the_page_in_headless_chromium_with_the_offline_kit(kit_config, tmp_path
             expect(bob.locator("#run-status")).to_have_text("stopped", timeout=60_000)
             bob_run = json.loads(bob.evaluate(f"fetch('/api/runs/{bob.url.rsplit('=', 1)[1]}').then(r => r.text())"))
             assert bob_run["run"]["request"]["negative"] is True  # the checkbox reached the run's settings
+            bob.screenshot(path=str(ARTIFACTS / "04_second_user_stopped.png"), full_page=True)
+            # bob again: two images in one upload are one set, style only
+            stopped_url = bob.url
+            _upload(bob, [images / "astronaut.png", images / "coffee.png"],
+                    **{"#negative": False, "#style-only": True, "#max-steps": "1", "#seeds": "0"})
+            bob.wait_for_function("url => location.href !== url", arg=stopped_url)
+            expect(bob.locator("#run-title")).to_have_text("set of 2: astronaut.png, coffee.png")
+            expect(bob.locator(".iteration")).to_have_count(1, timeout=300_000)
+            expect(bob.locator(".iteration h3").first).to_contain_text("style")
+            set_run = json.loads(bob.evaluate(f"fetch('/api/runs/{bob.url.rsplit('=', 1)[1]}').then(r => r.text())"))
+            assert set_run["run"]["request"]["style_only"] is True
+            assert [m["filename"] for m in set_run["run"]["members"]] == ["astronaut.png", "coffee.png"]
+            bob.screenshot(path=str(ARTIFACTS / "04b_set_style_only.png"), full_page=True)
             expect(alice.locator(".iteration")).to_have_count(2, timeout=600_000)
             expect(alice.locator("#run-timing")).to_contain_text("s after the upload; iterations took")
             assert alice.locator("#curve polyline").count() == 2 and alice.locator("#curve circle").count() >= 4
@@ -203,7 +217,6 @@ def test_the_page_in_headless_chromium_with_the_offline_kit(kit_config, tmp_path
             expect(alice.locator("#ranked li").first).to_contain_text(best)
             expect(alice.locator("#caption")).to_have_text("ohwx, " + best)
             alice.screenshot(path=str(ARTIFACTS / "03_stopped_after_two_iterations.png"), full_page=True)
-            bob.screenshot(path=str(ARTIFACTS / "04_second_user_stopped.png"), full_page=True)
 
             # the roles panel: one T2I batcher served every generation (alice's two iterations × 2 seeds at least)
             expect(alice.locator('#roles tr[data-role="t2i"] td').nth(1)).to_contain_text("batches of", timeout=15_000)
