@@ -63,6 +63,7 @@ from agents.batch.identity import fingerprint, result_settings
 from agents.batch.plan import ImageSource
 from agents.batch.records import needs_rerank
 from agents.batch.runner import BatchOutcome, plan_items, prepare_output, run_batch
+from agents.batch.sets import plan_job
 from agents.batch.startup import start_ray_and_roles, stop_ray_and_roles
 from agents.config import AgentConfig, ArpoConfig
 from agents.results import RESULTS_JSONL, ResultsLog
@@ -174,7 +175,7 @@ def with_agent_flags(cfg: ArpoConfig, args: argparse.Namespace) -> ArpoConfig:
 def dry_run(cfg: ArpoConfig, image_dir: "Path | ImageSource", out_dir: Path, stream: TextIO) -> int:
     source = ImageSource.of(image_dir)
     source.check(out_dir)
-    items = source.plan(out_dir, cfg.job.max_file_bytes, cfg.job.group_by)
+    items = plan_job(source, out_dir, cfg.job.max_file_bytes, cfg.job.group_by)
     if not items:
         raise SetupError(f"{source.describe()}: no image files found")
     unit = "sets" if cfg.job.group_by == "folder" else "images"

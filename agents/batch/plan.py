@@ -169,15 +169,9 @@ class ImageSource:
                                      + ("not a file (use --dir for a folder)" if path.exists() else "no such file"))
             check_files(self.files, out_dir)
 
-    def plan(self, out_dir: Path, max_file_bytes: Optional[int] = None, group_by: str = "image") -> list[WorkItem]:
-        """The work items: one per distinct image, or with ``group_by="folder"`` one per subfolder (a set)."""
+    def plan(self, out_dir: Path, max_file_bytes: Optional[int] = None) -> list[WorkItem]:
+        """One work item per distinct image (sets: agents.batch.sets.plan_job)."""
         out_dir = Path(out_dir).resolve()
-        if group_by == "folder":
-            if self.folder is None:
-                raise SetupError("--group-by folder needs --dir (each subfolder is one set), not --image")
-            from agents.batch.sets import plan_sets
-
-            return plan_sets(self.folder.resolve(), out_dir, max_file_bytes)
         if self.folder is not None:
             return plan_work(self.folder.resolve(), out_dir, max_file_bytes)
         return plan_files(self.files, out_dir, max_file_bytes)

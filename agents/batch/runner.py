@@ -21,7 +21,7 @@ from agents.batch.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, Set
 from agents.batch.identity import JobIdentity, OnChange, open_job
 from agents.batch.captions import CaptionOptions, Captions
 from agents.batch.plan import ImageSource, WorkItem
-from agents.batch.sets import prepare_set
+from agents.batch.sets import plan_job, prepare_set
 from agents.batch.records import error_record, needs_rerank, reranked_record, result_record
 from agents.batch.writer import BatchWriter
 from agents.config import ArpoConfig
@@ -110,7 +110,7 @@ def remove_stale_temp_files(out_dir: Path) -> int:
 def plan_items(source: ImageSource, out_dir: Path, cfg: ArpoConfig) -> list[WorkItem]:
     """The work items (SetupError when there are none). Reads every file's content id: seconds for a large
     folder, so a caller on an event loop runs it in a thread."""
-    items = source.plan(out_dir, cfg.job.max_file_bytes, cfg.job.group_by)
+    items = plan_job(source, out_dir, cfg.job.max_file_bytes, cfg.job.group_by)
     if not items:
         raise SetupError(f"{source.describe()}: no image files found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
     return items

@@ -30,7 +30,7 @@ from typing import Optional
 import numpy as np
 
 from agents.batch.errors import SetupError
-from agents.batch.plan import WorkItem, group_found
+from agents.batch.plan import ImageSource, WorkItem, group_found
 from agents.image_id import ID_HEX_DIGITS
 from agents.images import FoundImage, discover_images, display_name, load_rgb, save_png
 from agents.results import REFERENCE_FILE, atomic_write_bytes, contained_path, image_dir_name
@@ -40,6 +40,15 @@ log = logging.getLogger(__name__)
 SETS_SUBDIR = "sets"
 GRID_MEMBERS = 4  # members shown to the captioner and the VLM (a 2×2 grid)
 MEMBER_FILE = "member_{}.png"  # by the member's content id
+
+
+def plan_job(source: ImageSource, out_dir: Path, max_file_bytes: Optional[int], group_by: str) -> list[WorkItem]:
+    """The job's work items: one per distinct image (``group_by`` "image"), or one per subfolder (a set)."""
+    if group_by != "folder":
+        return source.plan(out_dir, max_file_bytes)
+    if source.folder is None:
+        raise SetupError("--group-by folder needs --dir (each subfolder is one set), not --image")
+    return plan_sets(source.folder.resolve(), Path(out_dir).resolve(), max_file_bytes)
 
 
 def set_id(member_ids: list[str]) -> str:
