@@ -88,6 +88,9 @@ def build(out_dir: Path, seed: int = 0, backend: str = "transformers") -> dict:
         (tmp / MARKER).write_text(json.dumps(_source_id(gguf)))
         shutil.rmtree(out_dir, ignore_errors=True)
         tmp.rename(out_dir)
-    section = chat_section(out_dir, backend, max_new_tokens=256, seed=seed)
+    # 64 new tokens: the agent's answers are short lists (a few fragments), and on a CPU every token of the
+    # 135M model costs: 256 made the quick start's batch take 130 s on 2 cores, 64 takes 61 s with the same
+    # candidates parsed (docs/benchmarks.md, "The quick start's time"). Real profiles keep their own budgets.
+    section = chat_section(out_dir, backend, max_new_tokens=64, seed=seed)
     section["vllm"]["max_model_len"] = section["vllm"]["max_num_batched_tokens"] = MAX_MODEL_LEN
     return section
