@@ -252,11 +252,15 @@ def _not_started(exc: BaseException) -> int:
 
 
 def model_free_checks(cfg: ArpoConfig, source: ImageSource, out_dir: Path) -> list:
-    """The checks left that need no model, run before any loads (under the output folder's lock): the
-    checkpoint database answers, and the image plan (read in this thread, so Ctrl-C interrupts it) is
+    """The checks left that need no model, run before any loads (under the output folder's lock): every model
+    path the profile names exists, the checkpoint database answers, and the image plan (read in this thread, so Ctrl-C interrupts it) is
     not empty. Returns the plan; raises :class:`SetupError`."""
     from agents.checkpointing import check_checkpointer
+    from agents.local_models import missing_models_problem
 
+    problem = missing_models_problem(cfg)
+    if problem:
+        raise SetupError(problem)
     check_checkpointer(cfg.job.checkpoint, out_dir.resolve())
     return plan_items(source, out_dir.resolve(), cfg)
 

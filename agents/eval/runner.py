@@ -102,6 +102,11 @@ def preflight(cfg: EvalConfig, image_dir: Path, specs: list[MethodSpec]) -> tupl
     from agents.checkpointing import check_checkpointer
     from agents.results import OutputFolderBusy
 
+    from agents.local_models import missing_models_problem
+
+    problem = missing_models_problem(cfg)
+    if problem:
+        raise SetupError(problem)
     outputs = [("evaluation.out_dir (--out)", cfg.evaluation.out_dir)]
     outputs += [(f"evaluation.arpo_variants.{name}.results_dir", v.results_dir)
                 for name, v in cfg.evaluation.arpo_variants.items() if v.results_dir]

@@ -87,6 +87,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (ConfigError, ValidationError) as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_SETUP_ERROR
+    from agents.local_models import missing_models_problem
+
+    problem = missing_models_problem(cfg)
+    if problem:  # before the port is bound and any role starts
+        print(f"setup error: {problem}", file=sys.stderr)
+        return EXIT_SETUP_ERROR
     if not options.is_loopback():
         log.warning("listening on %s: anyone who can reach this address can upload images and use the models "
                     "(the page has no login)", options.host)
