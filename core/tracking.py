@@ -227,7 +227,11 @@ class RunTracker:
                            lambda: self.client.log_artifact(self.run_id, str(path), folder))
 
     def set_tags(self, tags: Mapping[str, str]) -> bool:
-        return self._guard("tags", lambda: [self.client.set_tag(self.run_id, k, v) for k, v in tags.items()])
+        def set_all() -> None:
+            for key, value in tags.items():
+                self.client.set_tag(self.run_id, key, value)
+
+        return self._guard("tags", set_all)
 
     def finish(self, status: str = "FINISHED") -> bool:
         """End the run with ``status`` (FINISHED, FAILED or KILLED)."""
