@@ -1,6 +1,6 @@
 """Built-in configs of the hub models the repository's profiles name, for the memory planner.
 
-The planner (actors/memory_plan.py) sizes a model from its config files: a local folder,
+The planner (actors/memory/) sizes a model from its config files: a local folder,
 the Hugging Face cache, or the hub. Where none of these can be read (no network and
 nothing cached), it falls back to this table and says so ("from the built-in table").
 

@@ -1,6 +1,6 @@
 """Will the model roles fit the GPU(s)? ``python -m actors.plan --config FILE --gpu-memory 24GiB [--gpus N]``
 
-Prints the memory plan of actors/memory_plan.py (per actor group and per GPU) from the
+Prints the memory plan of actors/memory/ (per actor group and per GPU) from the
 models' config files alone: no weights are downloaded or loaded, no GPU is needed.
 
 Exit status: 0 the roles fit; 1 they do not (each overflow named: which GPU, by how much,
@@ -27,7 +27,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "for config files the cache lacks; HF_HUB_OFFLINE=1 does the same)")
     args = parser.parse_args(argv)
 
-    from actors.memory_plan import SizingError, make_plan, parse_size, role_sections
+    from actors.memory.plan import make_plan
+    from actors.memory.sections import role_sections
+    from actors.memory.sizes import SizingError, parse_size
 
     try:
         gpu_memory = parse_size(args.gpu_memory)

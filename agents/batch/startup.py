@@ -132,11 +132,11 @@ def _session_logs() -> str:
 def _check_capacity(cfg: ArpoConfig) -> None:
     """Ray resources of the actors that will start (an actor shared by several roles counted once),
     then, on a cluster with GPUs whose memory this machine can read, the GPU memory plan
-    (actors.memory_plan): certain shortfalls refuse the job, estimated ones are logged."""
+    (actors.memory.startup_check): certain shortfalls refuse the job, estimated ones are logged."""
     import ray
 
     from actors.capacity import capacity_problems, current_cluster_shape
-    from actors.memory_plan import gpu_memory_check
+    from actors.memory.startup_check import gpu_memory_check
     from actors.role_groups import role_groups
 
     problems = capacity_problems(role_groups(cfg), current_cluster_shape())

@@ -39,7 +39,9 @@ def main(argv: Optional[Sequence[str]] = None, *, in_process: bool = False) -> i
     if isinstance(args, int):
         return args
 
-    from actors.memory_plan import SizingError, make_plan, parse_size, role_sections
+    from actors.memory.plan import make_plan
+    from actors.memory.sections import role_sections
+    from actors.memory.sizes import SizingError, parse_size
     from agents.config import ArpoConfig
     from agents.profile_check.check import run_job, sample_images, write_profile
     from agents.profile_check.twin_profile import NoTwin, twin_profile

@@ -1,4 +1,4 @@
-"""The GPU memory planner (actors/memory_plan.py, CLI actors/plan.py): parameter counts from config
+"""The GPU memory planner (actors/memory/, CLI actors/plan.py): parameter counts from config
 files alone, vLLM budgets, per-GPU sums, and the two one-GPU profiles against 24 GiB.
 
 Real-size configs are written here (the architecture fields of the public config.json files);
@@ -14,8 +14,12 @@ from pathlib import Path
 import pytest
 
 from actors.config import ResourceConfig
-from actors.memory_plan import (GiB, GroupNeed, MemoryPlan, gpu_memory_check, make_plan, parse_size, place,
-                                role_sections)
+from actors.memory.needs import GroupNeed
+from actors.memory.placement import place
+from actors.memory.plan import MemoryPlan, make_plan
+from actors.memory.sections import role_sections
+from actors.memory.sizes import GiB, parse_size
+from actors.memory.startup_check import gpu_memory_check
 from actors.role_groups import RoleGroup
 from tests.actors.conftest_chat import section_with, tiny_llm_section, tiny_vlm_section  # noqa: F401
 
@@ -134,7 +138,7 @@ def test_real_size_sd15_pipeline_counts_the_model_card_figures(tmp_path):
     t2i = need(plan, "t2i")
     parts = dict(item.rsplit(" ", 1) for item in t2i.notes[0].split(":")[0].split(", "))
     assert set(parts) == {"unet", "vae", "text_encoder"}  # scheduler and tokenizer hold no weights
-    from actors.memory_plan import count_pipeline_component
+    from actors.memory.counting import count_pipeline_component
 
     unet = count_pipeline_component("diffusers", "UNet2DConditionModel", SD15["unet/config.json"])
     text = count_pipeline_component("transformers", "CLIPTextModel", SD15["text_encoder/config.json"])
@@ -146,7 +150,7 @@ def test_real_size_sd15_pipeline_counts_the_model_card_figures(tmp_path):
 
 def test_a_4bit_awq_model_takes_between_a_quarter_and_a_half_of_its_fp16_bytes():
     from actors.known_models import KNOWN_CONFIGS
-    from actors.memory_plan import count_transformers
+    from actors.memory.counting import count_transformers
 
     d = KNOWN_CONFIGS["Qwen/Qwen2-VL-7B-Instruct-AWQ"]["config.json"]
     awq, _ = count_transformers(d, "image-text", 2)
@@ -323,7 +327,7 @@ def _profile(name: str):
 
 
 def test_plan_problems_of_both_profiles_on_24gib():
-    from actors.memory_plan import plan_problems
+    from actors.memory.plan import plan_problems
 
     assert plan_problems(_profile("one_gpu_24gb.yaml"), 24 * GiB) == []
     problems = plan_problems(_profile("one_gpu_80gb.yaml"), 24 * GiB)
@@ -360,7 +364,7 @@ def test_the_t2i_targets_in_the_built_in_table_have_their_published_sizes(ref, p
     """T5's encoder embedding is its shared one (counted once) and SD3.5's positional table is a stored
     buffer (counted: it is in the weights file and on the GPU)."""
     from actors.known_models import KNOWN_CONFIGS
-    from actors.memory_plan import count_pipeline_component
+    from actors.memory.counting import count_pipeline_component
 
     entry = KNOWN_CONFIGS[ref]
     counted = {name: count_pipeline_component(*entry["model_index.json"][name], entry[f"{name}/config.json"])

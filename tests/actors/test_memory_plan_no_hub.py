@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 import actors.hub_probe as hub_probe
-from actors.memory_plan import make_plan, role_sections
+from actors.memory.plan import make_plan
+from actors.memory.sections import role_sections
 from core.config import read_yaml
 
 GiB = 1 << 30

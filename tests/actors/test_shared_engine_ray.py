@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from actors.memory_plan import role_sections
+from actors.memory.sections import role_sections
 from tests.actors.conftest_chat import section_with, tiny_vlm_section  # noqa: F401
 
 pytest.importorskip("vllm")

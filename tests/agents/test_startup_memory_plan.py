@@ -25,13 +25,13 @@ def one_gpu_machine(monkeypatch, tmp_path):
     import ray
 
     import actors.capacity
-    import actors.memory_plan
+    import actors.memory.startup_check
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # nothing cached: the built-in table
     state = {"memory": [24 * GiB]}
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 1.0})
     monkeypatch.setattr(actors.capacity, "current_cluster_shape", lambda: ClusterShape(nodes=[{"CPU": 8.0, "GPU": 1.0}]))
-    monkeypatch.setattr(actors.memory_plan, "local_gpu_memory", lambda: state["memory"])
+    monkeypatch.setattr(actors.memory.startup_check, "local_gpu_memory", lambda: state["memory"])
     return state
 
 
