@@ -27,7 +27,7 @@ from agents.image_id import ID_HEX_DIGITS, content_id
 from agents.images import load_rgb, save_png, to_rgb_array
 from agents.result import ReverseResult
 from agents.result import result_from_state as _result_from_state
-from agents.results import atomic_write_bytes
+from agents.browser.results import atomic_write_bytes
 from agents.state import initial_state
 
 

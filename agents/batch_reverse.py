@@ -66,7 +66,7 @@ from agents.batch.runner import BatchOutcome, plan_items, prepare_output, run_ba
 from agents.batch.sets import plan_job
 from agents.batch.startup import start_ray_and_roles, stop_ray_and_roles
 from agents.config import AgentConfig, ArpoConfig
-from agents.results import RESULTS_JSONL, ResultsLog
+from agents.browser.results import RESULTS_JSONL, ResultsLog
 from core.cli import parse_or_status, prog_name
 from core.config import SET_HELP, ConfigError, load_config
 

@@ -23,7 +23,7 @@ from agents import chat_steps
 from agents.config import AgentConfig, JobConfig
 from agents.images import load_rgb, save_png
 from agents.prompt_parts import Fragment, PromptParts
-from agents.results import atomic_write_bytes
+from agents.browser.results import atomic_write_bytes
 from agents.selection import NOT_STYLE, candidate_outcomes, checked_scores, greedy_select, token_budget
 from agents.state import (STOP_MAX_STEPS, STOP_NO_CANDIDATES, STOP_NO_IMPROVEMENT, STOP_PATIENCE,
                           STOP_TOKEN_LIMIT, ArpoState)

@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agents.batch.writer import BatchWriter  # noqa: E402
-from agents.report import ReportHeader  # noqa: E402
-from agents.results import RESULTS_JSONL, ResultsLog  # noqa: E402
+from agents.browser.report import ReportHeader  # noqa: E402
+from agents.browser.results import RESULTS_JSONL, ResultsLog  # noqa: E402
 from tests.agents.report_synthetic import synthetic_records, write_pool  # noqa: E402
 
 

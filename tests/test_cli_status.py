@@ -7,7 +7,7 @@ import pytest
 
 from core.cli import parse_or_status
 
-COMMANDS = [("agents.batch_reverse", []), ("agents.evaluate", []), ("agents.edit", []), ("agents.serve.__main__", []),
+COMMANDS = [("agents.batch_reverse", []), ("agents.evaluate", []), ("agents.editing.edit", []), ("agents.serve.__main__", []),
             ("agents.config.__main__", ["show"]), ("agents.profile_check.__main__", []), ("training.train", []),
             ("actors.shared_roles", [])]
 

@@ -54,7 +54,7 @@ from typing import Optional, Sequence
 
 from agents.batch.plan import ImageSource, WorkItem
 from agents.images import FoundImage
-from agents.results import (ResultsLog, UnsafePathError, append_line_durably, atomic_write_bytes,
+from agents.browser.results import (ResultsLog, UnsafePathError, append_line_durably, atomic_write_bytes,
                             atomic_write_text, contained_path)
 
 log = logging.getLogger("agents.batch.captions")

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from agents.batch.errors import SetupError
 from agents.config import ArpoConfig
-from agents.results import atomic_write_json
+from agents.browser.results import atomic_write_json
 
 JOB_FILE = "job.json"
 

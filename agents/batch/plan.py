@@ -21,7 +21,7 @@ from typing import Iterable, Optional, Sequence
 
 from agents.batch.errors import SetupError
 from agents.images import FoundImage, discover_images, display_name
-from agents.results import image_output_dir
+from agents.browser.results import image_output_dir
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Optional
 
 from agents.batch.plan import WorkItem
-from agents.results import REFERENCE_FILE
+from agents.browser.results import REFERENCE_FILE
 
 
 def out_relative(path: Any, out_dir: Path) -> Optional[str]:

@@ -28,8 +28,8 @@ from agents.config import ArpoConfig
 from agents.images import IMAGE_EXTENSIONS, ImageLoadError, configure_pillow_limit, load_rgb, save_png
 from agents.progress import Progress
 from agents.prompt_limit import check_negative_support, with_prompt_limit
-from agents.report import ReportHeader, random_weight_roles
-from agents.results import REFERENCE_FILE, RESULTS_JSONL, OutputFolderBusy, ResultsLog, atomic_write_bytes, exclusive_output
+from agents.browser.report import ReportHeader, random_weight_roles
+from agents.browser.results import REFERENCE_FILE, RESULTS_JSONL, OutputFolderBusy, ResultsLog, atomic_write_bytes, exclusive_output
 from core.job_submit import missing_relative_input_problem, relative_output_problem
 from core.metrics import record as metric
 

@@ -33,7 +33,7 @@ from agents.batch.errors import SetupError
 from agents.batch.plan import ImageSource, WorkItem, group_found
 from agents.image_id import ID_HEX_DIGITS
 from agents.images import FoundImage, discover_images, display_name, load_rgb, save_png
-from agents.results import REFERENCE_FILE, atomic_write_bytes, contained_path, image_dir_name
+from agents.browser.results import REFERENCE_FILE, atomic_write_bytes, contained_path, image_dir_name
 
 log = logging.getLogger(__name__)
 

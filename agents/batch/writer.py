@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Optional
 
 from agents.batch.plan import WorkItem
-from agents.report import ReportHeader, ReportWriter
-from agents.results import RESULTS_CSV, ResultsLog, append_csv_row, make_dirs_durably, write_csv, write_image_outputs
+from agents.browser.report import ReportHeader, ReportWriter
+from agents.browser.results import RESULTS_CSV, ResultsLog, append_csv_row, make_dirs_durably, write_csv, write_image_outputs
 
 #: A mid-run results.csv rebuild waits at least this many times the last rebuild's duration.
 REBUILD_SPACING = 50

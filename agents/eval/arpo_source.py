@@ -3,7 +3,7 @@
 Method ``arpo`` is the config's own agent and roles; ``arpo:<name>`` an
 ``evaluation.arpo_variants`` entry (or, without one, ``arpo:vanilla`` /
 ``arpo:enhanced``: the framework alone changed). Each reads ``results.jsonl`` of its
-batch folder (agents/results.py) and uses every image's best prompt. Images without a
+batch folder (agents/browser/results.py) and uses every image's best prompt. Images without a
 finished result are run by the batch job first when the variant allows it (the caller
 supplies the runner, so this module never starts a model).
 
@@ -21,7 +21,7 @@ from agents.config import ArpoConfig
 from agents.eval.config import ArpoVariant, EvalConfig
 from agents.eval.methods import EvalImage, MethodSpec, NoPrompt, model_name
 from agents.eval.records import fingerprint
-from agents.results import RESULTS_JSONL, ResultsLog
+from agents.browser.results import RESULTS_JSONL, ResultsLog
 
 
 @dataclass

@@ -2,7 +2,7 @@
 reference and then every method's recreated image with its prompt and scores.
 
 A static HTML page in the evaluation folder, rendered from agents/templates/eval_gallery.html
-(jinja2, autoescaped); images are linked relatively (agents.html_text.href).
+(jinja2, autoescaped); images are linked relatively (agents.browser.html_text.href).
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Sequence
 
 from agents.eval.metrics import CLIP_T, IMAGE_METRICS, METRIC_LABELS
 from agents.eval.table import Row
-from agents.html_render import render
+from agents.browser.html_render import render
 
 
 def _fmt(x) -> str:

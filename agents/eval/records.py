@@ -11,7 +11,7 @@ Two kinds of line, both appended and fsynced as soon as they are known:
 ``fp`` is a fingerprint of everything the value depends on (the prompt, the models and
 their settings, the seed); a rerun skips a record whose fingerprint still matches and
 redoes one whose inputs changed. A crash can leave at most a partial last line: it is
-dropped on open (the previous lines are intact), as in agents/results.py.
+dropped on open (the previous lines are intact), as in agents/browser/results.py.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from agents.results import append_line_durably, atomic_write_bytes
+from agents.browser.results import append_line_durably, atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -34,8 +34,8 @@ from agents.eval.methods import (CaptionerSource, EvalImage, FileSource, Interro
 from agents.eval.metrics import CLIP_I, CLIP_T, DINO, VIT, image_fidelity
 from agents.eval.records import RECORDS_FILE, EvalRecords, fingerprint
 from agents.images import ImageLoadError, configure_pillow_limit, load_rgb, save_png
-from agents.report import random_weight_roles
-from agents.results import atomic_write_bytes, atomic_write_text, exclusive_output, slugify
+from agents.browser.report import random_weight_roles
+from agents.browser.results import atomic_write_bytes, atomic_write_text, exclusive_output, slugify
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def preflight(cfg: EvalConfig, image_dir: Path, specs: list[MethodSpec]) -> tupl
     returned: pass it as ``plan`` so the folder is hashed once), and the checkpoint database of each ARPO
     variant whose missing results the batch job will compute."""
     from agents.checkpointing import check_checkpointer
-    from agents.results import OutputFolderBusy
+    from agents.browser.results import OutputFolderBusy
 
     from agents.local_models import missing_models_problem
 

@@ -117,7 +117,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 def data_folder(options: ServeOptions, cfg: ArpoConfig) -> Iterator[None]:
     """The data folder, held for this server alone, with its checkpoint database reachable (SetupError else)."""
     from agents.checkpointing import check_checkpointer
-    from agents.results import OutputFolderBusy, exclusive_output
+    from agents.browser.results import OutputFolderBusy, exclusive_output
 
     with contextlib.ExitStack() as held:
         try:  # only the checks: an error while serving is not the data folder's

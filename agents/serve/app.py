@@ -29,9 +29,9 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 from starlette.background import BackgroundTask
 
-from agents.html_render import render
+from agents.browser.html_render import render
 from agents.images import configure_pillow_limit
-from agents.prompt_edit import MAX_PART_CHARS, EditSpecError, PromptEdit, parse_substitutions
+from agents.editing.prompt_edit import MAX_PART_CHARS, EditSpecError, PromptEdit, parse_substitutions
 from agents.prompt_limit import check_negative_support, with_prompt_limit
 from agents.ranked_prompts import MAX_PROMPTS_PER_IMAGE
 from agents.serve.batches import BatchFolders

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from agents.results import RESULTS_JSONL, parse_record_line
+from agents.browser.results import RESULTS_JSONL, parse_record_line
 from agents.serve.files import served_file
 
 #: What the results browser is made of; the checkpoint database and logs are not served.

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from agents.results import UnsafePathError, contained_path
+from agents.browser.results import UnsafePathError, contained_path
 
 #: Served with every HTML file from a run or batch folder. ``sandbox`` gives the page an opaque origin:
 #: whatever HTML lies in such a folder runs its scripts (the results browser needs its own) but cannot

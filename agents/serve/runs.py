@@ -30,16 +30,16 @@ from typing import Any, Awaitable, Callable, Optional
 
 from agents.batch.identity import fingerprint, result_settings
 from agents.config import AgentConfig, ArpoConfig
-from agents.edit import generate_edit
-from agents.edit_strip import read_edit_index
+from agents.editing.edit import generate_edit
+from agents.browser.edit_strip import read_edit_index
 from agents.graph import build_graph, compile_graph, thread_config
 from agents.image_id import ID_HEX_DIGITS
 from agents.images import save_png
-from agents.prompt_edit import PromptEdit
-from agents.report import random_weight_roles
+from agents.editing.prompt_edit import PromptEdit
+from agents.browser.report import random_weight_roles
 from agents.ranked_prompts import MAX_PROMPTS_PER_IMAGE
 from agents.result import result_from_state
-from agents.results import atomic_write_bytes, atomic_write_text
+from agents.browser.results import atomic_write_bytes, atomic_write_text
 from agents.training_caption import check_caption_prefix
 from agents.serve.events import Channel
 from agents.serve.options import ServeOptions
@@ -382,7 +382,7 @@ class RunManager:
 
     # ------------------------------------------------------------------ edits and download
     async def edit(self, run_id: str, edit: PromptEdit) -> dict:
-        """Render ``edit`` of the run's best prompt so far with the run's seeds (agents.edit.generate_edit)."""
+        """Render ``edit`` of the run's best prompt so far with the run's seeds (agents.editing.edit.generate_edit)."""
         meta = self.meta(run_id)
         record = await self.state_result(run_id)
         if record is None or record.get("prompt") is None:

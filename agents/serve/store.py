@@ -21,7 +21,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, Field, ValidationError
 
-from agents.results import atomic_write_text, contained_path
+from agents.browser.results import atomic_write_text, contained_path
 
 log = logging.getLogger("agents.serve")
 

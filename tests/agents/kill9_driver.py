@@ -19,7 +19,7 @@ Environment:
                    (counted from this process's start), after writing a JSON note to KILL9_NOTE:
       append:n[:first|middle|last]  the n-th results.jsonl append writes only part of its
                    line (1 byte / a random part / everything but the newline), then dies
-      png:n        the n-th PNG written (agents.results.atomic_write_bytes, any module that
+      png:n        the n-th PNG written (agents.browser.results.atomic_write_bytes, any module that
                    imported it) leaves its temporary file partly written, then dies
       sqlite:n:open|torn|after  the n-th commit of the SQLite checkpointer (aiosqlite
                    Connection.commit): dies with the transaction executed but not committed;
@@ -59,7 +59,7 @@ from typing import Any, Callable
 import numpy as np
 
 import agents.batch_reverse as br
-import agents.results
+import agents.browser.results
 from agents.batch.startup import RunningRoles
 from agents.images import ImageLoadError, load_rgb
 from tests.agents.doubles import World, _key, fragment_sum, make_roles
@@ -169,7 +169,7 @@ class _Counter:
 
 
 def _patch_everywhere(name: str, original: Callable, replacement: Callable) -> list[str]:
-    """Replace ``name`` in every loaded agents module that bound ``original`` (``from agents.results import ...``)."""
+    """Replace ``name`` in every loaded agents module that bound ``original`` (``from agents.browser.results import ...``)."""
     patched = []
     for modname, module in list(sys.modules.items()):
         if modname.startswith("agents") and getattr(module, name, None) is original:
@@ -179,7 +179,7 @@ def _patch_everywhere(name: str, original: Callable, replacement: Callable) -> l
 
 
 def arm_append(n: int, mode: str, rng: random.Random) -> None:
-    real = agents.results.append_line_durably
+    real = agents.browser.results.append_line_durably
     counter = _Counter(n)
 
     def append_line_durably(path, record):
@@ -198,7 +198,7 @@ def arm_append(n: int, mode: str, rng: random.Random) -> None:
 
 def hold_done_at(cap: int) -> None:
     """Freeze (block the whole process) before an append that would take the done images past ``cap``."""
-    real = agents.results.append_line_durably
+    real = agents.browser.results.append_line_durably
 
     def append_line_durably(path, record):
         if record.get("status") == "done":
@@ -229,7 +229,7 @@ def _done_ids(path: Path) -> set:
 
 
 def arm_png(n: int, rng: random.Random) -> None:
-    real = agents.results.atomic_write_bytes
+    real = agents.browser.results.atomic_write_bytes
     counter = _Counter(n)
 
     def atomic_write_bytes(path, data):

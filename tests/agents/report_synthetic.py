@@ -20,8 +20,8 @@ from unittest import mock
 
 from PIL import Image
 
-from agents.report import ReportHeader
-from agents.results import RESULTS_JSONL, ResultsLog
+from agents.browser.report import ReportHeader
+from agents.browser.results import RESULTS_JSONL, ResultsLog
 
 POOL = "images/_pool"
 POOL_SIZE = 6

@@ -20,7 +20,7 @@ from agents.batch.plan import ImageSource
 from agents.batch.runner import run_batch
 from agents.config import ArpoConfig
 from agents.result import PromptOut
-from agents.results import ResultsLog
+from agents.browser.results import ResultsLog
 from tests.agents.batch_doubles import ScriptedOptimise, write_image_folder
 from training.data import read_captions
 

@@ -12,16 +12,16 @@ import pytest
 from PIL import Image
 
 import agents.batch_reverse as br
-import agents.results as results_mod
+import agents.browser.results as results_mod
 from agents.batch.errors import EXIT_OK, EXIT_SOME_FAILED, SetupError
 from agents.batch.plan import WorkItem, plan_work
 from agents.batch.runner import prepare_reference, run_batch
 from agents.config import ArpoConfig
-from agents.edit_strip import edits_strip_for_report
+from agents.browser.edit_strip import edits_strip_for_report
 from agents.eval.arpo_source import load_results
-from agents.html_text import href
+from agents.browser.html_text import href
 from agents.images import FoundImage, discover_images, display_name
-from agents.results import LOCK_FILE, ResultsLog, UnsafePathError, append_line_durably, exclusive_output, make_dirs_durably
+from agents.browser.results import LOCK_FILE, ResultsLog, UnsafePathError, append_line_durably, exclusive_output, make_dirs_durably
 from tests.agents.batch_doubles import ScriptedOptimise
 
 

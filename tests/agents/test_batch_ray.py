@@ -74,7 +74,7 @@ def test_batch_job_end_to_end_on_ray_with_offline_kit(kit_config, tmp_path):
         assert rec["status"] == "done", rec.get("error")
         assert rec["iterations"] and all((out / p).is_file() for it in rec["iterations"] for p in it["images"])
     from agents.config import ArpoConfig
-    from agents.report import random_weight_roles
+    from agents.browser.report import random_weight_roles
     from core.config import load_config
 
     flagged = random_weight_roles(load_config(ArpoConfig, kit_config))

@@ -16,7 +16,7 @@ from agents.batch.plan import plan_work
 from agents.batch.runner import run_batch
 from agents.config import ArpoConfig
 from agents.image_id import content_id
-from agents.results import exclusive_output
+from agents.browser.results import exclusive_output
 from tests.agents.batch_doubles import ScriptedOptimise, write_image_folder
 from tests.agents.test_report import read_browser
 

@@ -12,8 +12,8 @@ import pytest
 
 import agents.batch.writer as writer_mod
 from agents.batch.writer import REBUILD_SPACING, BatchWriter
-from agents.report import ReportHeader
-from agents.results import RESULTS_CSV, RESULTS_JSONL, ResultsLog, UnsafePathError
+from agents.browser.report import ReportHeader
+from agents.browser.results import RESULTS_CSV, RESULTS_JSONL, ResultsLog, UnsafePathError
 
 
 def _record(i: int, status: str = "done") -> dict:

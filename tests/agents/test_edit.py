@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from agents.edit import EDITS_HTML, EDITS_JSON, edit_prompt_text, edits_strip_for_report, generate_edit, load_result, main
-from agents.prompt_edit import (EditSpecError, PromptEdit, Substitution, apply_edit, parse_substitutions, parts_of_record,
+from agents.editing.edit import EDITS_HTML, EDITS_JSON, edit_prompt_text, edits_strip_for_report, generate_edit, load_result, main
+from agents.editing.prompt_edit import (EditSpecError, PromptEdit, Substitution, apply_edit, parse_substitutions, parts_of_record,
                                 substitute_words)
 from agents.prompt_parts import PromptParts
 
@@ -195,7 +195,7 @@ def test_cli_with_the_offline_t2i(tmp_path):
 def test_cli_shows_edits_in_the_batch_report(tmp_path):
     """After an edit, the image's page in the batch report shows the edited images beside the reverse prompt's (Figure 4.4)."""
     from actors.offline_kit import t2i
-    from agents.results import RESULTS_JSONL
+    from agents.browser.results import RESULTS_JSONL
     import yaml
 
     config = tmp_path / "cfg.yaml"

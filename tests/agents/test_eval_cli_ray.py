@@ -10,7 +10,7 @@ import yaml
 from PIL import Image
 
 from agents.image_id import content_id
-from agents.results import RESULTS_JSONL, ResultsLog
+from agents.browser.results import RESULTS_JSONL, ResultsLog
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

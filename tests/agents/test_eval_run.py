@@ -15,7 +15,7 @@ from agents.eval.metrics import cosine_x100
 from agents.eval.records import RECORDS_FILE
 from agents.eval.runner import EvalRoles, Evaluation
 from agents.image_id import content_id
-from agents.results import RESULTS_JSONL, ResultsLog
+from agents.browser.results import RESULTS_JSONL, ResultsLog
 
 SEEDS = [0, 1]
 

@@ -1,4 +1,4 @@
-"""The results browser (agents/report.py): the index, the rows and summary data files, the detail pages.
+"""The results browser (agents/browser/report.py): the index, the rows and summary data files, the detail pages.
 
 Checked here without a browser: pages well-formed, every text escaped (``<script>`` in a prompt
 and in a file name), data embedded in JavaScript safe against ``</script>``, links relative and
@@ -16,9 +16,9 @@ import pytest
 
 from actors.offline_kit import OFFLINE_KIT_MARKER
 from agents.config import ArpoConfig
-from agents.html_render import environment
-from agents.html_text import script_json
-from agents.report import (DETAIL_HTML, REPORT_HTML, ROWS_JS, SUMMARY_JS, ReportHeader, ReportWriter, random_weight_roles,
+from agents.browser.html_render import environment
+from agents.browser.html_text import script_json
+from agents.browser.report import (DETAIL_HTML, REPORT_HTML, ROWS_JS, SUMMARY_JS, ReportHeader, ReportWriter, random_weight_roles,
                            render_detail, render_index, report_row, write_report)
 from agents.result import ReverseResult
 from tests.agents.batch_doubles import make_result

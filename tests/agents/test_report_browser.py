@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.report import REPORT_HTML
+from agents.browser.report import REPORT_HTML
 from tests.agents.report_synthetic import EVIL_NAME, EVIL_PROMPT, write_synthetic_output
 
 REPO = Path(__file__).resolve().parents[2]

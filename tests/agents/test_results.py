@@ -1,4 +1,4 @@
-"""Safe output names, atomic writes, the JSONL log with crash recovery, CSV (agents/results.py)."""
+"""Safe output names, atomic writes, the JSONL log with crash recovery, CSV (agents/browser/results.py)."""
 from __future__ import annotations
 
 import csv
@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from agents import results as R
+from agents.browser import results as R
 from tests.agents.batch_doubles import make_result
 
 

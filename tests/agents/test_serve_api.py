@@ -406,7 +406,7 @@ def test_batch_folders_are_listed_and_only_the_results_browser_is_served(tmp_pat
         page = client.get(listing[0]["url"])
         assert page.status_code == 200 and "<html" in page.text
         # while the batch runs: a new line in its log shows in the next listing
-        from agents.results import RESULTS_JSONL, append_line_durably
+        from agents.browser.results import RESULTS_JSONL, append_line_durably
 
         append_line_durably(out / RESULTS_JSONL, {**records[0], "image_id": "new-image", "status": "done"})
         assert client.get("/api/batches").json()[0]["done"] == listing[0]["done"] + 1

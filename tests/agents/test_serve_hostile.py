@@ -216,7 +216,7 @@ def test_an_edit_spec_over_the_limits_is_refused_naming_them(tmp_path):
 
 
 def test_parsing_many_pairs_is_linear():
-    from agents.prompt_edit import parse_substitutions
+    from agents.editing.prompt_edit import parse_substitutions
     from tests.agents.test_parsing import assert_linear
 
     def make(n: int) -> str:
@@ -243,7 +243,7 @@ def test_listings_and_health_read_no_run_from_disk(tmp_path, monkeypatch):
 
 
 def test_edit_images_are_encoded_off_the_event_loop(tmp_path, monkeypatch):
-    import agents.edit as edit_module
+    import agents.editing.edit as edit_module
 
     threads = []
     real = edit_module.save_png

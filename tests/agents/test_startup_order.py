@@ -16,7 +16,7 @@ from PIL import Image
 
 import agents.batch_reverse as batch_reverse
 import agents.batch.startup as startup
-from agents.results import exclusive_output
+from agents.browser.results import exclusive_output
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-/* One line per finished image, appended by the batch job (agents/report.py). */
+/* One line per finished image, appended by the batch job (agents/browser/report.py). */
 ARPO.rows.push({"id":"2b584dc298d1086b","name":"astronaut.jpg","st":"done","c0":0.943055,"cb":0.943055,"g":0.0,"bi":0,"n":1,"t":47.71,"stop":"no_improvement","err":null,"page":"images/astronaut-2b584dc298d1/index.html","ref":"images/astronaut-2b584dc298d1/reference.png","thumb":"images/astronaut-2b584dc298d1/iter_00/00_seed0.png"});
 ARPO.rows.push({"id":"493a614865e03fe2","name":"coffee.jpg","st":"done","c0":0.922453,"cb":0.922453,"g":0.0,"bi":0,"n":2,"t":90.46,"stop":"no_improvement","err":null,"page":"images/coffee-493a614865e0/index.html","ref":"images/coffee-493a614865e0/reference.png","thumb":"images/coffee-493a614865e0/iter_00/00_seed0.png"});
 ARPO.rows.push({"id":"583a97d8d04002c4","name":"rocket.jpg","st":"done","c0":0.888834,"cb":0.889201,"g":0.000367,"bi":1,"n":2,"t":103.7,"stop":"no_improvement","err":null,"page":"images/rocket-583a97d8d040/index.html","ref":"images/rocket-583a97d8d040/reference.png","thumb":"images/rocket-583a97d8d040/iter_01/00_seed0.png"});

@@ -20,7 +20,7 @@ later line for an image replaces its row in the browser, too) and writes the det
 crash left missing. ``python -m agents.report OUT`` rebuilds everything from the log.
 
 Pages are jinja2 templates (agents/templates/) with autoescaping; data embedded in scripts
-goes through agents.html_text.script_json, which escapes ``<``, ``>``, ``&`` and U+2028/9.
+goes through agents.browser.html_text.script_json, which escapes ``<``, ``>``, ``&`` and U+2028/9.
 """
 from __future__ import annotations
 
@@ -36,10 +36,10 @@ from typing import Any, Iterable, Optional
 
 from actors.offline_kit import is_random_weight_model
 from agents.config import ArpoConfig
-from agents.edit_strip import edit_index_of_record, edits_figures
-from agents.html_render import render
-from agents.html_text import script_json, url_path
-from agents.results import (RESULTS_JSONL, ResultsLog, UnsafePathError, append_bytes_durably, atomic_write_text,
+from agents.browser.edit_strip import edit_index_of_record, edits_figures
+from agents.browser.html_render import render
+from agents.browser.html_text import script_json, url_path
+from agents.browser.results import (RESULTS_JSONL, ResultsLog, UnsafePathError, append_bytes_durably, atomic_write_text,
                             contained_path)
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ REPORT_HTML = "report.html"
 ROWS_JS = "report_rows.js"
 SUMMARY_JS = "report_summary.js"
 DETAIL_HTML = "index.html"  # inside each image's folder
-ROWS_PREAMBLE = "/* One line per finished image, appended by the batch job (agents/report.py). */\n"
+ROWS_PREAMBLE = "/* One line per finished image, appended by the batch job (agents/browser/report.py). */\n"
 _ERROR_CHARS = 300  # of an error message shown in the index (the detail page has all of it)
 
 STOP_REASONS = {

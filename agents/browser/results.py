@@ -6,7 +6,7 @@ Layout of the output folder::
     results.csv          the same records flattened for spreadsheets, one row per image (rebuilt
                          atomically when a job starts and ends; rows appended as images finish)
     report.html          the results browser's index, with report_rows.js and report_summary.js
-                         (see agents/report.py)
+                         (see agents/browser/report.py)
     images/<name>/       one folder per image: reference.png, the agent's iteration images,
                          result.json (the whole history), final_prompt.txt, scores.csv, and
                          index.html (the image's page in the results browser)

@@ -1,7 +1,7 @@
 """Novel images from an edited reverse prompt (thesis §4.2.3, Figures 4.4, B.13, B.14).
 
 API: :func:`generate_edit` takes a finished result (``result.json`` of the batch job),
-one :class:`agents.prompt_edit.PromptEdit` and a T2I role, renders the edited prompt
+one :class:`agents.editing.prompt_edit.PromptEdit` and a T2I role, renders the edited prompt
 with the same seeds the optimisation used, and writes next to the result::
 
     images/<name>/edits/<edit>/seed<k>.png, prompt.txt
@@ -31,16 +31,16 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from agents.config import ArpoConfig
-from agents.edit_strip import EDITS_JSON, edits_figures, edits_strip_for_report, read_edit_index, render_edits_strip  # noqa: F401 (API)
-from agents.html_render import render
+from agents.browser.edit_strip import EDITS_JSON, edits_figures, edits_strip_for_report, read_edit_index, render_edits_strip  # noqa: F401 (API)
+from agents.browser.html_render import render
 from agents.images import save_png
-from agents.prompt_edit import EditSpecError, PromptEdit, apply_edit, parse_substitutions, parts_of_record
+from agents.editing.prompt_edit import EditSpecError, PromptEdit, apply_edit, parse_substitutions, parts_of_record
 from agents.prompt_parts import PromptParts
-from agents.results import RESULT_JSON, atomic_write_bytes, atomic_write_json, atomic_write_text, slugify
+from agents.browser.results import RESULT_JSON, atomic_write_bytes, atomic_write_json, atomic_write_text, slugify
 from core.cli import parse_or_status
 from core.config import SET_HELP
 
-log = logging.getLogger("agents.edit")
+log = logging.getLogger("agents.editing.edit")
 
 EDITS_DIR, EDITS_HTML = "edits", "edits.html"
 
@@ -198,8 +198,8 @@ def refresh_batch_report(out_dir: Path, cfg: ArpoConfig, profile: str, result_di
     ``result_dir``; None: every image's page); returns that page, or None when ``out_dir`` is
     no batch output or holds no record of it. An output folder without the results browser
     (made before it existed) gets the whole browser built."""
-    from agents.report import REPORT_HTML, ROWS_JS, ReportHeader, detail_page_path, random_weight_roles, write_detail_page, write_report
-    from agents.results import RESULTS_JSONL, ResultsLog
+    from agents.browser.report import REPORT_HTML, ROWS_JS, ReportHeader, detail_page_path, random_weight_roles, write_detail_page, write_report
+    from agents.browser.results import RESULTS_JSONL, ResultsLog
 
     if not (out_dir / RESULTS_JSONL).is_file():
         return None

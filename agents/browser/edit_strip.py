@@ -1,6 +1,6 @@
 """The prompt-edit strip (thesis Figure 4.4): reference, the reverse prompt's image, then each edit.
 
-Shared by ``edits.html`` (agents.edit) and the batch report's detail pages (agents.report);
+Shared by ``edits.html`` (agents.editing.edit) and the batch report's detail pages (agents.browser.report);
 it only reads an image folder's ``edits.json``, found inside the output folder. Rendered
 from the ``edits_strip`` macro of agents/templates/macros.html (jinja2, autoescaped).
 """
@@ -14,8 +14,8 @@ from typing import Optional
 
 from markupsafe import Markup
 
-from agents.html_render import render
-from agents.results import UnsafePathError, contained_path
+from agents.browser.html_render import render
+from agents.browser.results import UnsafePathError, contained_path
 
 log = logging.getLogger(__name__)
 

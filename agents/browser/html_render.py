@@ -2,7 +2,7 @@
 
 Autoescaping is on for ``.html`` templates: every value a template prints is escaped
 unless it is :class:`markupsafe.Markup`. Filters: ``href`` (a relative, URL-quoted link,
-agents.html_text.href), ``script_json`` (JSON safe inside ``<script>``), ``score``,
+agents.browser.html_text.href), ``script_json`` (JSON safe inside ``<script>``), ``score``,
 ``joined``. ``.js`` and ``.css`` templates are included verbatim (no data in them).
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from agents.html_text import href, script_json
-from agents.results import joined
+from agents.browser.html_text import href, script_json
+from agents.browser.results import joined
 
 
 def _href(value: Any) -> Markup:

@@ -1,6 +1,6 @@
 """Text, links and embedded data for the HTML pages (report, detail pages, edits strip, evaluation gallery).
 
-The pages are jinja2 templates (agents/templates, rendered by agents.html_render with
+The pages are jinja2 templates (agents/templates, rendered by agents.browser.html_render with
 autoescaping); these helpers are its filters.
 """
 from __future__ import annotations
