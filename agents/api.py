@@ -165,7 +165,7 @@ def reverse_prompt(image: Any, config: ArpoConfig | str | os.PathLike, work_dir:
 
 def _set_references(images: Sequence[Any], work: Path, cfg: ArpoConfig) -> tuple[str, Path, list[tuple[str, Path]]]:
     """A set's id, its grid (what the captioner and the VLM see) and its members' (id, file)."""
-    from agents.batch.sets import GRID_MEMBERS, grid, set_id
+    from agents.batch.sets import GRID_MEMBERS, set_grid, set_id
 
     if not images:
         raise ValueError("reverse_prompt: an empty list of images (a set needs at least one)")
@@ -175,9 +175,8 @@ def _set_references(images: Sequence[Any], work: Path, cfg: ArpoConfig) -> tuple
         members.append((content_id(path), path))
     sid = set_id([m for m, _ in members])
     shown = [load_rgb(path, cfg.job.max_image_pixels) for _, path in members[:GRID_MEMBERS]]
-    side = min(cfg.job.reference_max_side, 2 * max(max(im.shape[:2]) for im in shown))
     grid_path = work / f"set_{sid}_grid.png"
-    grid_path.write_bytes(save_png(grid(shown, side)))
+    grid_path.write_bytes(save_png(set_grid(shown, cfg.job.reference_max_side)))
     return sid, grid_path, members
 
 

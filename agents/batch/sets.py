@@ -112,6 +112,12 @@ def grid(images: list[np.ndarray], side: int) -> np.ndarray:
     return out
 
 
+def set_grid(shown: list[np.ndarray], max_side: int) -> np.ndarray:
+    """The grid the captioner and the VLM see: cells as large as the largest member shown (never enlarged),
+    the grid's side at most ``max_side`` (job.reference_max_side)."""
+    return grid(shown, min(max_side, 2 * max(max(image.shape[:2]) for image in shown)))
+
+
 @dataclass
 class PreparedSet:
     reference: Path  # the grid the captioner and the VLM see
@@ -143,7 +149,5 @@ def prepare_set(item: WorkItem, max_pixels: int, max_side: int) -> PreparedSet:
     item.members = usable
     reference = item.folder / REFERENCE_FILE
     if not reference.is_file():
-        # cells as large as the largest member shown (never enlarged), the grid within reference_max_side
-        side = min(max_side, 2 * max(max(image.shape[:2]) for image in shown))
-        atomic_write_bytes(reference, save_png(grid(shown, side)))
+        atomic_write_bytes(reference, save_png(set_grid(shown, max_side)))
     return PreparedSet(reference=reference, members=members)

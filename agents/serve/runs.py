@@ -166,7 +166,7 @@ class RunManager:
     async def create_set(self, files: list[tuple[bytes, str]], request: RunRequest) -> RunMeta:
         """Several images as one set (agents.batch.sets): each checked and stored as member_<id>.png, the 2×2 grid
         the captioner and the VLM see as the reference; UploadRefused names the file that failed."""
-        from agents.batch.sets import GRID_MEMBERS, MEMBER_FILE, grid, set_id
+        from agents.batch.sets import GRID_MEMBERS, MEMBER_FILE, set_grid, set_id
 
         self._check_queue()
         members: list[tuple[str, str, bytes, Any]] = []
@@ -178,8 +178,7 @@ class RunManager:
                 shown = pixels if len(members) < GRID_MEMBERS else None
                 members.append((name, hashlib.sha256(png).hexdigest()[:ID_HEX_DIGITS], png, shown))
             shown = [m[3] for m in members if m[3] is not None]
-            side = min(self.cfg.job.reference_max_side, 2 * max(max(im.shape[:2]) for im in shown))
-            grid_png = await asyncio.to_thread(save_png, grid(shown, side))
+            grid_png = await asyncio.to_thread(lambda: save_png(set_grid(shown, self.cfg.job.reference_max_side)))
         self._check_queue()
         run_id = new_run_id()
         folder = self.store.run_dir(run_id)
