@@ -23,6 +23,7 @@ from agents import chat_steps
 from agents.config import AgentConfig, JobConfig
 from agents.images import load_rgb, save_png
 from agents.prompt_parts import Fragment, PromptParts
+from agents.ranked_prompts import image_score
 from agents.browser.results import atomic_write_bytes
 from agents.selection import NOT_STYLE, candidate_outcomes, checked_scores, greedy_select, token_budget
 from agents.state import (STOP_MAX_STEPS, STOP_NO_CANDIDATES, STOP_NO_IMPROVEMENT, STOP_PATIENCE,
@@ -104,14 +105,6 @@ async def style_scores(state: ArpoState, deps: NodeDeps, images: Sequence[np.nda
     image score (actors.clip_scorer.ClipServer.style_scores)."""
     return await _mean_over_references(state, deps, len(images), what, lambda ref, key: deps.roles.clip.style_scores(
         list(images), ref, reference_key=key))
-
-
-def image_score(record: dict, style_only: bool) -> float:
-    """The image score the loop maximises for an iteration record: CLIP-I, or under agent.style_only the style
-    similarity ``style_i`` (records without it, from before the option: CLIP-I)."""
-    if style_only and record.get("style_i") is not None:
-        return float(record["style_i"])
-    return float(record["clip_i"])
 
 
 async def clip_t_scores(state: ArpoState, deps: NodeDeps, texts: Sequence[str], what: str) -> list[float]:
@@ -206,9 +199,8 @@ async def generate(state: ArpoState, deps: NodeDeps) -> dict:
     }
     if scored.style_i is not None:
         record.update(style_i=sum(scored.style_i) / len(scored.style_i), style_i_per_seed=scored.style_i)
-    style_only = deps.cfg.style_only
     best_it, best_i = state.get("best_iteration"), state.get("best_clip_i")
-    if best_it is None or image_score(record, style_only) > image_score(_record_of(state["history"], best_it), style_only):
+    if best_it is None or image_score(record) > image_score(_record_of(state["history"], best_it)):
         best_it, best_i = t, clip_i  # ties keep the earlier, shorter prompt; best_clip_i: CLIP-I of the best
     stop = None
     if t >= deps.cfg.max_steps:

@@ -26,6 +26,12 @@ def prompt_key(fragments: Iterable[str]) -> frozenset[str]:
     return frozenset(key for key in (normalise(f) for f in fragments) if key)
 
 
+def image_score(record: Mapping) -> float:
+    """The image score the loop maximises for an iteration record: the style similarity ``style_i`` of an
+    agent.style_only run (only such runs record it), else CLIP-I."""
+    return float(record["style_i"]) if record.get("style_i") is not None else float(record["clip_i"])
+
+
 def ranked_prompts(history: Sequence[Mapping], k: int) -> list[dict]:
     """The ``k`` best distinct prompts of ``history`` (iteration records), best first by CLIP-I (by the style
     similarity ``style_i`` in an agent.style_only run).
@@ -36,11 +42,7 @@ def ranked_prompts(history: Sequence[Mapping], k: int) -> list[dict]:
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    # the loop's own image score: CLIP-I, or the style similarity of an agent.style_only run (records carry style_i)
-    def score(rec: Mapping) -> float:
-        return float(rec["style_i"]) if rec.get("style_i") is not None else float(rec["clip_i"])
-
-    order = sorted(range(len(history)), key=lambda n: (-score(history[n]), int(history[n].get("iteration", n))))
+    order = sorted(range(len(history)), key=lambda n: (-image_score(history[n]), int(history[n].get("iteration", n))))
     seen: set[frozenset[str]] = set()
     out: list[dict] = []
     for n in order:
