@@ -89,15 +89,21 @@ class ClipModel:
         self.texts_encoded += len(texts)
         return emb.float().cpu().numpy()
 
+    def _pixels(self, images: list[np.ndarray], caller: str):
+        """The images through the model's eval transform, one batch on its device and input dtype."""
+        import torch
+
+        if not images:
+            raise ValueError(f"{caller} needs at least one image")
+        pixels = torch.stack([self.preprocess(to_pil(im, f"images[{i}]")) for i, im in enumerate(images)])
+        return pixels.to(self.device, self._input_dtype)
+
     def encode_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """(len(images), embed_dim) float32, rows L2-normalised; one forward pass."""
         import torch
 
         images = list(images)
-        if not images:
-            raise ValueError("encode_images needs at least one image")
-        pixels = torch.stack([self.preprocess(to_pil(im, f"images[{i}]")) for i, im in enumerate(images)])
-        pixels = pixels.to(self.device, self._input_dtype)
+        pixels = self._pixels(images, "encode_images")
         with torch.inference_mode(), self._autocast():
             emb = self.model.encode_image(pixels, normalize=True)
         self.image_forward_passes += 1
@@ -116,11 +122,7 @@ class ClipModel:
         if conv is None:
             raise ValueError(f"{self.identity}: the style similarity needs a vision tower with a first "
                              "convolution (visual.conv1, as open_clip's ViT and ResNet towers have)")
-        images = list(images)
-        if not images:
-            raise ValueError("style_descriptors needs at least one image")
-        pixels = torch.stack([self.preprocess(to_pil(im, f"images[{i}]")) for i, im in enumerate(images)])
-        pixels = pixels.to(self.device, self._input_dtype)
+        pixels = self._pixels(list(images), "style_descriptors")
         with torch.inference_mode(), self._autocast():
             features = conv(pixels).float().flatten(2)  # (B, width, positions)
         stats = torch.cat([features.mean(dim=2), features.std(dim=2, unbiased=False)], dim=1)
