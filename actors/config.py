@@ -31,7 +31,7 @@ class ResourceConfig(StrictModel):
     max_restarts: int = Field(3, ge=-1, le=1000, description="Ray restarts of a dead actor, at most 1000 (-1: unlimited).")
     max_task_retries: int = Field(3, ge=-1, le=1000, description="Ray retries of an in-flight call after the actor died, at most 1000 (-1: unlimited).")
     max_concurrency: int = Field(1024, ge=1, le=100_000, description="Concurrent calls an async actor accepts, at most 100000; requests above the batch size queue inside the actor.")
-    placement: Literal["spread", "pack"] = Field("spread", description="Where the replicas go: 'spread' asks Ray to put them on different nodes (its SPREAD scheduling strategy, best effort: two share a node only when no other node can take one), so that two replicas with half a GPU each use two GPUs; 'pack' keeps Ray's default, which fills one node first. No difference with one replica or one node.")
+    placement: Literal["spread", "pack"] = Field("spread", description="Where the replicas go: 'spread' puts them on different nodes (a Ray placement group with strategy SPREAD, one bundle per replica: two share a node only when the cluster has too few nodes that fit them), so that two replicas with half a GPU each use two GPUs; 'pack' keeps Ray's default, which fills one node first. No difference with one replica or one node.")
     custom_resources: dict[str, float] = Field(default_factory=dict, description="Ray custom resources the actor requests, e.g. {gpu_large: 1} to pin it to a node type of cluster.yaml. Amounts in (0, 64]; above 1 whole numbers; at most 4 decimals (Ray's resource precision). CPU and GPU are not custom resources: use num_cpus and num_gpus.")
 
     @field_validator("custom_resources")

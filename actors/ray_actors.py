@@ -26,14 +26,15 @@ import importlib
 import inspect
 import logging
 import os
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 from actors.config import ResourceConfig
 from actors.role_groups import engine_differences, plan_groups, role_groups  # noqa: F401  (role_groups: re-exported)
 from actors.role_client import RoleClient  # noqa: F401  (imported from here by callers)
 from actors.roles import Roles
 from actors.shared_roles import (NAMESPACE, SharedRoles, actor_name, check_layout, config_snapshot, role_info,
-                                 with_shared_info)
+                                 spread_group_name, with_shared_info)
+from actors.spread import bundle_strategy, spread_group, wants_spread_group
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +73,26 @@ def actor_options(res: ResourceConfig, name: str | None = None) -> dict:
     if res.custom_resources:
         opts["resources"] = dict(res.custom_resources)
     if res.num_replicas > 1 and res.placement == "spread":
-        # Ray's default packs: both halves of a GPU-sharing role would land on one GPU while another node's sat idle
+        # Ray's default packs: both halves of a GPU-sharing role would land on one GPU while another node's sat
+        # idle. replica_options replaces this best-effort hint by a bundle of a SPREAD placement group.
         opts["scheduling_strategy"] = "SPREAD"
     if name:
         opts["name"] = name
     return opts
+
+
+def replica_options(res: ResourceConfig, names: Optional[Sequence[str]] = None, group_name: Optional[str] = None,
+                    detached: bool = False) -> tuple[list[dict], Any]:
+    """Ray options for each of ``res.num_replicas`` actors (``names``: theirs), and the placement group
+    that spreads them (actors/spread.py; ``group_name``/``detached`` as there), None when not spread."""
+    pg = spread_group(res, name=group_name, detached=detached) if wants_spread_group(res) else None
+    options = []
+    for i in range(res.num_replicas):
+        opts = actor_options(res, name=names[i] if names else None)
+        if pg is not None:
+            opts["scheduling_strategy"] = bundle_strategy(pg, i)
+        options.append(opts)
+    return options, pg
 
 
 def control_methods(cls: type) -> tuple[str, ...]:
@@ -170,14 +186,18 @@ def start_role(role: str, server: type | str, cfg: Any, res: ResourceConfig,
         cls = with_log_file(cls, log_file)
     if shared is None:
         remote_cls = remote_class(cls)
-        handles = [remote_cls.options(**actor_options(res)).remote(cfg) for _ in range(res.num_replicas)]
-        return RoleClient(role, handles)
+        options, pg = replica_options(res)
+        handles = [remote_cls.options(**opts).remote(cfg) for opts in options]
+        return RoleClient(role, handles, placement_group=pg)
     group = group or role
     info = role_info(shared, group, config_snapshot(cfg, res))
     remote_cls = remote_class(with_shared_info(cls, info))
-    handles = [remote_cls.options(**actor_options(res, name=actor_name(shared.name, group, i)), namespace=NAMESPACE,
-                                  lifetime="detached", get_if_exists=True).remote(cfg)
-               for i in range(res.num_replicas)]
+    # The group is detached and named like the actors: it outlives this job with them, and
+    # actors.shared_roles stop removes it with them.
+    options, _ = replica_options(res, names=[actor_name(shared.name, group, i) for i in range(res.num_replicas)],
+                                 group_name=spread_group_name(shared.name, group), detached=True)
+    handles = [remote_cls.options(**opts, namespace=NAMESPACE, lifetime="detached", get_if_exists=True).remote(cfg)
+               for opts in options]
     return RoleClient(role, handles, shared=info)
 
 
@@ -241,7 +261,7 @@ def start_roles(cfg: Any, log_dir: str | os.PathLike | None = None,
         actors = start_role(group.name, server, sections, group.resources, log_file=log_file, shared=shared, group=group.name)
         for role in group.roles:
             clients[role] = RoleClient(role, actors.handles, route=role, control=server.role_control_methods(role),
-                                       shared=actors.shared)
+                                       shared=actors.shared, placement_group=actors.placement_group)
         log.info("roles %s share one actor (one model, one engine)", ", ".join(group.roles))
     if clients["llm"].route is None and cfg.llm.model == cfg.vlm.model:
         log.warning("llm and vlm name the same model but differ in %s: two engines load it (make those equal to share one)",

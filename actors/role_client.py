@@ -20,17 +20,19 @@ class RoleClient:
     to ``route``'s interface inside them: ``await client.chat(...)`` is ``call(route, "chat", ...)``,
     and a method in ``control`` (the role's control methods) goes through ``call_control``, which
     runs in the control concurrency group. ``shared``: what this job asked of shared role actors
-    (actors/shared_roles.py ``role_info``); None for actors of this job's own.
+    (actors/shared_roles.py ``role_info``); None for actors of this job's own. ``placement_group``:
+    the group spreading this job's own replicas (actors/spread.py), removed when they are killed.
     """
 
     def __init__(self, role: str, handles: Sequence[Any], route: str | None = None,
-                 control: Sequence[str] = (), shared: Optional[dict] = None):
+                 control: Sequence[str] = (), shared: Optional[dict] = None, placement_group: Any = None):
         if not handles:
             raise ValueError(f"role {role!r} has no actors")
         self.role = role
         self.route = route
         self.control = frozenset(control)
         self.shared = shared
+        self.placement_group = placement_group
         self.handles = list(handles)
         self._next = itertools.cycle(range(len(self.handles)))
 
@@ -68,6 +70,10 @@ class RoleClient:
 
         for h in self.handles:
             ray.kill(h, no_restart=True)
+        if self.placement_group is not None:  # its reservations outlive the actors otherwise, until the job ends
+            from actors.spread import remove_group
+
+            remove_group(self.placement_group)
 
     async def close(self, timeout_s: float = 30.0) -> None:
         """Let each replica release its model (``aclose``: a vLLM engine stops its engine-core

@@ -32,6 +32,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
+from actors.spread import remove_named_groups
 from core.cli import parse_or_status
 
 #: The Ray namespace every shared role actor lives in, whatever the jobs' own namespaces.
@@ -52,6 +53,11 @@ def check_name(name: str) -> str:
 def actor_name(name: str, group: str, replica: int) -> str:
     """``<name>:<role-or-group>:<replica>``, e.g. ``team-a:llm+vlm:0``."""
     return f"{name}:{group}:{replica}"
+
+
+def spread_group_name(name: str, group: str) -> str:
+    """``<name>:<role-or-group>:spread``: the placement group spreading a shared group's replicas (actors/spread.py)."""
+    return f"{name}:{group}:spread"
 
 
 @dataclass(frozen=True)
@@ -233,6 +239,7 @@ def stop_shared_roles(name: str, timeout_s: float = 30.0) -> list[str]:
             continue
     if handles:
         asyncio.run(RoleClient(f"shared roles {name}", handles).close(timeout_s))
+    remove_named_groups(f"{name}:")  # the groups spreading their replicas: nothing left in them
     return names
 
 

@@ -60,6 +60,11 @@ def engine_args(cfg: LLMConfig, vision: bool) -> dict:
         max_num_batched_tokens=v.max_num_batched_tokens,
         disable_log_stats=True,
     )
+    if v.tensor_parallel_size > 1:
+        # vLLM picks its Ray executor when its process is in a placement group, and would place its ranks in
+        # that group's bundles: the SPREAD group of several replicas (actors/spread.py) holds other replicas'
+        # bundles. The actor itself holds the GPUs of its ranks (num_gpus), so its ranks run as its processes.
+        args["distributed_executor_backend"] = "mp"
     if vision:
         args["limit_mm_per_prompt"] = {"image": v.limit_images_per_prompt}
         if v.mm_processor_kwargs:

@@ -272,7 +272,7 @@ class Run:
         res = self.run_drivers([spec], a.timeout)[0]
         stats = asyncio.run(role_stats(handles))
         others = cpu_delta(cpu0, tree_cpu())  # the cluster's processes (nodes, role actors); the driver has exited
-        kill(handles)
+        kill(handles, tag)
         load_after = loadavg()
         row = self._figures(res, stats, concurrency, out)
         row.update(object_store=object_store_summary(self.store_samples),
@@ -321,7 +321,7 @@ class Run:
             dspecs.append(self.driver_spec(specs, "shared", images, self.work / f"out-job{job}", concurrency, barrier))
         results = self.run_drivers_with_barrier(dspecs, barrier)
         stats = asyncio.run(role_stats(handles))
-        kill(handles)
+        kill(handles, "shared")
         jobs = []
         for spec, res in zip(dspecs, results):
             fig = analysis.driver_figures(res, concurrency, folder_bytes(Path(spec.out)))

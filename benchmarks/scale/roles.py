@@ -1,7 +1,7 @@
 """Start (or join) the five roles on the simulated cluster with configs/gpu_cluster.yaml's resources.
 
 The actors are the real role servers with latency-model stand-ins (benchmarks/scale/standins.py),
-each started with ``actors.ray_actors.actor_options(res)`` — the same options ``start_role`` gives
+each started with ``actors.ray_actors.replica_options(res)`` — the same options ``start_role`` gives
 them (num_gpus, num_cpus, custom resources, restarts, max_concurrency) — plus a name in a
 namespace, so that several drivers share them: ``get_if_exists`` makes the first driver start an
 actor and every later one join it (see docs/scale.md, "Several drivers"). The clients are
@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from actors.ray_actors import actor_options, remote_class
+from actors.ray_actors import remote_class, replica_options
+from actors.spread import remove_named_groups
 from actors.role_client import RoleClient
 from actors.roles import Roles
 from benchmarks.scale.latency import LatencyModel
@@ -34,15 +35,25 @@ def role_specs(cfg: Any, model: LatencyModel, image_side: int = OUTPUT_SIDE) -> 
     return specs
 
 
+#: The end of the name of a role's placement group (start_or_join_roles): what tells it from Ray Train's.
+ROLE_GROUP_SUFFIX = "-spread"
+
+
+def role_group_name(prefix: str, role: str) -> str:
+    return f"{prefix}-{role}{ROLE_GROUP_SUFFIX}"
+
+
 def start_or_join_roles(cfg: Any, specs: dict[str, RoleSpec], prefix: str, namespace: str) -> dict[str, list]:
     """Actor handles per role: ``<prefix>-<role>-<i>`` in ``namespace``, started if missing."""
     handles: dict[str, list] = {}
     for role in ROLES:
         res = getattr(cfg, role).resources
         cls = remote_class(SERVERS[role])  # as start_role builds it: cheap methods in their own concurrency group
-        handles[role] = [cls.options(**actor_options(res, name=f"{prefix}-{role}-{i}"), namespace=namespace,
-                                     get_if_exists=True).remote(specs[role])
-                         for i in range(res.num_replicas)]
+        # replicas spread as start_role spreads them: one SPREAD placement group per role (kill removes it)
+        options, _ = replica_options(res, names=[f"{prefix}-{role}-{i}" for i in range(res.num_replicas)],
+                                     group_name=role_group_name(prefix, role))
+        handles[role] = [cls.options(**opts, namespace=namespace, get_if_exists=True).remote(specs[role])
+                         for opts in options]
     return handles
 
 
@@ -69,9 +80,11 @@ async def role_stats(handles: dict[str, list]) -> dict[str, list]:
     return {role: [await h.stats.remote() for h in handles[role]] for role in ROLES}
 
 
-def kill(handles: dict[str, list]) -> None:
+def kill(handles: dict[str, list], prefix: str) -> None:
+    """Kill the actors, and remove the placement groups start_or_join_roles made for ``prefix``."""
     import ray
 
     for hs in handles.values():
         for h in hs:
             ray.kill(h, no_restart=True)
+    remove_named_groups(f"{prefix}-")

@@ -127,13 +127,16 @@ def pending_bundles(pending: dict) -> list[dict]:
 
 
 def training_groups() -> dict[str, dict]:
-    """Placement groups on the cluster (only Ray Train's here: the role actors use none)."""
+    """Ray Train's placement groups on the cluster (not the groups spreading the roles' replicas)."""
     import ray
+
+    from benchmarks.scale.roles import ROLE_GROUP_SUFFIX
 
     return {pg_id: {"state": info["state"], "strategy": info["strategy"],
                     "bundles": [dict(b) for b in info["bundles"].values()],
                     "nodes": list(info["bundles_to_node_id"].values())}
-            for pg_id, info in ray.util.placement_group_table().items()}
+            for pg_id, info in ray.util.placement_group_table().items()
+            if not (info.get("name") or "").endswith(ROLE_GROUP_SUFFIX)}
 
 
 def train_workers(gcs_address: str) -> list[dict]:
