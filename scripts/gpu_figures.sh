@@ -28,6 +28,9 @@
 # Environment:
 #   OUT                   results go to $OUT/gpu_figures (default: /tmp/gpu_figures_out/gpu_figures)
 #   GPU_FIGURES_DEVICE    torch device (default cuda)
+#   GPU_FIGURES_SET       "serving" (default: the three steps above) or "calibration" (issue #24 item 7: three steps of
+#                         benchmarks/gpu_calibration.py — t2i batch 1/4/8 cap 120 s, share cap 150 s, llm cap 240 s —
+#                         calib_<part>.out and calib_<part>.json; expected ~4-6 min on an H100/H200)
 #   GPU_FIGURES_TINY=1    dry run: the scripts' tiny/small modes (serving_gpu --tiny twice; step cost --preset small,
 #                         batch 4, DDPM and MDSS, 1 step), for checking the plumbing on a CPU
 #   GPU_FIGURES_BUDGET_S  total seconds (default 450)
@@ -474,7 +477,13 @@ run_step() {  # name, cap seconds, command...
   [ "$status" = ok ] || tail -5 "$DIR/$name.err"
 }
 
-if [ "$TINY" = 1 ]; then
+SET=${GPU_FIGURES_SET:-serving}
+if [ "$SET" = calibration ]; then  # benchmarks/gpu_calibration.py, one part per step (each prints its own table)
+  TINY_FLAG=(); [ "$TINY" = 1 ] && TINY_FLAG=(--tiny)
+  run_step calib_t2i 120 "${SERVE[@]}" benchmarks/gpu_calibration.py --device "$DEVICE" --parts t2i "${TINY_FLAG[@]}" --json "$DIR/calib_t2i.json"
+  run_step calib_share 150 "${SERVE[@]}" benchmarks/gpu_calibration.py --device "$DEVICE" --parts share "${TINY_FLAG[@]}" --json "$DIR/calib_share.json"
+  run_step calib_llm 240 "${SERVE[@]}" benchmarks/gpu_calibration.py --device "$DEVICE" --parts llm "${TINY_FLAG[@]}" --json "$DIR/calib_llm.json"
+elif [ "$TINY" = 1 ]; then
   run_step serving_quick 150 "${SERVE[@]}" benchmarks/serving_gpu.py --device "$DEVICE" --tiny --json "$DIR/serving_gpu_quick.json"
   run_step step_cost 150 "$PY" benchmarks/strategy_step_cost.py --preset small --device "$DEVICE" --bf16 --batch 4 --rounds 1 --steps 1 --warmup 0 --strategies ddpm mdss
   run_step serving_full 300 "${SERVE[@]}" benchmarks/serving_gpu.py --device "$DEVICE" --tiny --json "$DIR/serving_gpu_full.json"
@@ -486,7 +495,7 @@ fi
 
 # ---------------------------------------------------------------- 4. summary
 {
-  echo "# GPU figures ($(date -u +%Y-%m-%dT%H:%MZ), $( [ "$TINY" = 1 ] && echo "TINY dry run" || echo "full" ), device $DEVICE)"
+  echo "# GPU figures, set ${SET} ($(date -u +%Y-%m-%dT%H:%MZ), $( [ "$TINY" = 1 ] && echo "TINY dry run" || echo "full" ), device $DEVICE)"
   echo
   echo "GPU: $(timeout 30 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1 || true)"
   echo "Host: $(sed -n 2p "$DIR/gpu.txt" | sed 's/^host: //')"
@@ -504,7 +513,7 @@ fi
     echo
     printf -- '- %s\n' "${NOTES[@]}"
   fi
-  for name in serving_quick step_cost serving_full; do
+  for name in serving_quick step_cost serving_full calib_t2i calib_share calib_llm; do
     [ -s "$DIR/$name.out" ] || continue
     echo
     echo "## $name"
