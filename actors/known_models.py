@@ -19,7 +19,8 @@ encoder"), safety checker 303,981,588; SDXL base 1.0 UNet 2,567,463,684, text en
 694,659,840 (the OpenCLIP bigG tower); SD3.5-medium transformer 2,469,663,936 (226,492,416 of them its
 positional-embedding buffer, stored with the weights: the ~4.94 GB bf16 file), T5-XXL encoder
 4,762,310,656 (SD3.5's and FLUX.1's), FLUX.1-dev transformer 11,901,408,320 ("12 billion parameter"),
-the 16-channel VAE 83,819,683. The SDXL, SD3.5 and FLUX.1 entries were transcribed without the hub at
+the 16-channel VAE 83,819,683; PixArt-α XL-2-1024-MS transformer 611,349,152 (the paper's "0.6B"), with
+T5-XXL and SD1.5's VAE. The SDXL, SD3.5, FLUX.1 and PixArt-α entries were transcribed without the hub at
 hand; the counts above, which match the published sizes, are their check.
 """
 from __future__ import annotations
@@ -150,6 +151,25 @@ _FLUX1_DEV_PIPELINE = {
     "text_encoder_2/config.json": _T5_XXL,
 }
 
+_PIXART_ALPHA_PIPELINE = {
+    "model_index.json": {
+        "_class_name": "PixArtAlphaPipeline",
+        "scheduler": ["diffusers", "DPMSolverMultistepScheduler"],
+        "text_encoder": ["transformers", "T5EncoderModel"], "tokenizer": ["transformers", "T5Tokenizer"],
+        # the hub's model_index names the generic class; diffusers maps norm_type ada_norm_single to PixArtTransformer2DModel
+        "transformer": ["diffusers", "Transformer2DModel"], "vae": ["diffusers", "AutoencoderKL"],
+    },
+    "transformer/config.json": {
+        "_class_name": "Transformer2DModel", "activation_fn": "gelu-approximate", "attention_bias": True,
+        "attention_head_dim": 72, "caption_channels": 4096, "cross_attention_dim": 1152, "in_channels": 4,
+        "norm_elementwise_affine": False, "norm_eps": 1e-06, "norm_num_groups": 32, "norm_type": "ada_norm_single",
+        "num_attention_heads": 16, "num_embeds_ada_norm": 1000, "num_layers": 28, "out_channels": 8, "patch_size": 2,
+        "sample_size": 128, "use_linear_projection": False,
+    },
+    "vae/config.json": _SD15_PIPELINE["vae/config.json"],  # sd-vae-ft-ema: SD1.5's autoencoder architecture
+    "text_encoder/config.json": _T5_XXL,
+}
+
 KNOWN_CONFIGS: dict[str, dict[str, dict]] = {
     "meta-llama/Llama-2-13b-chat-hf": {
         "config.json": {
@@ -219,4 +239,5 @@ KNOWN_CONFIGS: dict[str, dict[str, dict]] = {
     "stabilityai/stable-diffusion-xl-base-1.0": _SDXL_PIPELINE,
     "stabilityai/stable-diffusion-3.5-medium": _SD35_MEDIUM_PIPELINE,
     "black-forest-labs/FLUX.1-dev": _FLUX1_DEV_PIPELINE,
+    "PixArt-alpha/PixArt-XL-2-1024-MS": _PIXART_ALPHA_PIPELINE,
 }

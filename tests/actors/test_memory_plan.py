@@ -359,6 +359,7 @@ def test_start_up_check_is_skipped_when_the_gpu_memory_is_unknown_or_elsewhere()
       "text_encoder_3": 4_762_310_656, "vae": 83_819_683}),
     ("black-forest-labs/FLUX.1-dev",
      {"transformer": 11_901_408_320, "text_encoder": 123_060_480, "text_encoder_2": 4_762_310_656, "vae": 83_819_683}),
+    ("PixArt-alpha/PixArt-XL-2-1024-MS", {"transformer": 611_349_152, "text_encoder": 4_762_310_656, "vae": 83_653_863}),
 ])
 def test_the_t2i_targets_in_the_built_in_table_have_their_published_sizes(ref, parts):
     """T5's encoder embedding is its shared one (counted once) and SD3.5's positional table is a stored
