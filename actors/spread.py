@@ -12,18 +12,13 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from actors.capacity import actor_bundle
 from actors.config import ResourceConfig
-
-
-def replica_bundle(res: ResourceConfig) -> dict[str, float]:
-    """What one replica asks Ray for, as a placement-group bundle (zero amounts left out: Ray refuses them)."""
-    bundle = {"CPU": float(res.num_cpus), "GPU": float(res.num_gpus), **{k: float(v) for k, v in (res.custom_resources or {}).items()}}
-    return {k: v for k, v in bundle.items() if v > 0}
 
 
 def wants_spread_group(res: ResourceConfig) -> bool:
     """Several replicas asked to spread, each asking for something a node has to hold."""
-    return res.num_replicas > 1 and res.placement == "spread" and bool(replica_bundle(res))
+    return res.num_replicas > 1 and res.placement == "spread" and bool(actor_bundle(res))
 
 
 def spread_group(res: ResourceConfig, name: Optional[str] = None, detached: bool = False):
@@ -38,7 +33,7 @@ def spread_group(res: ResourceConfig, name: Optional[str] = None, detached: bool
         found = named_groups(name)
         if found:
             return found[0]
-    pg = placement_group([replica_bundle(res)] * res.num_replicas, strategy="SPREAD", name=name or "",
+    pg = placement_group([actor_bundle(res)] * res.num_replicas, strategy="SPREAD", name=name or "",
                          lifetime="detached" if detached else None)
     if name is not None:
         # Two jobs starting at once can both make one: each keeps the same one (the first by id).

@@ -121,7 +121,7 @@ def over_limits(counts: Mapping[str, int], limits: ClusterLimits) -> list[str]:
 
 
 def serving_bundles(cfg) -> list[dict]:
-    """One bundle per role replica of an ArpoConfig (what ``actor_options`` asks Ray for)."""
+    """One bundle per role replica of an ArpoConfig (what each actor asks Ray for: a bundle of its SPREAD group when spread)."""
     from actors.capacity import actor_bundle
 
     out = []

@@ -12,7 +12,8 @@ import pytest
 from actors.config import ResourceConfig
 from actors.ray_actors import start_role, stop_roles, wait_ready
 from actors.shared_roles import SharedRoles, spread_group_name, stop_shared_roles
-from actors.spread import named_groups, replica_bundle, wants_spread_group
+from actors.capacity import actor_bundle
+from actors.spread import named_groups, wants_spread_group
 
 pytestmark = pytest.mark.ray
 
@@ -62,8 +63,9 @@ async def all_gpus_free(ray, timeout_s: float = 60.0) -> None:
 
 
 def test_what_a_replica_bundle_holds():
-    assert replica_bundle(T2I) == {"CPU": 2.0, "GPU": 0.5, "gpu_small": 0.5}
-    assert replica_bundle(ResourceConfig(num_gpus=0, num_cpus=0, num_replicas=2)) == {}  # Ray refuses zero amounts
+    # a bundle of the group is what one actor asks for (zero amounts left out: Ray refuses them in a bundle)
+    assert actor_bundle(T2I) == {"CPU": 2.0, "GPU": 0.5, "gpu_small": 0.5}
+    assert actor_bundle(ResourceConfig(num_gpus=0, num_cpus=0, num_replicas=2)) == {}
     assert wants_spread_group(T2I)
     assert not wants_spread_group(T2I.model_copy(update={"placement": "pack"}))
     assert not wants_spread_group(T2I.model_copy(update={"num_replicas": 1}))
