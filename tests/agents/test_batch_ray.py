@@ -81,15 +81,22 @@ def test_batch_job_end_to_end_on_ray_with_offline_kit(kit_config, tmp_path):
     assert ("random-weight models" in (out / "report.html").read_text()) == bool(flagged)
 
 
-def test_batch_job_with_llm_vlm_and_captioner_in_one_actor(kit_config, tmp_path):
-    """The agent unchanged over shared roles: the kit's tiny LLaVA-Next serves the LLM, the VLM and
-    (captioner.backend: vlm) the captioner from one actor (transformers backend: vLLM would refuse
-    the agent's longest prompts, which exceed the tiny model's 512 positions)."""
+def _one_chat_actor_profile(kit_config: Path, tmp_path: Path) -> Path:
+    """The kit profile with the LLM, the VLM and the captioner served by one transformers actor (the tiny LLaVA-Next):
+    one model load instead of two vLLM engines, for tests about the agent rather than the engines."""
     cfg = yaml.safe_load(kit_config.read_text())
     vlm = dict(cfg["vlm"], backend="transformers")
     cfg.update(vlm=vlm, llm=dict(vlm, sampling=cfg["llm"]["sampling"]), captioner={"backend": "vlm", "max_new_tokens": 8})
     config = tmp_path / "shared.yaml"
     config.write_text(yaml.safe_dump(cfg))
+    return config
+
+
+def test_batch_job_with_llm_vlm_and_captioner_in_one_actor(kit_config, tmp_path):
+    """The agent unchanged over shared roles: the kit's tiny LLaVA-Next serves the LLM, the VLM and
+    (captioner.backend: vlm) the captioner from one actor (transformers backend: vLLM would refuse
+    the agent's longest prompts, which exceed the tiny model's 512 positions)."""
+    config = _one_chat_actor_profile(kit_config, tmp_path)
     from actors.role_groups import role_groups
     from agents.config import ArpoConfig
     from core.config import load_config
@@ -124,7 +131,9 @@ def test_batch_job_with_llm_vlm_and_captioner_in_one_actor(kit_config, tmp_path)
 def test_one_style_only_prompt_for_a_set_through_the_real_job(kit_config, tmp_path):
     """--group-by folder and --style-only through the real batch job, roles and CLIP twin (random weights: the
     prompt means nothing; what is checked is that a set runs as one optimisation scored against its members
-    with the style similarity, and holds style fragments only)."""
+    with the style similarity, and holds style fragments only). The chat roles share one transformers actor: the
+    engines are not what this test is about (the vLLM-served job is the end-to-end test above)."""
+    config = _one_chat_actor_profile(kit_config, tmp_path)
     images = tmp_path / "imgs"
     (images / "style_a").mkdir(parents=True)
     rng = np.random.default_rng(5)
@@ -134,7 +143,7 @@ def test_one_style_only_prompt_for_a_set_through_the_real_job(kit_config, tmp_pa
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     env.pop("RAY_ADDRESS", None)
     run = subprocess.run([sys.executable, "-m", "agents.batch_reverse", "--dir", str(images), "--out", str(out),
-                          "--config", str(kit_config), "--group-by", "folder", "--style-only",
+                          "--config", str(config), "--group-by", "folder", "--style-only",
                           "--set", "agent.init_prompt=a cat, oil painting"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-4000:]
