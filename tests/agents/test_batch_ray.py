@@ -186,7 +186,8 @@ def test_ray_job_submit_to_a_local_head(kit_config, tmp_path):
     """`ray job submit -- python -m agents.batch_reverse ...` against a head started here on
     127.0.0.1: the job joins that cluster (RAY_ADDRESS) instead of starting its own Ray. The job uploads
     the code only (deploy/job_runtime_env.yaml), and its metrics and the roles' reach Debian's real
-    Prometheus, started on loopback with the head's service-discovery file (docs/metrics.md)."""
+    Prometheus, started on loopback with the head's service-discovery file (docs/metrics.md). The chat roles share
+    one transformers actor (no vLLM engine start: the job's joining and upload are what is tested here)."""
     import shutil
 
     ray_bin = Path(sys.executable).with_name("ray")
@@ -215,7 +216,7 @@ def test_ray_job_submit_to_a_local_head(kit_config, tmp_path):
         command = [str(ray_bin), "job", "submit", "--address", f"http://127.0.0.1:{dash}",
                    "--runtime-env", "deploy/job_runtime_env.yaml", "--",
                    sys.executable, "-m", "agents.batch_reverse", "--dir", str(images), "--out", str(out),
-                   "--config", str(kit_config), "--set", "agent.max_steps=1"]
+                   "--config", str(_one_chat_actor_profile(kit_config, tmp_path)), "--set", "agent.max_steps=1"]
         deadline = time.monotonic() + 180  # the job agent has taken over 90 s to come up on a loaded 2-core machine
         while True:
             submit = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
