@@ -45,4 +45,10 @@ if [ ${#APT[@]} -gt 0 ]; then
 fi
 
 # The Python side, with the test tools (the same script a user's no-GPU install runs without --dev).
+if [ ! -x "$VENV/bin/python" ]; then
+  # A fresh venv gets a user's install first (README's no-GPU row: no test tools) and is checked as a user meets it
+  # (scripts/check_user_install.sh) before the test tools go on top: CI checks the newcomer's install on every run.
+  VENV="$VENV" PYTHON="$PY" bash scripts/install_python.sh
+  VENV="$VENV" bash scripts/check_user_install.sh
+fi
 VENV="$VENV" PYTHON="$PY" bash scripts/install_python.sh --dev
