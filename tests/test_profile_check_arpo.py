@@ -41,14 +41,14 @@ def kit(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("twins")
 
 
-def check(kit: Path, out: Path, config: str, *sets: str) -> tuple[int, str]:
+def check(kit: Path, out: Path, config: str, *sets: str, address: str = "") -> tuple[int, str]:
     import contextlib
     import io
 
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
         rc = main(["--config", str(CONFIGS / config), "--kit", str(kit), "--out", str(out),
-                   *[a for s in sets for a in ("--set", s)]])
+                   *[a for s in sets for a in ("--set", s)], *(["--address", address] if address else [])])
     return rc, buffer.getvalue()
 
 
@@ -184,3 +184,34 @@ def test_a_vllm_setting_the_engine_refuses_is_caught_by_the_role_check(derived):
     section = section.model_copy(update={"vllm": section.vllm.model_copy(update={"max_num_seqs": 4096})})
     with pytest.raises(Exception, match="max_num_batched_tokens .* must be greater than or equal to max_num_seqs"):
         AsyncEngineArgs(**engine_args(section, False)).create_engine_config()
+
+
+def test_on_a_joined_cluster_a_node_type_it_lacks_fails_naming_the_role(kit, tmp_path, monkeypatch):
+    """`--address`: the check joins a running Ray (here a head started on 127.0.0.1 with no node types) and keeps the
+    profile's custom resources and replica counts, so gpu_cluster.yaml's `gpu_small`/`gpu_large` fail it at start-up,
+    before any model loads, naming the role and the resource."""
+    import subprocess
+    import sys
+
+    from benchmarks.scale.cluster import free_port
+    from tests.agents.test_batch_ray import _stop_processes_using
+
+    ray_bin = Path(sys.executable).with_name("ray")
+    temp = Path(f"/tmp/rpc{os.getpid()}")  # short: Ray's unix socket paths have a length limit
+    port = free_port()
+    # token authentication, as on cluster.yaml's clusters (docs/cluster.md): the head and the check's job both use it
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env.pop("RAY_ADDRESS", None)
+    start = subprocess.run([str(ray_bin), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+                            "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats"],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert start.returncode == 0, start.stdout + start.stderr
+    try:
+        rc, out = check(kit, tmp_path, "gpu_cluster.yaml", address=f"127.0.0.1:{port}")
+    finally:
+        _stop_processes_using(temp)
+    assert rc == 1, out
+    assert "on the Ray cluster at 127.0.0.1:" in out and "FAILED" in out
+    assert "custom_resources" not in out.split("Replaced because this is a CPU", 1)[1].split("Running", 1)[0]
+    assert "role 't2i'" in out and "gpu_small" in out, out

@@ -70,7 +70,15 @@ def _problems_from(out_dir: Path, output: str, rc: int) -> tuple[int, list[str]]
                 problems.append(f"image {record.get('source')}: {record.get('error')}")
     if rc not in (0, 1):
         # The job's own verdict ("setup error: ...", naming each role and setting), else the output's tail.
-        said = [ln for ln in output.splitlines() if ln.startswith(("setup error:", "config error:"))]
+        said, inside = [], False
+        for ln in output.splitlines():
+            if ln.startswith(("setup error:", "config error:")):
+                said.append(ln)
+                inside = True
+            elif inside and ln[:1].isspace() and ln.strip():  # the verdict's own indented lines (one per role)
+                said.append(ln)
+            else:
+                inside = False
         shown = said or [ln for ln in output.splitlines() if ln.strip()][-12:]
         problems.append(f"the batch job exited {rc}:\n    " + "\n    ".join(shown))
     return done, problems

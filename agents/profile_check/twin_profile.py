@@ -59,17 +59,21 @@ def _twin_section(table: dict[str, Twin], role: str, model: str, kit: Path, seed
     return copy.deepcopy(built[key]), twin
 
 
-def _resources(section: dict, role: str, changes: _Changes) -> None:
+def _resources(section: dict, role: str, changes: _Changes, cluster: bool = False) -> None:
+    """The twins run on CPUs; on a local Ray the profile's node types and replicas go too. ``cluster`` (the check
+    joins a running cluster): custom resources and replica counts stay, so placement is checked against its nodes."""
     res = section.setdefault("resources", {})
     changes.set(res, "num_gpus", 0, f"{role}.resources", "no GPU")
     changes.set(res, "num_cpus", 0.25, f"{role}.resources", "five roles on a 2-core local Ray")
+    if cluster:
+        return
     if res.get("custom_resources"):
         changes.set(res, "custom_resources", {}, f"{role}.resources", "the local Ray has no cluster node types")
     if res.get("num_replicas", 1) != 1:
         changes.set(res, "num_replicas", 1, f"{role}.resources", "one machine")
 
 
-def twin_profile(data: dict, kit: Path, seed: int = 0) -> TwinProfile:
+def twin_profile(data: dict, kit: Path, seed: int = 0, cluster: bool = False) -> TwinProfile:
     """``data`` (a validated batch profile, as a dict of ArpoConfig fields) with every model replaced by its twin."""
     out = copy.deepcopy(data)
     changes = _Changes()
@@ -86,7 +90,7 @@ def twin_profile(data: dict, kit: Path, seed: int = 0) -> TwinProfile:
     changes.set(t2i, "num_inference_steps", T2I_STEPS, "t2i", "a check, not a render")
     for key in ("height", "width"):
         changes.set(t2i, key, T2I_SIZE, "t2i", "the twin's size")
-    _resources(t2i, "t2i", changes)
+    _resources(t2i, "t2i", changes, cluster)
 
     chat_models = {out[r]["model"] for r in ("llm", "vlm") if out[r].get("backend") != "openai"}
     for role in ("llm", "vlm"):
@@ -118,7 +122,7 @@ def twin_profile(data: dict, kit: Path, seed: int = 0) -> TwinProfile:
         if twin_len is not None:
             changes.set(vllm, "max_model_len", twin_len, f"{role}.vllm", "the twin's context")
             changes.set(vllm, "max_num_batched_tokens", twin_len, f"{role}.vllm", "at least max_model_len without chunked prefill")
-        _resources(sec, role, changes)
+        _resources(sec, role, changes, cluster)
     if out["llm"].get("model") == out["vlm"].get("model") and len(chat_models) == 1:
         # identical engine settings keep the profile's one shared engine (actors/role_groups.py)
         out["vlm"]["vllm"] = {**out["llm"]["vllm"], "limit_images_per_prompt": out["vlm"]["vllm"].get("limit_images_per_prompt", 2)}
@@ -133,7 +137,7 @@ def twin_profile(data: dict, kit: Path, seed: int = 0) -> TwinProfile:
             changes.set(cap, "model", twin_sec["model"], "captioner", "the twin's folder")
         changes.set(cap, "device", "cpu", "captioner", "no GPU")
         changes.set(cap, "dtype", "float32", "captioner", "fp16 kernels are GPU kernels")
-        _resources(cap, "captioner", changes)
+        _resources(cap, "captioner", changes, cluster)
     else:
         result.twins["captioner"] = "the VLM's engine (captioner.backend: vlm)"
     if cap.get("max_new_tokens", 40) > MAX_NEW_TOKENS:
@@ -152,7 +156,7 @@ def twin_profile(data: dict, kit: Path, seed: int = 0) -> TwinProfile:
         result.twins["clip"] = f"{clip_twin.architecture}: {twin_sec['pretrained']}"
     changes.set(clip, "device", "cpu", "clip", "no GPU")
     changes.set(clip, "precision", "fp32", "clip", "fp16 kernels are GPU kernels")
-    _resources(clip, "clip", changes)
+    _resources(clip, "clip", changes, cluster)
 
     agent = out.setdefault("agent", {})
     changes.set(agent, "max_steps", MAX_ITERATIONS, "agent", "a check: two iterations")
