@@ -13,7 +13,13 @@
 # 10.9 CPU-h in all, 9.5 after the pretraining; the two single-thread groups below hold 4.81 and 4.80 CPU-h
 # (the second with the pretraining curve), so about 5 h of wall time on two idle cores.
 #
-# Usage: [WORK=DIR] [OUT=DIR] bash scripts/exposure_bias_six_seeds.sh [python]   (default: .venv/bin/python; WORK
+# Across machines (this workplace's sessions each get a fresh machine for a few hours): when WORK does not exist
+# and CARRY (default docs/exposure_bias_six_seeds_carry) holds a packed run, the run continues from it. Before a
+# machine goes, stop or pause (kill -STOP) the run and pack what is finished into CARRY, then commit it:
+#   .venv/bin/python -m benchmarks.exposure_bias --converged --seeds 6 --work "$WORK" --pack "$CARRY"
+# (benchmarks/exposure_bias/carry.py: finished units' records, and only the weights an unfinished unit reads.)
+#
+# Usage: [WORK=DIR] [OUT=DIR] [CARRY=DIR] bash scripts/exposure_bias_six_seeds.sh [python]   (default: .venv/bin/python; WORK
 # default runs/exposure_bias_converged, OUT default docs/exposure_bias_six_seeds). Do not start it while another process is still pretraining in the same WORK
 # (the two would train the same folder): it refuses when models/pretrained was started and is not done, unless
 # RESUME_PRETRAIN=1 (a killed pretraining to be resumed here).
@@ -24,6 +30,11 @@ WORK=${WORK:-runs/exposure_bias_converged}
 # 3-seed run's models are gone, so seeds 0-2 here are a replicate, not those numbers).
 OUT=${OUT:-docs/exposure_bias_six_seeds}
 RUN=("$PY" -m benchmarks.exposure_bias --converged --seeds 6 --work "$WORK" --out "$OUT")
+CARRY=${CARRY:-docs/exposure_bias_six_seeds_carry}
+if [ ! -e "$WORK" ] && [ -f "$CARRY/CARRY.json" ]; then
+  "${RUN[@]}" --unpack "$CARRY"
+  RESUME_PRETRAIN=1  # a carried unfinished pretraining: no process here trains it yet
+fi
 PER_VARIANT=(--stage finetune --stage lambda --stage evaluate --stage curve --stage diagnostics --stage samples)
 LOGS=$WORK/logs
 mkdir -p "$LOGS"

@@ -47,6 +47,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     p.add_argument("--inception-weights", default=None, help="torch-fidelity Inception-v3 weights: standard FID")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    carry = p.add_mutually_exclusive_group()
+    carry.add_argument("--pack", metavar="DIR", help="instead of running stages: write the work folder's finished "
+                       "units and the weights an unfinished unit still reads to DIR (small enough to commit; "
+                       "benchmarks/exposure_bias/carry.py), then exit")
+    carry.add_argument("--unpack", metavar="DIR", help="instead of running stages: copy a packed DIR into the work "
+                       "folder, which must not exist yet, then exit")
     args = p.parse_args(argv)
 
     preset = "full" if args.full else "converged" if args.converged else "gpu_cifar10" if args.gpu_cifar10 else "quick"
@@ -82,6 +88,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.pack or args.unpack:
+        return _carry(protocol, args.pack, args.unpack)
     try:
         protocol.run(stages)
     except RuntimeError as exc:
@@ -89,6 +97,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     print(f"done in {time.perf_counter() - started:.1f}s: " + ", ".join(f"{k} {v:.1f}s" for k, v in protocol.timings.items()))
     print(f"tables: {out / 'tables.md'}")
+    return 0
+
+
+def _carry(protocol: Protocol, pack_to: Optional[str], unpack_from: Optional[str]) -> int:
+    from benchmarks.exposure_bias import carry
+
+    try:
+        if pack_to:
+            info = carry.pack(protocol, Path(pack_to))
+            print(f"packed {info['units_done']} of {info['units_in_config']} units, {len(info['weights_kept'])} "
+                  f"weights folders, {info['bytes'] / 1e6:.1f} MB into {pack_to}")
+        else:
+            info = carry.unpack(Path(unpack_from), protocol.work)
+            print(f"unpacked {info['units_done']} finished units into {protocol.work}")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -2,11 +2,13 @@
 and a second run skips every unit."""
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
+from benchmarks.exposure_bias import units
 from benchmarks.exposure_bias.__main__ import main
 from benchmarks.exposure_bias.config import quick
 from benchmarks.exposure_bias.protocol import Protocol
@@ -310,3 +312,41 @@ def test_a_longer_pretraining_continues_the_finished_shorter_one(tmp_path, capsy
     Protocol(other, work, tmp_path / "out").run(("pretrain",))
     assert "continuing" not in capsys.readouterr().out
     assert [s for s, _ in snapshot_folders(folder)] == [20, 40, 60]
+
+
+def _unit_files(work):
+    return {str(p.relative_to(work)): p.read_bytes() for p in sorted(work.rglob("*")) if p.is_file()}
+
+
+def test_a_packed_run_continues_on_another_machine_with_the_same_results(quick_run, tmp_path):
+    """The carry (benchmarks/exposure_bias/carry.py) of a run with one evaluation left: the weights that
+    evaluation reads travel, the others do not, and the unpacked run evaluates to the same rows as the original."""
+    work, _ = quick_run
+    partial = tmp_path / "partial"
+    shutil.copytree(work, partial)
+    left = partial / "eval" / "ip" / "s0"
+    expected_rows = (left / "rows.jsonl").read_text()
+    (left / units.MARKER).unlink()  # as if the machine went before this evaluation finished
+    carried = tmp_path / "carry"
+    assert main(["--quick", "--work", str(partial), "--out", str(tmp_path / "r1"), "--pack", str(carried)]) == 0
+    manifest = json.loads((carried / "CARRY.json").read_text())
+    assert manifest["weights_kept"] == ["models/ip/s0/final"]
+    assert not (carried / "eval" / "ip" / "s0").exists()  # unfinished: left out, redone
+    assert not (carried / "models" / "pretrained" / "final").exists()  # no unfinished unit reads it
+    assert not list(carried.rglob("checkpoint")) and not list(carried.rglob("snapshots"))
+    assert (carried / "eval" / "ddpm" / "s0" / "rows.jsonl").is_file()
+    # a pack over a carried folder whose finished units the work folder lacks is refused
+    assert main(["--quick", "--work", str(tmp_path / "empty"), "--out", str(tmp_path / "r1"), "--pack",
+                 str(carried)]) == 2
+
+    moved = tmp_path / "other_machine"
+    assert main(["--quick", "--work", str(moved), "--out", str(tmp_path / "r2"), "--unpack", str(carried)]) == 0
+    assert main(["--quick", "--work", str(moved), "--out", str(tmp_path / "r2"), "--unpack", str(carried)]) == 2
+    assert main(["--quick", "--work", str(moved), "--out", str(tmp_path / "r2"), "--stage", "evaluate"]) == 0
+    assert (moved / "eval" / "ip" / "s0" / "rows.jsonl").read_text() == expected_rows
+    # every other finished unit came across as it was
+    original = _unit_files(work)
+    for name, blob in _unit_files(moved).items():
+        if name.startswith("eval/ip/s0/") or name.startswith("logs/"):
+            continue
+        assert original[name] == blob, name
