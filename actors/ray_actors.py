@@ -74,7 +74,8 @@ def actor_options(res: ResourceConfig, name: str | None = None) -> dict:
         opts["resources"] = dict(res.custom_resources)
     if res.num_replicas > 1 and res.placement == "spread":
         # Ray's default packs: both halves of a GPU-sharing role would land on one GPU while another node's sat
-        # idle. replica_options replaces this best-effort hint by a bundle of a SPREAD placement group.
+        # idle. replica_options replaces this best-effort hint by a bundle of a SPREAD placement group (and
+        # places pack's replicas in a PACK group).
         opts["scheduling_strategy"] = "SPREAD"
     if name:
         opts["name"] = name

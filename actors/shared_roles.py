@@ -56,7 +56,8 @@ def actor_name(name: str, group: str, replica: int) -> str:
 
 
 def spread_group_name(name: str, group: str) -> str:
-    """``<name>:<role-or-group>:spread``: the placement group spreading a shared group's replicas (actors/spread.py)."""
+    """``<name>:<role-or-group>:spread``: the placement group of a shared group's replicas (actors/spread.py; its
+    strategy PACK when the role's placement is pack)."""
     return f"{name}:{group}:spread"
 
 

@@ -1,4 +1,5 @@
-"""Replicas of one role on different nodes: a SPREAD placement group with one bundle per replica.
+"""Where the replicas of one role go: a placement group with one bundle per replica — strategy SPREAD for
+``resources.placement: spread`` (different nodes), PACK for ``pack`` (as few nodes as possible).
 
 Ray's actor-level ``scheduling_strategy="SPREAD"`` is best effort per lease request: two replicas
 started back to back can land on one node while another node that fits them sits idle (CI's scale
@@ -6,7 +7,9 @@ run once saw both half-GPU T2I replicas of configs/gpu_cluster.yaml on one gpu_s
 placement group with strategy SPREAD is placed by the GCS in one decision over all its bundles:
 distinct nodes whenever the cluster has them, shared nodes only when it has too few (a single
 machine still starts every replica). Each replica then runs in its own bundle, restarts in it, and
-an autoscaler sees the group's bundles as demand.
+an autoscaler sees the group's bundles as demand. ``pack`` is a PACK group for the same reason: Ray's
+default placement of separate actors fills a node first only sometimes (CI saw both outcomes), PACK
+puts every bundle on one node whenever one node fits them all.
 """
 from __future__ import annotations
 
@@ -17,12 +20,16 @@ from actors.config import ResourceConfig
 
 
 def wants_spread_group(res: ResourceConfig) -> bool:
-    """Several replicas asked to spread, each asking for something a node has to hold."""
-    return res.num_replicas > 1 and res.placement == "spread" and bool(actor_bundle(res))
+    """Several replicas, each asking for something a node has to hold: their placement is a group's."""
+    return res.num_replicas > 1 and bool(actor_bundle(res))
+
+
+def group_strategy(res: ResourceConfig) -> str:
+    return "SPREAD" if res.placement == "spread" else "PACK"
 
 
 def spread_group(res: ResourceConfig, name: Optional[str] = None, detached: bool = False):
-    """The SPREAD placement group for ``res``'s replicas. ``name``: joined if a live group has it, in
+    """The placement group for ``res``'s replicas (strategy :func:`group_strategy`). ``name``: joined if a live group has it, in
     any Ray namespace (actors shared between jobs join the group their first job made; jobs need not
     share a namespace); ``detached``: it outlives the job that made it (as shared role actors do),
     else Ray removes it when that job ends."""
@@ -33,7 +40,7 @@ def spread_group(res: ResourceConfig, name: Optional[str] = None, detached: bool
         found = named_groups(name)
         if found:
             return found[0]
-    pg = placement_group([actor_bundle(res)] * res.num_replicas, strategy="SPREAD", name=name or "",
+    pg = placement_group([actor_bundle(res)] * res.num_replicas, strategy=group_strategy(res), name=name or "",
                          lifetime="detached" if detached else None)
     if name is not None:
         # Two jobs starting at once can both make one: each keeps the same one (the first by id).

@@ -3,7 +3,7 @@
 The layout that CI's scale run once got wrong with Ray's actor-level SPREAD hint: the captioner and
 CLIP (a quarter of a GPU each) on one gpu_small node, then configs/gpu_cluster.yaml's two T2I
 replicas (half a GPU each), which fit one per node. Repeated, because the old hint failed only
-sometimes; and a STRICT_PACK group shows that the node count seen here does catch packing."""
+sometimes; and ``placement: pack`` (a PACK group) shows that the node count seen here does catch packing."""
 import asyncio
 import os
 
@@ -13,7 +13,7 @@ from actors.config import ResourceConfig
 from actors.ray_actors import start_role, stop_roles, wait_ready
 from actors.shared_roles import SharedRoles, spread_group_name, stop_shared_roles
 from actors.capacity import actor_bundle
-from actors.spread import named_groups, wants_spread_group
+from actors.spread import group_strategy, named_groups, wants_spread_group
 
 pytestmark = pytest.mark.ray
 
@@ -66,8 +66,9 @@ def test_what_a_replica_bundle_holds():
     # a bundle of the group is what one actor asks for (zero amounts left out: Ray refuses them in a bundle)
     assert actor_bundle(T2I) == {"CPU": 2.0, "GPU": 0.5, "gpu_small": 0.5}
     assert actor_bundle(ResourceConfig(num_gpus=0, num_cpus=0, num_replicas=2)) == {}
-    assert wants_spread_group(T2I)
-    assert not wants_spread_group(T2I.model_copy(update={"placement": "pack"}))
+    assert wants_spread_group(T2I) and group_strategy(T2I) == "SPREAD"
+    pack = T2I.model_copy(update={"placement": "pack"})
+    assert wants_spread_group(pack) and group_strategy(pack) == "PACK"
     assert not wants_spread_group(T2I.model_copy(update={"num_replicas": 1}))
     assert not wants_spread_group(ResourceConfig(num_gpus=0, num_cpus=0, num_replicas=2))  # nothing to spread
 
@@ -90,23 +91,17 @@ async def test_two_half_gpu_replicas_land_on_two_nodes_every_time(two_small_node
             await client.close(5)
 
 
-async def test_the_node_count_catches_packed_replicas(two_small_nodes, monkeypatch):
-    """The fault the test above guards against, injected: a group that packs puts both on one node."""
-    import sys
-
-    ray_pg = sys.modules["ray.util.placement_group"]  # the module (ray.util.placement_group is also a function)
-
-    original = ray_pg.placement_group
-
-    def packed(bundles, strategy="PACK", **kw):
-        return original(bundles, strategy="STRICT_PACK", **kw)
-
-    monkeypatch.setattr(ray_pg, "placement_group", packed)
-    await all_gpus_free(two_small_nodes)
-    t2i = start_role("t2i", Where, "t2i", T2I)
-    await wait_ready(t2i)
-    assert len(set(await nodes_of(t2i))) == 1
-    await t2i.close(5)
+async def test_pack_puts_both_replicas_on_one_node_and_the_node_count_sees_it(two_small_nodes):
+    """``placement: pack`` (a PACK group) on two free nodes: both halves of a GPU on one node, and the count
+    that guards spreading above sees one node (so it can fail)."""
+    ray = two_small_nodes
+    for attempt in range(2):
+        await all_gpus_free(ray)
+        t2i = start_role("t2i", Where, "t2i", T2I.model_copy(update={"placement": "pack"}))
+        await wait_ready(t2i)
+        assert len(set(await nodes_of(t2i))) == 1, attempt
+        assert ray.util.placement_group_table(t2i.placement_group)["strategy"] == "PACK"
+        await t2i.close(5)
 
 
 async def test_shared_replicas_keep_one_detached_group_until_stopped(two_small_nodes):
