@@ -151,6 +151,24 @@ def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(v - before.get(pid, 0.0) for pid, v in after.items())
 
 
+CHAT_ROLES = ("llm", "vlm")
+GPU_SHARING_SAYS = {"partition": "a replica runs at its num_gpus share wherever it lands",
+                    "time": "the processes on a node's GPU time-slice it; benchmarks/scale/gpu_clock.py"}
+
+
+def check_sole_chat_tenants(placement: list[dict]) -> None:
+    """``time`` mode models a chat engine as the only GPU tenant of its node (its own event-driven clock):
+    refuse a placement where another role's replica shares that node."""
+    by_node: dict[str, list[str]] = {}
+    for p in placement:
+        by_node.setdefault(p["node_id"], []).append(p["role"])
+    for node, roles in by_node.items():
+        chat = [r for r in roles if r in CHAT_ROLES]
+        if chat and len(roles) > 1:
+            raise ValueError(f"--gpu-sharing time: {chat[0]} shares node {node[:8]} with {sorted(set(roles) - {chat[0]}) or roles}; "
+                             "a chat engine is modelled as its node GPU's only tenant")
+
+
 def parse_scale(text: str) -> dict[str, float]:
     """'0.5' (every role) or 'llm=2,vlm=2' (those roles) -> {role: factor}."""
     roles = ("t2i", "llm", "vlm", "captioner", "clip")
@@ -167,7 +185,8 @@ def parse_scale(text: str) -> dict[str, float]:
 
 
 #: Options of this command's parser that other commands driving a Run (benchmarks.scale.train_beside) need not have.
-RUN_DEFAULTS = {"image_side": 32, "store_every": 5.0, "tracemalloc": False, "inject_cpu_ms": 0.0, "inject_wait_s": 0.0}
+RUN_DEFAULTS = {"image_side": 32, "store_every": 5.0, "tracemalloc": False, "inject_cpu_ms": 0.0, "inject_wait_s": 0.0,
+                "gpu_sharing": "partition"}
 
 
 def with_run_defaults(args):
@@ -195,6 +214,7 @@ class Run:
         self.nodes = classify_nodes(self.sim)
         self.cluster_start_s = time.perf_counter() - t0
         self.off_loopback: set[str] = set(listeners_off_loopback())
+        self.clocks: dict[str, dict] = {}  # prefix -> node id -> GPUClock (--gpu-sharing time)
 
     def close(self) -> None:
         self.sim.shutdown(remove_temp=not self.args.keep)
@@ -203,11 +223,40 @@ class Run:
     def start_roles(self, prefix: str):
         from benchmarks.scale.roles import placement, role_specs, start_or_join_roles, wait_ready
 
-        specs = role_specs(self.cfg, self.model, image_side=self.args.image_side)
+        clocks = None
+        if self.args.gpu_sharing == "time":  # one GPU clock per GPU node, before any stand-in looks for it
+            from benchmarks.scale.gpu_clock import start_clocks
+
+            self.clocks[prefix] = start_clocks(prefix, NAMESPACE, self.gpus_by_node())
+            clocks = (prefix, NAMESPACE)
+        specs = role_specs(self.cfg, self.model, image_side=self.args.image_side, gpu_clocks=clocks)
         handles = start_or_join_roles(self.cfg, specs, prefix, NAMESPACE)
         asyncio.run(wait_ready(handles))
         where = asyncio.run(placement(handles, self.nodes))
+        if clocks:
+            check_sole_chat_tenants(where)
         return specs, handles, where
+
+    def gpus_by_node(self) -> dict[str, float]:
+        import ray
+
+        return {n["NodeID"]: float(n["Resources"].get("GPU", 0)) for n in ray.nodes() if n["Alive"]}
+
+    def stop_roles(self, handles: dict, prefix: str) -> Optional[list[dict]]:
+        """Kill the roles (and their placement groups); in ``time`` mode also the GPU clocks, whose figures are
+        returned first."""
+        import ray
+
+        from benchmarks.scale.roles import kill
+
+        kill(handles, prefix)
+        clocks = self.clocks.pop(prefix, None)
+        if not clocks:
+            return None
+        stats = ray.get([c.stats.remote() for c in clocks.values()])
+        for c in clocks.values():
+            ray.kill(c, no_restart=True)
+        return stats
 
     # ------------------------------------------------------------------ drivers
     def run_drivers(self, specs: list[DriverSpec], timeout_s: float) -> list[dict]:
@@ -255,7 +304,7 @@ class Run:
 
     # ------------------------------------------------------------------ one level
     def level(self, concurrency: int, n_images: int, seed: int, inject: bool = False) -> dict:
-        from benchmarks.scale.roles import kill, role_stats
+        from benchmarks.scale.roles import role_stats
 
         a = self.args
         tag = f"c{concurrency}" + ("-injected" if inject else "")
@@ -272,10 +321,10 @@ class Run:
         res = self.run_drivers([spec], a.timeout)[0]
         stats = asyncio.run(role_stats(handles))
         others = cpu_delta(cpu0, tree_cpu())  # the cluster's processes (nodes, role actors); the driver has exited
-        kill(handles, tag)
+        gpu_clocks = self.stop_roles(handles, tag)
         load_after = loadavg()
-        row = self._figures(res, stats, concurrency, out)
-        row.update(object_store=object_store_summary(self.store_samples),
+        row = self._figures(res, stats, concurrency, out, where)
+        row.update(gpu_sharing=a.gpu_sharing, gpu_clocks=gpu_clocks, object_store=object_store_summary(self.store_samples),
                    checkpoint_contents=checkpoint_contents(out), concurrency=concurrency, placement=where, label=tag, load_before=load_before, load_after=load_after,
                    cprofile=cprofile, uptime=_uptime(),
                    cluster_cpu_ms_per_iteration=1000 * others / max(row["iterations"], 1),
@@ -285,10 +334,12 @@ class Run:
             shutil.rmtree(out, ignore_errors=True)
         return row
 
-    def _figures(self, res: dict, stats: dict, concurrency: int, out: Path) -> dict:
+    def _figures(self, res: dict, stats: dict, concurrency: int, out: Path, where: list[dict]) -> dict:
         k = self.model.dilation
         fig = analysis.driver_figures(res, concurrency, folder_bytes(out))
-        ideal, path = analysis.ideal_for(self.cfg, self.model.with_dilation(1.0), stats, fig["done"], concurrency)
+        shared = (where, self.gpus_by_node()) if self.args.gpu_sharing == "time" else None
+        ideal, path = analysis.ideal_for(self.cfg, self.model.with_dilation(1.0), stats, fig["done"], concurrency,
+                                         time_shared=shared)
         real_steady = fig["images_per_s_regression"] * k
         little = fig["images_per_s_little"]
         path_s = sum(s.seconds for s in path)
@@ -309,7 +360,7 @@ class Run:
 
     # ------------------------------------------------------------------ two drivers
     def two_drivers(self, concurrency: int, n_images: int, seed: int) -> dict:
-        from benchmarks.scale.roles import kill, role_stats
+        from benchmarks.scale.roles import role_stats
 
         load_before = loadavg()
         specs, handles, where = self.start_roles("shared")
@@ -321,7 +372,7 @@ class Run:
             dspecs.append(self.driver_spec(specs, "shared", images, self.work / f"out-job{job}", concurrency, barrier))
         results = self.run_drivers_with_barrier(dspecs, barrier)
         stats = asyncio.run(role_stats(handles))
-        kill(handles, "shared")
+        self.stop_roles(handles, "shared")
         jobs = []
         for spec, res in zip(dspecs, results):
             fig = analysis.driver_figures(res, concurrency, folder_bytes(Path(spec.out)))
@@ -416,7 +467,8 @@ def render(meta: dict, rows: list[dict], two: Optional[dict]) -> str:
         f"date {meta['date']}, host {meta['host']} ({meta['cpus']} CPUs), git {meta['git']}, command: {meta['command']}",
         f"cluster: {meta['nodes']} (from cluster.yaml; CPU/GPU counts logical), roles: configs/gpu_cluster.yaml, "
         f"agent.max_steps={meta['max_steps']}, time dilation k={k} (latencies and batching waits × k; real = sim throughput × k), "
-        f"latency scale ×{meta['latency_scale']}, config overrides {meta['overrides'] or 'none'}",
+        f"latency scale ×{meta['latency_scale']}, config overrides {meta['overrides'] or 'none'}, "
+        f"GPU sharing: {meta.get('gpu_sharing', 'partition')} ({GPU_SHARING_SAYS[meta.get('gpu_sharing', 'partition')]})",
         f"nothing listened off loopback: {not meta['off_loopback']} {meta['off_loopback'] or ''}",
         "",
         f"images {meta.get('image_side', 32)}×{meta.get('image_side', 32)} px, N = {meta.get('images_per_concurrency', 2)} × C; steady rate = least-squares slope of completions C+1..N−C over time "
@@ -484,6 +536,18 @@ def render(meta: dict, rows: list[dict], two: Optional[dict]) -> str:
         for c in r["ideal"]["capacities"]:
             lines.append(f"- {c['role']}: {c['replicas']} replica(s) × {c['share']} GPU, {c['busy_s_per_image']:.2f} GPU-s per image "
                          f"→ {60 * c['images_per_s']:.1f} images/min ({c['note']})")
+        shared = r["ideal"].get("shared")
+        if shared:  # --gpu-sharing time: the bound over the placement (time_shared_ideal.py)
+            lines += ["", f"Time-shared GPUs (placement above): role bound {60 * shared['images_per_s']:.2f} images/min, "
+                          f"bound by {shared['bound']}; at that rate each node's GPU would be busy "
+                      + ", ".join(f"{n[:8]} {load:.2f}" for n, load in shared["node_load"].items())
+                      + "; best split of each role's images over its nodes: "
+                      + "; ".join(f"{role} " + ", ".join(f"{n[:8]} {f:.2f}" for n, f in split.items())
+                                  for role, split in shared["split"].items())]
+        if r.get("gpu_clocks"):
+            lines.append("Node GPU clocks (measured): " + "; ".join(
+                f"{g['node_id'][:8]} {g['calls']} calls, busy {g['busy_s'] / r['wall_s']:.2f} of the run, at most "
+                f"{g['max_running']} at once" for g in r["gpu_clocks"]))
     if two:
         lines += ["", f"Two drivers, one set of shared named role actors: {two['images_per_job']} images each, concurrency "
                       f"{two['concurrency_per_job']} each", ""]
@@ -516,6 +580,10 @@ def main(argv=None) -> int:
                    help="trace the driver's Python allocations (a memory run: tracing slows the driver)")
     p.add_argument("--max-steps", type=int, default=3)
     p.add_argument("--dilation", type=float, default=0.05, help="time dilation k: every latency-model cost and batching wait × k")
+    p.add_argument("--gpu-sharing", choices=("partition", "time"), default="partition",
+                   help="how roles on one GPU share it: partition (each runs at its num_gpus share wherever it lands) or "
+                        "time (the processes on a node's GPU time-slice it: alone a replica runs at full speed; "
+                        "benchmarks/scale/gpu_clock.py), with the ideal from the placement Ray chose")
     p.add_argument("--latency-scale", default="1", help="sensitivity: every latency-model cost × this, or per role: 'llm=2,vlm=2'")
     p.add_argument("--gpu-large-nodes", type=int, default=2)
     p.add_argument("--gpu-small-nodes", type=int, default=2)
@@ -561,7 +629,7 @@ def main(argv=None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "host": platform.node(), "cpus": os.cpu_count(),
             "command": "python -m benchmarks.scale " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "nodes": run.sim.counts, "overrides": a.set, "dilation": a.dilation, "latency_scale": parse_scale(a.latency_scale), "max_steps": a.max_steps,
+            "nodes": run.sim.counts, "overrides": a.set, "dilation": a.dilation, "latency_scale": parse_scale(a.latency_scale), "max_steps": a.max_steps, "gpu_sharing": a.gpu_sharing,
             "off_loopback": sorted(run.off_loopback), "cluster_start_s": run.cluster_start_s, "git": _git(),
             "latency_model": run.model.as_dict(), "sources": SOURCES,
             "images_per_concurrency": a.images_per_concurrency, "image_side": a.image_side,

@@ -12,6 +12,7 @@ from typing import Any, Optional
 from benchmarks.scale.latency import (Ideal, LatencyModel, RoleDemand, batched_capacity, clip_capacity,
                                       critical_path, engine_capacity, fit_line, ideal_throughput)
 from benchmarks.scale.standins import PROPOSED_PER_ANSWER
+from benchmarks.scale.time_shared_ideal import time_shared_bound
 
 
 def percentile(values: list[float], q: float) -> Optional[float]:
@@ -134,10 +135,16 @@ def mean_prompt_tokens(stats: dict, role: str, kind: str) -> int:
     return int(round(toks / reqs)) if reqs else 0
 
 
-def ideal_for(cfg: Any, model: LatencyModel, stats: dict, images: int, concurrency: int) -> tuple[Ideal, list]:
-    """The ideal throughput (real images/s) of this workload on these roles (latency.ideal_throughput)."""
+def ideal_for(cfg: Any, model: LatencyModel, stats: dict, images: int, concurrency: int,
+              time_shared: Optional[tuple[list[dict], dict[str, float]]] = None) -> tuple[Ideal, list]:
+    """The ideal throughput (real images/s) of this workload on these roles (latency.ideal_throughput).
+
+    ``time_shared`` ((placement rows, GPUs per node), ``--gpu-sharing time``): every replica's cost is a
+    whole GPU's, and the role bound is time_shared_ideal's linear programme over that placement."""
     d = demands(stats, images)
     shares = {r: getattr(cfg, r).resources.num_gpus for r in ("t2i", "llm", "vlm", "captioner", "clip")}
+    if time_shared:
+        shares = {r: 1.0 for r in shares}
     reps = {r: getattr(cfg, r).resources.num_replicas for r in shares}
     caps = [
         batched_capacity("t2i", model.t2i, reps["t2i"], shares["t2i"], d["t2i"].items, cfg.t2i.batching.max_batch_size),
@@ -151,7 +158,19 @@ def ideal_for(cfg: Any, model: LatencyModel, stats: dict, images: int, concurren
                          describe_prompt_tokens=mean_prompt_tokens(stats, "vlm", "describe"),
                          differences_prompt_tokens=mean_prompt_tokens(stats, "llm", "differences"),
                          propose_prompt_tokens=mean_prompt_tokens(stats, "llm", "propose"))
-    return ideal_throughput(concurrency, sum(s.seconds for s in path), caps), path
+    ideal = ideal_throughput(concurrency, sum(s.seconds for s in path), caps)
+    if time_shared:
+        placement, gpus = time_shared
+        replicas_on: dict[str, dict[str, int]] = {}
+        for p in placement:
+            on = replicas_on.setdefault(p["role"], {})
+            on[p["node_id"]] = on.get(p["node_id"], 0) + 1
+        # a capacity's busy_s_per_image at share 1 is the role's whole-GPU work per image
+        shared = time_shared_bound({c.role: c.busy_s_per_image for c in caps}, replicas_on, gpus)
+        conc = ideal.concurrency_bound
+        ideal = Ideal(min(conc, shared.images_per_s), "concurrency" if conc < shared.images_per_s else shared.bound,
+                      conc, shared.images_per_s, ideal.critical_path_s, caps, shared=shared.as_dict())
+    return ideal, path
 
 
 def role_summary(stats: dict, wall_s: float, k: float) -> dict:

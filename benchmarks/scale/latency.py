@@ -325,11 +325,15 @@ class Ideal:
     role_bound: float
     critical_path_s: float
     capacities: list[RoleCapacity]
+    shared: Optional[dict] = None  # --gpu-sharing time: the linear programme's bound, node loads and split
 
     def as_dict(self) -> dict:
-        return {"images_per_s": self.images_per_s, "bound": self.bound, "concurrency_bound": self.concurrency_bound,
-                "role_bound": self.role_bound, "critical_path_s": self.critical_path_s,
-                "capacities": [asdict(c) for c in self.capacities]}
+        out = {"images_per_s": self.images_per_s, "bound": self.bound, "concurrency_bound": self.concurrency_bound,
+               "role_bound": self.role_bound, "critical_path_s": self.critical_path_s,
+               "capacities": [asdict(c) for c in self.capacities]}
+        if self.shared is not None:
+            out["shared"] = self.shared
+        return out
 
 
 def ideal_throughput(concurrency: int, critical_path_s: float, capacities: list[RoleCapacity]) -> Ideal:

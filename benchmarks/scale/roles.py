@@ -10,7 +10,7 @@ actor and every later one join it (see docs/scale.md, "Several drivers"). The cl
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Optional
 
 from actors.ray_actors import remote_class, replica_options
 from actors.spread import remove_named_groups
@@ -22,7 +22,11 @@ from benchmarks.scale.standins import OUTPUT_SIDE, SERVERS, RoleSpec
 ROLES = ("t2i", "llm", "vlm", "captioner", "clip")
 
 
-def role_specs(cfg: Any, model: LatencyModel, image_side: int = OUTPUT_SIDE) -> dict[str, RoleSpec]:
+def role_specs(cfg: Any, model: LatencyModel, image_side: int = OUTPUT_SIDE,
+               gpu_clocks: Optional[tuple[str, str]] = None) -> dict[str, RoleSpec]:
+    """Each role's stand-in spec. ``gpu_clocks`` ((prefix, namespace) of the node GPU clocks): ``--gpu-sharing
+    time`` — batched roles hand their whole-GPU work to their node's clock, chat engines run at a whole GPU
+    (the only tenant of their node's GPU, checked after placement)."""
     costs = {"t2i": model.t2i, "llm": model.llm, "vlm": model.vlm, "captioner": model.captioner,
              "clip": (model.clip_text, model.clip_image)}
     specs = {}
@@ -31,7 +35,10 @@ def role_specs(cfg: Any, model: LatencyModel, image_side: int = OUTPUT_SIDE) -> 
         share = section.resources.num_gpus
         if not share > 0:
             raise ValueError(f"{role}: the latency model needs a GPU share (resources.num_gpus > 0), got {share}")
-        specs[role] = RoleSpec(role, section, costs[role], share, model.dilation, model.answers, image_side=image_side)
+        if gpu_clocks:
+            share = 1.0
+        specs[role] = RoleSpec(role, section, costs[role], share, model.dilation, model.answers, image_side=image_side,
+                               gpu_clocks=gpu_clocks)
     return specs
 
 

@@ -37,6 +37,7 @@ from actors.chat.server import LLMServer, VLMServer
 from actors.clip_scorer import ClipServer
 from actors.prompt_budget import PromptBudget
 from actors.t2i import T2IServer
+from benchmarks.scale.gpu_clock import NodeGPU
 from benchmarks.scale.latency import AnswerTokens, BatchedCost, EngineCost
 
 TAG_RE = re.compile(r"scalejob(\d+)")
@@ -123,6 +124,18 @@ def _sleep(seconds: float) -> float:
     return time.perf_counter() - start
 
 
+def _busy(cost: BatchedCost, b: int, share: float, dilation: float, gpu: Optional[NodeGPU]) -> tuple[float, float]:
+    """Spend one batch's GPU time: (asked, slept) in real seconds. ``partition``: sleep the cost at this
+    replica's share. ``time`` (a NodeGPU): hand the whole-GPU cost to the node's clock, which serves it beside
+    the other calls on that GPU; what it took is both the asked and the slept time (no sleep overshoot
+    to tell apart)."""
+    if gpu is None:
+        asked = cost.seconds(b, share) * dilation
+        return asked, _sleep(asked)
+    took = gpu.run(cost.seconds(b, 1.0) * dilation)
+    return took, took
+
+
 # --------------------------------------------------------------------------- batched roles
 
 class LatencyT2IModel:
@@ -130,13 +143,13 @@ class LatencyT2IModel:
 
     device = "simulated"
 
-    def __init__(self, cost: BatchedCost, share: float, dilation: float, side: int = OUTPUT_SIDE):
-        self.cost, self.share, self.dilation, self.side = cost, share, dilation, side
+    def __init__(self, cost: BatchedCost, share: float, dilation: float, side: int = OUTPUT_SIDE,
+                 gpu: Optional[NodeGPU] = None):
+        self.cost, self.share, self.dilation, self.side, self.gpu = cost, share, dilation, side, gpu
         self.ledger = Ledger()
 
     def generate_batch(self, items: Sequence[tuple[str, int]]) -> list[np.ndarray]:
-        asked = self.cost.seconds(len(items), self.share) * self.dilation
-        slept = _sleep(asked)
+        asked, slept = _busy(self.cost, len(items), self.share, self.dilation, self.gpu)
         jobs = [text_job(p) for p, _ in items]
         out = []
         for (prompt, seed), job in zip(items, jobs):
@@ -164,13 +177,12 @@ class LatencyCaptionerModel:
 
     device = "simulated"
 
-    def __init__(self, cost: BatchedCost, share: float, dilation: float):
-        self.cost, self.share, self.dilation = cost, share, dilation
+    def __init__(self, cost: BatchedCost, share: float, dilation: float, gpu: Optional[NodeGPU] = None):
+        self.cost, self.share, self.dilation, self.gpu = cost, share, dilation, gpu
         self.ledger = Ledger()
 
     def caption_batch(self, images: Sequence[np.ndarray]) -> list[str]:
-        asked = self.cost.seconds(len(images), self.share) * self.dilation
-        slept = _sleep(asked)
+        asked, slept = _busy(self.cost, len(images), self.share, self.dilation, self.gpu)
         jobs = [image_job(im) for im in images]
         out = [f"scalejob{job if job is not None else 0} photo {zlib.crc32(np.ascontiguousarray(im).tobytes()):08x} of a quiet street"
                for im, job in zip(images, jobs)]
@@ -188,9 +200,10 @@ class LatencyClipModel:
     device = "simulated"
     identity = "standin-clip|latency-model"
 
-    def __init__(self, text: BatchedCost, image: BatchedCost, share: float, dilation: float):
+    def __init__(self, text: BatchedCost, image: BatchedCost, share: float, dilation: float,
+                 gpu: Optional[NodeGPU] = None):
         self.text_cost, self.image_cost, self.share, self.dilation = text, image, share, dilation
-        self.gpu = threading.Lock()
+        self.lock, self.node_gpu = threading.Lock(), gpu
         self.text_ledger, self.image_ledger = Ledger(), Ledger()
         self.text_forward_passes = self.texts_encoded = self.image_forward_passes = self.images_encoded = 0
 
@@ -204,9 +217,8 @@ class LatencyClipModel:
         texts = list(texts)
         if not texts:
             raise ValueError("encode_texts needs at least one text")
-        with self.gpu:
-            asked = self.text_cost.seconds(len(texts), self.share) * self.dilation
-            slept = _sleep(asked)
+        with self.lock:
+            asked, slept = _busy(self.text_cost, len(texts), self.share, self.dilation, self.node_gpu)
         self.text_ledger.record([text_job(t) for t in texts], asked, slept)
         self.text_forward_passes += 1
         self.texts_encoded += len(texts)
@@ -216,9 +228,8 @@ class LatencyClipModel:
         images = list(images)
         if not images:
             raise ValueError("encode_images needs at least one image")
-        with self.gpu:
-            asked = self.image_cost.seconds(len(images), self.share) * self.dilation
-            slept = _sleep(asked)
+        with self.lock:
+            asked, slept = _busy(self.image_cost, len(images), self.share, self.dilation, self.node_gpu)
         self.image_ledger.record([image_job(im) for im in images], asked, slept)
         self.image_forward_passes += 1
         self.images_encoded += len(images)
@@ -442,6 +453,12 @@ class RoleSpec:
     dilation: float
     answers: AnswerTokens = AnswerTokens()
     image_side: int = OUTPUT_SIDE  # side of the T2I stand-in's images (512: the size the latency model charges for)
+    #: ``--gpu-sharing time``: (prefix, namespace) of the node GPU clocks (benchmarks/scale/gpu_clock.py); None:
+    #: ``partition``, the replica runs at its num_gpus share
+    gpu_clocks: Optional[tuple[str, str]] = None
+
+    def node_gpu(self) -> Optional[NodeGPU]:
+        return NodeGPU(*self.gpu_clocks) if self.gpu_clocks else None
 
 
 def _where() -> dict:
@@ -454,7 +471,8 @@ def _where() -> dict:
 
 class SimT2IServer(T2IServer):
     def __init__(self, spec: RoleSpec):
-        super().__init__(spec.cfg, model=LatencyT2IModel(spec.cost, spec.share, spec.dilation, side=spec.image_side))
+        super().__init__(spec.cfg, model=LatencyT2IModel(spec.cost, spec.share, spec.dilation, side=spec.image_side,
+                                                           gpu=spec.node_gpu()))
 
     async def where(self) -> dict:
         return _where()
@@ -465,7 +483,7 @@ class SimT2IServer(T2IServer):
 
 class SimCaptionerServer(CaptionerServer):
     def __init__(self, spec: RoleSpec):
-        super().__init__(spec.cfg, model=LatencyCaptionerModel(spec.cost, spec.share, spec.dilation))
+        super().__init__(spec.cfg, model=LatencyCaptionerModel(spec.cost, spec.share, spec.dilation, gpu=spec.node_gpu()))
 
     async def where(self) -> dict:
         return _where()
@@ -477,7 +495,7 @@ class SimCaptionerServer(CaptionerServer):
 class SimClipServer(ClipServer):
     def __init__(self, spec: RoleSpec):
         text, image = spec.cost
-        super().__init__(spec.cfg, model=LatencyClipModel(text, image, spec.share, spec.dilation))
+        super().__init__(spec.cfg, model=LatencyClipModel(text, image, spec.share, spec.dilation, gpu=spec.node_gpu()))
 
     async def where(self) -> dict:
         return _where()
