@@ -56,11 +56,13 @@ class ProcessorSharing:
                 done.append(job)
         return done
 
-    def add(self, now: float, work_s: float) -> int:
-        self.advance(now)
+    def add(self, now: float, work_s: float) -> tuple[int, list[int]]:
+        """A job of ``work_s`` arriving at ``now``: its id, and the ids of the jobs that finished by ``now``
+        (the clock moves to ``now`` first; their callers must be told)."""
+        done = self.advance(now)
         job = next(self._ids)
         self.remaining[job] = max(work_s, 0.0)
-        return job
+        return job, done
 
     def next_finish(self) -> Optional[float]:
         """When the next job finishes if nothing arrives (absolute time), or None when idle."""
@@ -88,11 +90,14 @@ class GPUClock:
             self.ps.last = 0.0
         return loop.time() - self._started
 
-    def _settle(self) -> None:
-        for job in self.ps.advance(self._now()):
+    def _release(self, jobs: list[int]) -> None:
+        for job in jobs:
             fut = self.waiters.pop(job)
             if not fut.done():
                 fut.set_result(None)
+
+    def _settle(self) -> None:
+        self._release(self.ps.advance(self._now()))
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -103,11 +108,12 @@ class GPUClock:
     async def run(self, work_s: float) -> float:
         loop = asyncio.get_running_loop()
         start = self._now()
-        job = self.ps.add(start, work_s)
+        job, finished = self.ps.add(start, work_s)
         self.calls += 1
         self.max_running = max(self.max_running, len(self.ps.remaining))
         fut = loop.create_future()
         self.waiters[job] = fut
+        self._release(finished)
         self._settle()
         await fut
         return self._now() - start

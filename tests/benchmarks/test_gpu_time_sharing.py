@@ -18,7 +18,10 @@ def _finish_times(gpus, arrivals):
         nxt = ps.next_finish()
         if pending and (nxt is None or pending[0][1][0] <= nxt):
             i, (at, work) = pending.pop(0)
-            ids[ps.add(at, work)] = i
+            job, finished = ps.add(at, work)
+            for j in finished:
+                done[ids[j]] = at
+            ids[job] = i
             now = at
         else:
             now = nxt
@@ -37,6 +40,27 @@ def test_alone_a_call_runs_at_full_speed_and_two_on_one_gpu_at_half_speed_each()
     # the second has 0.5 left and runs alone to 2.0
     done, _ = _finish_times(1, [(0.0, 1.0), (0.5, 1.0)])
     assert done[0] == pytest.approx(1.5) and done[1] == pytest.approx(2.0)
+
+
+def test_a_job_that_finishes_as_another_arrives_is_reported_by_the_arrival():
+    ps = ProcessorSharing(1)
+    first, _ = ps.add(0.0, 1.0)
+    second, finished = ps.add(1.0, 1.0)  # no event was processed in between
+    assert finished == [first] and list(ps.remaining) == [second]
+
+
+def test_the_actor_answers_a_call_whose_job_ended_as_the_next_one_arrived():
+    async def scenario():
+        clock = GPUClock(1, "n")
+        first = asyncio.ensure_future(clock.run(0.05))
+        await asyncio.sleep(0.08)  # past its end: the next call's arrival may be what settles it
+        if clock._timer is not None:
+            clock._timer.cancel()  # as if the timer had not fired yet
+        second = await clock.run(0.01)
+        return await asyncio.wait_for(first, 1.0), second
+
+    first, second = asyncio.run(scenario())
+    assert first == pytest.approx(0.05, abs=0.04) and second == pytest.approx(0.01, abs=0.02)
 
 
 def test_a_node_with_two_gpus_runs_two_calls_at_full_speed_and_three_at_two_thirds():
