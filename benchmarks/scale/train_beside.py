@@ -173,6 +173,7 @@ class BesideRun(Run):
         self.nodes = classify_nodes(self.sim)
         self.cluster_start_s = time.perf_counter() - t0
         self.off_loopback: set[str] = set(listeners_off_loopback())
+        self.clocks: dict[str, dict] = {}  # as Run's (--gpu-sharing time only; this command keeps partition)
         self.added_nodes: list[dict] = []
 
     def batch(self, specs: dict, name: str, n_images: int, concurrency: int, seed: int, on_start=None) -> dict:
