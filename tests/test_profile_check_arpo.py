@@ -215,3 +215,23 @@ def test_on_a_joined_cluster_a_node_type_it_lacks_fails_naming_the_role(kit, tmp
     assert "on the Ray cluster at 127.0.0.1:" in out and "FAILED" in out
     assert "custom_resources" not in out.split("Replaced because this is a CPU", 1)[1].split("Running", 1)[0]
     assert "role 't2i'" in out and "gpu_small" in out, out
+
+
+@pytest.mark.parametrize("config", PROFILES)
+def test_list_only_prints_every_replacement_and_runs_nothing(kit, tmp_path, config):
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+        rc = main(["--config", str(CONFIGS / config), "--kit", str(kit), "--out", str(tmp_path), "--list-only"])
+    out = buffer.getvalue()
+    assert rc == 0, out
+    assert "Running the batch job" not in out and not (tmp_path / "run").exists()
+    header = next(line for line in out.splitlines() if line.startswith("Replaced because this is a CPU"))
+    count = int(header.split("(")[1].rstrip("):"))
+    listed = out.split(header)[1].split("\n\nNot run")[0].strip().splitlines()
+    assert count == len(listed) > 0
+    assert any(line.strip().startswith("t2i.device:") and "'cpu'" in line for line in listed)
+    if config == "one_gpu_24gb.yaml":  # the AWQ checkpoint is named as replaced, not silently dropped
+        assert any("AWQ: the twin is unquantised" in line for line in listed)

@@ -35,6 +35,8 @@ def main(argv: Optional[Sequence[str]] = None, *, in_process: bool = False) -> i
                                                                "(default: a temporary folder, removed)")
     parser.add_argument("--gpu-memory", default="80GiB", help="GPU size for the memory planner's table (default %(default)s)")
     parser.add_argument("--gpus", type=int, default=1, help="GPUs for the memory planner's table (default 1)")
+    parser.add_argument("--list-only", action="store_true", help="print the planner's table, the twins and every "
+                        "replacement the CPU forces, then exit without running the job (batch profiles)")
     parser.add_argument("--address", default=None, help="join this running Ray cluster (e.g. 127.0.0.1:6379, or auto) "
                         "instead of starting a local Ray: the roles keep their custom resources and replica counts, "
                         "so a node type the cluster lacks fails the check naming the role (batch profiles)")
@@ -82,6 +84,9 @@ def main(argv: Optional[Sequence[str]] = None, *, in_process: bool = False) -> i
     print(f"\nReplaced because this is a CPU ({len(twin.replaced)}):")
     for line in twin.replaced:
         print(f"  {line}")
+    if args.list_only:
+        print("\nNot run (--list-only): the twins and the replacements above are what a check would run.")
+        return 0
 
     with tempfile.TemporaryDirectory(prefix="expectdiff-check-") as tmp:
         work = args.out.resolve() if args.out else Path(tmp)
