@@ -151,6 +151,20 @@ def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(v - before.get(pid, 0.0) for pid, v in after.items())
 
 
+def wait_resources_back(timeout_s: float = 120.0) -> None:
+    """Wait until every GPU the cluster has is free again. Actors and placement groups are removed
+    asynchronously: a SPREAD group placed while the last level's bundles still hold one gpu_small node
+    rightly puts both T2I replicas on the other (best effort), which is not the placement being measured."""
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while ray.available_resources().get("GPU", 0) < ray.cluster_resources().get("GPU", 0):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the cluster's GPUs were not all free {timeout_s:.0f} s after the roles were killed: "
+                               f"{ray.available_resources().get('GPU', 0)} of {ray.cluster_resources().get('GPU', 0)}")
+        time.sleep(0.2)
+
+
 CHAT_ROLES = ("llm", "vlm")
 GPU_SHARING_SAYS = {"partition": "a replica runs at its num_gpus share wherever it lands",
                     "time": "the processes on a node's GPU time-slice it; benchmarks/scale/gpu_clock.py"}
@@ -251,11 +265,12 @@ class Run:
 
         kill(handles, prefix)
         clocks = self.clocks.pop(prefix, None)
-        if not clocks:
-            return None
-        stats = ray.get([c.stats.remote() for c in clocks.values()])
-        for c in clocks.values():
-            ray.kill(c, no_restart=True)
+        stats = None
+        if clocks:
+            stats = ray.get([c.stats.remote() for c in clocks.values()])
+            for c in clocks.values():
+                ray.kill(c, no_restart=True)
+        wait_resources_back()
         return stats
 
     # ------------------------------------------------------------------ drivers
