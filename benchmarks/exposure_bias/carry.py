@@ -132,12 +132,10 @@ def pack(protocol, dest: Path, force: bool = False) -> dict:
             left.append(f"{u.folder} (unfinished: carried whole, to resume)")
             size += _copy_files(src, tmp / u.folder)
     kept = []
-    for need in needs:
-        unit_folder = need.path.parent
-        owner_done = (work / unit_folder / units.MARKER).is_file()
+    for need in needs:  # each weights folder once; an unfinished owner's went with it above
+        owner_done = (work / need.path.parent / units.MARKER).is_file()
         if owner_done and (work / need.path).is_dir() and any(not _done(work, r) for r in need.readers):
-            if not (tmp / need.path).exists():
-                size += _copy_files(work / need.path, tmp / need.path)
+            size += _copy_files(work / need.path, tmp / need.path)
             kept.append(str(need.path))
     manifest = {"units_done": len(carried), "units_in_config": len(all_units), "weights_kept": kept,
                 "unfinished": left, "bytes": size}
