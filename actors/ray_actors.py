@@ -116,6 +116,37 @@ def _forward(fn):
     return method
 
 
+def _resolving(fn):
+    """``fn`` (a coroutine method) with the object references nested in its arguments awaited first
+    (actors.object_refs.resolve_nested); name and signature kept, no ``__wrapped__`` (see :func:`_forward`)."""
+    async def method(self, *args, **kwargs):
+        from actors.object_refs import resolve_nested
+
+        args, kwargs = await resolve_nested(args, kwargs)
+        return await fn(self, *args, **kwargs)
+
+    method.__name__, method.__qualname__, method.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+    method.__signature__ = inspect.signature(fn)
+    return method
+
+
+def data_methods(cls: type) -> tuple[str, ...]:
+    """The public coroutine methods of ``cls`` that are not control methods: the ones that may get images."""
+    control = set(control_methods(cls))
+    return tuple(name for name, fn in inspect.getmembers(cls, inspect.iscoroutinefunction)
+                 if not name.startswith("_") and name not in control)
+
+
+def with_resolved_refs(cls: type) -> type:
+    """A subclass of ``cls`` whose data methods take images as object references anywhere in their arguments:
+    Ray resolves only top-level ones; a list of generated images or a message's image part arrives as references
+    (the driver's actors.object_refs.ImageRefs), awaited here before the server's method runs."""
+    wrapped = {name: _resolving(getattr(cls, name)) for name in data_methods(cls)}
+    if not wrapped:
+        return cls
+    return type(cls.__name__, (cls,), {**wrapped, "__doc__": cls.__doc__})
+
+
 def with_control_group(cls: type) -> type:
     """A subclass of ``cls`` whose ``CONTROL_METHODS`` are marked for :data:`CONTROL_GROUP`
     (``ray.method(concurrency_group=...)`` on forwarding methods: ``cls`` itself is left as is)."""
@@ -129,13 +160,15 @@ def with_control_group(cls: type) -> type:
 
 
 def remote_class(cls: type):
-    """``ray.remote(cls)``, with the control concurrency group when ``cls`` declares control methods
-    (Ray takes ``concurrency_groups`` only here, not in ``.options()``)."""
+    """``ray.remote(cls)``: its data methods resolve nested object references (:func:`with_resolved_refs`), and
+    its control methods run in the control concurrency group when it declares any (Ray takes
+    ``concurrency_groups`` only here, not in ``.options()``)."""
     import ray
 
-    marked = with_control_group(cls)
-    if marked is cls:
-        return ray.remote(cls)
+    resolving = with_resolved_refs(cls)
+    marked = with_control_group(resolving)
+    if marked is resolving:
+        return ray.remote(resolving)
     return ray.remote(concurrency_groups={CONTROL_GROUP: CONTROL_GROUP_CONCURRENCY})(marked)
 
 

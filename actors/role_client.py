@@ -24,6 +24,10 @@ class RoleClient:
     the group spreading this job's own replicas (actors/spread.py), removed when they are killed.
     """
 
+    #: Its actors take images as object references (actors.object_refs): the graph hands them references, not
+    #: pixels (a test's in-process double has no such attribute and gets arrays).
+    takes_object_refs = True
+
     def __init__(self, role: str, handles: Sequence[Any], route: str | None = None,
                  control: Sequence[str] = (), shared: Optional[dict] = None, placement_group: Any = None):
         if not handles:
@@ -36,30 +40,64 @@ class RoleClient:
         self.handles = list(handles)
         self._next = itertools.cycle(range(len(self.handles)))
 
-    def _remote(self, handle: Any, method: str, *args, **kwargs):
+    def _remote(self, handle: Any, method: str, *args, num_returns: Optional[int] = None, **kwargs):
         if self.route is not None:
-            if method in self.control:
-                return handle.call_control.remote(self.route, method, *args, **kwargs)
-            return handle.call.remote(self.route, method, *args, **kwargs)
-        return getattr(handle, method).remote(*args, **kwargs)
+            name, args = ("call_control" if method in self.control else "call"), (self.route, method, *args)
+        else:
+            name = method
+        fn = getattr(handle, name)
+        if num_returns is not None:
+            fn = fn.options(num_returns=num_returns)
+        return fn.remote(*args, **kwargs)
 
     def __getattr__(self, method: str):
         if method.startswith("_"):
             raise AttributeError(method)
 
         async def call(*args, **kwargs):
-            handle = self.handles[next(self._next)]
-            started, outcome = time.perf_counter(), "error"
-            try:
-                result = await self._remote(handle, method, *args, **kwargs)
-                outcome = "ok"
-                return result
-            finally:  # the driver's view of the role: queueing, batching and the forward pass (core.metrics)
-                record("role_calls_total", 1, {"role": self.role, "method": method, "outcome": outcome})
-                record("role_call_seconds", time.perf_counter() - started, {"role": self.role, "method": method})
+            with self._recorded(method):
+                return await self._remote(self.handles[next(self._next)], method, *args, **kwargs)
 
         call.__name__ = method
         return call
+
+    def _recorded(self, method: str):
+        """Count and time one call (core.metrics): the driver's view of the role — queueing, batching and the
+        forward pass."""
+        client = self
+
+        class _Recorded:
+            def __enter__(self):
+                self.started = time.perf_counter()
+
+            def __exit__(self, exc_type, *exc):
+                outcome = "ok" if exc_type is None else "error"
+                record("role_calls_total", 1, {"role": client.role, "method": method, "outcome": outcome})
+                record("role_call_seconds", time.perf_counter() - self.started, {"role": client.role, "method": method})
+                return False
+
+        return _Recorded()
+
+    async def call_keeping_refs(self, method: str, n: int, *args, **kwargs) -> tuple[Any, list, list]:
+        """``method``'s result, a list of ``n`` items (one image per seed), left in the object store:
+        ``(whole, values, items)`` — ``whole`` stands for the list as an argument of another role's call,
+        ``items[i]`` for item i (actors.object_refs: resolved at the receiving actor), ``values`` the items here.
+        So the items go on to other roles without the driver putting them into the store again."""
+        from actors.object_refs import Item
+
+        if n < 1:
+            raise ValueError("n must be at least 1")
+        with self._recorded(method):
+            handle = self.handles[next(self._next)]
+            if n == 1:  # one return object, the list: Ray cannot split a one-item list into its item
+                ref = self._remote(handle, method, *args, **kwargs)
+                values = await ref
+                return ref, list(values), [Item(ref, 0)]
+            refs = list(self._remote(handle, method, *args, num_returns=n, **kwargs))
+            import asyncio
+
+            values = await asyncio.gather(*refs)
+            return refs, list(values), refs
 
     async def broadcast(self, method: str, *args, **kwargs) -> list:
         """Call ``method`` on every replica (e.g. ``stats``, ``ping``)."""

@@ -19,6 +19,7 @@ from typing import Any, Awaitable, Callable, Optional
 
 from langgraph.graph import END, START, StateGraph
 
+from actors.object_refs import ImageRefs
 from actors.roles import Roles
 from core.metrics import record
 from agents import negative_nodes, nodes
@@ -45,7 +46,7 @@ def _timed(name: str, fn: Callable[[ArpoState], Awaitable[dict]]) -> Callable[[A
 
 def build_graph(roles: Roles, cfg: AgentConfig, token_limit: int, *,
                 max_image_pixels: int = nodes.DEFAULT_MAX_IMAGE_PIXELS, base_dir: Optional[Path] = None,
-                negative_prompt: Optional[str] = None) -> StateGraph:
+                negative_prompt: Optional[str] = None, refs: Optional[ImageRefs] = None) -> StateGraph:
     """The uncompiled ARPO graph for these roles and settings.
 
     ``base_dir``: relative paths in the state (reference, work folder, generated images)
@@ -57,12 +58,21 @@ def build_graph(roles: Roles, cfg: AgentConfig, token_limit: int, *,
 
     ``negative_prompt``: the profile's ``t2i.negative_prompt``, which the T2I role puts before the
     negatives the agent tries (``cfg.negative``); counted in their token budget.
+
+    ``refs``: where the images of the optimisations in flight are kept as object-store references, when
+    the roles are Ray clients (actors.object_refs); the caller releases an image's when it ends. None: a
+    new one, unless the roles take pixel arrays (in-process roles) and need none.
     """
     budget = token_limit - cfg.reserved_tokens
     if budget < 1:
         raise ValueError(f"token_limit {token_limit} leaves no room after reserved_tokens {cfg.reserved_tokens}")
+    if not nodes.takes_object_refs(roles):
+        refs = None
+    elif refs is None:
+        refs = ImageRefs()
     deps = nodes.NodeDeps(roles=roles, cfg=cfg, token_budget=budget, max_image_pixels=max_image_pixels,
-                          base_dir=Path(base_dir) if base_dir is not None else None, negative_prompt=negative_prompt)
+                          base_dir=Path(base_dir) if base_dir is not None else None, negative_prompt=negative_prompt,
+                          refs=refs)
     graph = StateGraph(ArpoState)
     for name in NODE_NAMES:
         graph.add_node(name, _timed(name, functools.partial(getattr(nodes, name), deps=deps)))

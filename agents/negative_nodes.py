@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from agents import chat_steps
-from agents.nodes import NodeDeps, generate_and_score, load_image
+from agents.nodes import NodeDeps, generate_and_score, generated_input, reference_input
 from agents.prompt_parts import PromptParts
 from agents.selection import token_budget
 from agents.state import ArpoState
@@ -41,7 +41,8 @@ def _best(state: ArpoState) -> dict:
 async def negative_propose(state: ArpoState, deps: NodeDeps) -> dict:
     """What P*'s image shows that the reference lacks (VLM), as candidate negative fragments (LLM)."""
     best = _best(state)
-    reference, generated = await asyncio.gather(load_image(state["reference_path"], deps), load_image(best["image_paths"][0], deps))
+    reference, generated = await asyncio.gather(reference_input(state, deps, state["reference_path"]),
+                                                generated_input(state, deps, best["image_paths"][0]))
     extras = await chat_steps.name_extras(deps.roles.vlm, reference, generated)
     candidates = await chat_steps.propose_negatives(
         deps.roles.llm, extras, PromptParts.from_lists(best["content"], best["style"]),

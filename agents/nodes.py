@@ -18,6 +18,7 @@ import numpy as np
 from langgraph.graph import END
 
 from actors.image_checks import check_rgb_uint8
+from actors.object_refs import ImageRefs
 from actors.roles import Roles
 from agents import chat_steps
 from agents.config import AgentConfig, JobConfig
@@ -44,6 +45,9 @@ class NodeDeps:
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     base_dir: Optional[Path] = None  # relative paths in the state are relative to this folder
     negative_prompt: Optional[str] = None  # t2i.negative_prompt: the role puts it before the agent's own negatives
+    #: images by object-store reference (actors.object_refs), when every image-taking role is a Ray client: None
+    #: hands the roles pixel arrays (in-process roles, tests' doubles)
+    refs: Optional[ImageRefs] = None
 
     def path(self, stored: str) -> Path:
         """A path from the state as a file to open or write."""
@@ -56,6 +60,34 @@ class NodeDeps:
 async def load_image(path: str, deps: NodeDeps) -> np.ndarray:
     """An image named by the state (reference or generated), read on a worker thread under the pixel limit."""
     return await asyncio.to_thread(load_rgb, deps.path(path), deps.max_image_pixels)
+
+
+def takes_object_refs(roles: Roles) -> bool:
+    """Whether every role that gets images takes them as object references (actors.role_client.RoleClient)."""
+    return all(getattr(getattr(roles, name), "takes_object_refs", False) for name in ("t2i", "vlm", "captioner", "clip"))
+
+
+async def reference_input(state: ArpoState, deps: NodeDeps, path: str) -> object:
+    """A reference image (the image's own, or a set member's) as a role argument: with object references, put
+    into the store once per optimisation and handed out again by reference; else its pixels. Either way it is
+    read under the pixel limit the first time (an unreadable image fails here, naming the file)."""
+    if deps.refs is None:
+        return await load_image(path, deps)
+    owner, name = state["image_id"], f"reference:{path}"
+    ref = deps.refs.get(owner, name)
+    if ref is None:
+        ref = await asyncio.to_thread(lambda: deps.refs.put(owner, name, load_rgb(deps.path(path), deps.max_image_pixels)))
+    return ref
+
+
+async def generated_input(state: ArpoState, deps: NodeDeps, path: str) -> object:
+    """A generated image as a role argument: the T2I role's own object in the store while it is the latest
+    generation of this optimisation in flight; else (a resumed run, an older image) the file's pixels."""
+    if deps.refs is not None:
+        ref = deps.refs.generated(state["image_id"], path)
+        if ref is not None:
+            return ref
+    return await load_image(path, deps)
 
 
 def write_png(image: np.ndarray, path: Path) -> None:
@@ -88,23 +120,30 @@ async def _mean_over_references(state: ArpoState, deps: NodeDeps, n: int, what: 
     with m the members' mean unit embedding: the ranking against the mean embedding, scaled by the set's
     constant |m| ≤ 1, so Algorithm 8's "keep what raises the score" decides as with the mean embedding."""
     refs = scoring_references(state)
-    loaded = await asyncio.gather(*(load_image(path, deps) for _, path in refs))
+    loaded = await asyncio.gather(*(reference_input(state, deps, path) for _, path in refs))
     results = await asyncio.gather(*(call(image, key) for (key, _), image in zip(refs, loaded)))
     per_ref = [checked_scores(scores, n, what) for scores in results]
     return [sum(column) / len(column) for column in zip(*per_ref)]
 
 
-async def clip_i_scores(state: ArpoState, deps: NodeDeps, images: Sequence[np.ndarray], what: str) -> list[float]:
-    """CLIP image-image similarity of each image to the reference (a set: the mean over its members)."""
-    return await _mean_over_references(state, deps, len(images), what, lambda ref, key: deps.roles.clip.image_image_scores(
-        list(images), ref, reference_key=key))
+def _images_arg(images: object) -> object:
+    """Images as a role argument: a list of arrays or references is copied; one reference to a whole list
+    (actors.role_client.RoleClient.call_keeping_refs) is passed as it is."""
+    return list(images) if isinstance(images, (list, tuple)) else images
 
 
-async def style_scores(state: ArpoState, deps: NodeDeps, images: Sequence[np.ndarray], what: str) -> list[float]:
-    """The style similarity of each image to the reference (a set: the mean over its members): agent.style_only's
-    image score (actors.clip_scorer.ClipServer.style_scores)."""
-    return await _mean_over_references(state, deps, len(images), what, lambda ref, key: deps.roles.clip.style_scores(
-        list(images), ref, reference_key=key))
+async def clip_i_scores(state: ArpoState, deps: NodeDeps, images: object, n: int, what: str) -> list[float]:
+    """CLIP image-image similarity of each of the ``n`` images to the reference (a set: the mean over its members).
+    ``images``: arrays, or their object references (:func:`_images_arg`)."""
+    return await _mean_over_references(state, deps, n, what, lambda ref, key: deps.roles.clip.image_image_scores(
+        _images_arg(images), ref, reference_key=key))
+
+
+async def style_scores(state: ArpoState, deps: NodeDeps, images: object, n: int, what: str) -> list[float]:
+    """The style similarity of each of the ``n`` images to the reference (a set: the mean over its members):
+    agent.style_only's image score (actors.clip_scorer.ClipServer.style_scores)."""
+    return await _mean_over_references(state, deps, n, what, lambda ref, key: deps.roles.clip.style_scores(
+        _images_arg(images), ref, reference_key=key))
 
 
 async def clip_t_scores(state: ArpoState, deps: NodeDeps, texts: Sequence[str], what: str) -> list[float]:
@@ -126,7 +165,7 @@ def _generated_path(state: ArpoState) -> str:
 
 async def init(state: ArpoState, deps: NodeDeps) -> dict:
     """P^0: the user's prompt if given, else the captioner's caption of the reference (eq. 4.1)."""
-    reference = await load_image(state["reference_path"], deps)  # also refuses an unreadable image early
+    reference = await reference_input(state, deps, state["reference_path"])  # also refuses an unreadable image early
     deps.path(state["work_dir"]).mkdir(parents=True, exist_ok=True)
     if state.get("user_prompt"):
         parts = PromptParts.from_text(state["user_prompt"])
@@ -155,6 +194,7 @@ class Scored:
     paths: list[str]
     also: list  # the results of the extra calls
     style_i: Optional[list[float]] = None  # per seed, under agent.style_only
+    items: Optional[list] = None  # per seed, the image as a role argument (an object reference, or the pixels)
 
 
 async def generate_and_score(state: ArpoState, deps: NodeDeps, prompt: str, folder: Path, *,
@@ -166,20 +206,26 @@ async def generate_and_score(state: ArpoState, deps: NodeDeps, prompt: str, fold
     seeds = list(deps.cfg.seeds)
     with_negative = "" if negative_prompt is None else " with a negative prompt"
     own = {} if negative_prompt is None else {"negative_prompt": negative_prompt}
-    images = list(await deps.roles.t2i.generate(prompt, seeds, **own))
+    if deps.refs is not None:  # the images stay in the store: CLIP (and later the VLM) get T2I's own objects
+        whole, images, items = await deps.roles.t2i.call_keeping_refs("generate", len(seeds), prompt, seeds, **own)
+    else:
+        images = list(await deps.roles.t2i.generate(prompt, seeds, **own))
+        whole = items = images
     if len(images) != len(seeds):
         raise ValueError(f"the T2I role returned {len(images)} images for {len(seeds)} seeds")
     for seed, image in zip(seeds, images):
         check_rgb_uint8(image, f"T2I image for seed {seed}{with_negative}")
     paths = [folder / f"{i:02d}_seed{seed}.png" for i, seed in enumerate(seeds)]
-    styled = [lambda: style_scores(state, deps, images, f"style scores{with_negative}")] if deps.cfg.style_only else []
+    n = len(seeds)
+    styled = [lambda: style_scores(state, deps, whole, n, f"style scores{with_negative}")] if deps.cfg.style_only else []
     per_seed, *rest = await asyncio.gather(
-        clip_i_scores(state, deps, images, f"CLIP image-image scores{with_negative}"),
+        clip_i_scores(state, deps, whole, n, f"CLIP image-image scores{with_negative}"),
         *(call() for call in (*styled, *also)),
         *(asyncio.to_thread(write_png, image, deps.path(str(path))) for image, path in zip(images, paths)),
     )
     style = rest.pop(0) if styled else None
-    return Scored(clip_i=per_seed, paths=[p.as_posix() for p in paths], also=rest[:len(also)], style_i=style)
+    return Scored(clip_i=per_seed, paths=[p.as_posix() for p in paths], also=rest[:len(also)], style_i=style,
+                  items=list(items))
 
 
 async def generate(state: ArpoState, deps: NodeDeps) -> dict:
@@ -189,6 +235,8 @@ async def generate(state: ArpoState, deps: NodeDeps) -> dict:
     scored = await generate_and_score(
         state, deps, rendered, Path(state["work_dir"]) / f"iter_{t:02d}",
         also=[lambda: clip_t_scores(state, deps, [rendered], "CLIP text-image score")])
+    if deps.refs is not None:  # describe / diff hand the VLM this generation's image by reference
+        deps.refs.set_generation(state["image_id"], dict(zip(scored.paths, scored.items)))
     per_seed = scored.clip_i
     clip_t = scored.also[0][0]
     clip_i = sum(per_seed) / len(per_seed)
@@ -213,10 +261,10 @@ async def generate(state: ArpoState, deps: NodeDeps) -> dict:
 async def describe(state: ArpoState, deps: NodeDeps) -> dict:
     """Enhanced framework: content and style descriptions of the generated image, and of the reference once per image."""
     vlm = deps.roles.vlm
-    generated = await load_image(_generated_path(state), deps)
+    generated = await generated_input(state, deps, _generated_path(state))
     ref_desc = state.get("reference_description")
     if ref_desc is None:
-        reference = await load_image(state["reference_path"], deps)
+        reference = await reference_input(state, deps, state["reference_path"])
         ref_desc, gen_desc = await asyncio.gather(chat_steps.describe_image(vlm, reference),
                                                   chat_steps.describe_image(vlm, generated))
     else:
@@ -233,7 +281,8 @@ async def diff(state: ArpoState, deps: NodeDeps) -> dict:
     if deps.cfg.framework == "enhanced":
         diffs = await chat_steps.list_differences(deps.roles.llm, state["reference_description"], state["generated_description"])
     else:
-        reference, generated = await asyncio.gather(load_image(state["reference_path"], deps), load_image(_generated_path(state), deps))
+        reference, generated = await asyncio.gather(reference_input(state, deps, state["reference_path"]),
+                                                    generated_input(state, deps, _generated_path(state)))
         diffs = await chat_steps.compare_images(deps.roles.vlm, reference, generated)
     # recorded in this iteration's record too, for the report (the state keys are cleared each iteration)
     history = _with_last(state["history"], description=state.get("generated_description"), differences=diffs)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional, TextIO
 
 from actors.chat.messages import shrink_to
+from actors.object_refs import ImageRefs
 from agents.batch.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, SetupError
 from agents.batch.identity import JobIdentity, OnChange, open_job
 from agents.batch.captions import CaptionOptions, Captions
@@ -181,8 +182,10 @@ async def run_batch(cfg: ArpoConfig, image_dir: "str | Path | ImageSource", out_
             outcome.elapsed_s = time.monotonic() - started_at
 
         cleanup.callback(summarise)
-        async with _shared_graph(cfg, roles, out_dir, graph) as shared:
-            run = _ItemRunner(cfg, out_dir, roles, identity, writer, progress, outcome, optimise_fn, shared, captioner)
+        graph_cm = _shared_graph(cfg, roles, out_dir, graph, concurrency)
+        async with graph_cm as shared:
+            run = _ItemRunner(cfg, out_dir, roles, identity, writer, progress, outcome, optimise_fn, shared, captioner,
+                              refs=graph_cm.refs)
             await _run_all(todo, run, concurrency, stop, progress)
     return outcome
 
@@ -210,9 +213,12 @@ def rerank_finished(items: list[WorkItem], finished: set[str], results: ResultsL
 class _shared_graph:
     """The one compiled graph (with its checkpointer) all images share; a given graph is used as is."""
 
-    def __init__(self, cfg: ArpoConfig, roles: Any, out_dir: Path, graph: Any):
+    def __init__(self, cfg: ArpoConfig, roles: Any, out_dir: Path, graph: Any, concurrency: int):
         self.cfg, self.roles, self.out_dir, self.graph = cfg, roles, out_dir, graph
         self._checkpointer_cm = None
+        # the images in flight as object-store references (Ray roles only); each image's are released when it
+        # ends, so the bound (room for every image in flight) only guards against a path that forgets to
+        self.refs = ImageRefs(max_owners=max(64, 2 * concurrency))
 
     async def __aenter__(self):
         if self.graph is not None:
@@ -225,7 +231,7 @@ class _shared_graph:
             checkpointer = await self._checkpointer_cm.__aenter__()
             graph = build_graph(self.roles, self.cfg.agent, self.cfg.t2i.max_prompt_tokens,
                                 max_image_pixels=self.cfg.job.max_image_pixels, base_dir=self.out_dir,
-                                negative_prompt=self.cfg.t2i.negative_prompt)
+                                negative_prompt=self.cfg.t2i.negative_prompt, refs=self.refs)
             return compile_graph(graph, checkpointer)
         except Exception as exc:
             raise SetupError(f"cannot set up the agent graph / checkpointer: {type(exc).__name__}: {exc}") from exc
@@ -250,6 +256,14 @@ class _ItemRunner:
     optimise_fn: OptimiseFn
     graph: Any
     captions: Optional[Captions] = None
+    refs: Optional[ImageRefs] = None  # the graph's object-store references of the images in flight
+
+    async def __call__(self, item: WorkItem) -> None:
+        try:
+            await self._run(item)
+        finally:  # done, failed or cancelled: its images leave the object store (a rerun reads the files)
+            if self.refs is not None:
+                self.refs.release(item.image_id)
 
     def finish(self, item: WorkItem, record: dict) -> None:
         self.writer.record(item, record)
@@ -272,7 +286,7 @@ class _ItemRunner:
     def fail(self, item: WorkItem, error: str) -> None:
         self.finish(item, error_record(item, error, self.out_dir, self.identity.fingerprint))
 
-    async def __call__(self, item: WorkItem) -> None:
+    async def _run(self, item: WorkItem) -> None:
         self.progress.started()
         self.writer.header.running = self.progress.running
         metric("images_in_flight", self.progress.running, {"job_id": self.identity.job_id})

@@ -200,7 +200,8 @@ def parse_scale(text: str) -> dict[str, float]:
 
 #: Options of this command's parser that other commands driving a Run (benchmarks.scale.train_beside) need not have.
 RUN_DEFAULTS = {"image_side": 32, "store_every": 5.0, "tracemalloc": False, "inject_cpu_ms": 0.0, "inject_wait_s": 0.0,
-                "gpu_sharing": "partition"}
+                "gpu_sharing": "partition", "object_store_mb": 80,
+                "images_by_value": False}
 
 
 def with_run_defaults(args):
@@ -220,7 +221,7 @@ class Run:
         self.model: LatencyModel = default_model(self.cfg).scaled_roles(parse_scale(args.latency_scale)).with_dilation(args.dilation)
         counts = {"gpu_large": args.gpu_large_nodes, "gpu_small": args.gpu_small_nodes}
         t0 = time.perf_counter()
-        self.sim = start_cluster(counts, temp_dir=f"/tmp/rsc{os.getpid()}")
+        self.sim = start_cluster(counts, temp_dir=f"/tmp/rsc{os.getpid()}", object_store_mb=self.args.object_store_mb)
         import ray
 
         ray.init(address=self.sim.address, namespace=NAMESPACE, log_to_driver=False,
@@ -330,6 +331,7 @@ class Run:
         cprofile = str(self.work / f"driver-{tag}.prof") if concurrency in a.cprofile else None
         spec = self.driver_spec(specs, tag, images, out, concurrency, None, cprofile)
         spec.tracemalloc = a.tracemalloc
+        spec.images_by_value = a.images_by_value
         if inject:  # the fault check: CPU is the driver's own (not dilated); a wait of w real s is w × k on the sim clock
             spec.inject_cpu_s, spec.inject_wait_s = a.inject_cpu_ms / 1000, a.inject_wait_s * self.model.dilation
         cpu0 = tree_cpu()
@@ -534,6 +536,16 @@ def render(meta: dict, rows: list[dict], two: Optional[dict]) -> str:
             if t.get("per_inflight_kb") is not None:
                 lines.append(f"| {r.get('label', r['concurrency'])} | {t['samples']} | {t['start_mb']:.1f} | {t['median_mb']:.1f} "
                              f"| {t['peak_mb']:.1f} | {t['per_inflight_kb']:.0f} | {fmt(t['per_finished_kb'], '.2f')} |")
+    if rows:
+        by = "pixel arrays on every call (--images-by-value)" if meta.get("images_by_value") else \
+            "object references (actors/object_refs.py)"
+        lines += ["", f"Images to the roles as {by}; the driver's memory (RSS) while C were in flight:", "",
+                  "| concurrency | RSS start MB | RSS peak MB | RSS per in-flight KB | images the driver put | references reused |",
+                  "|---:|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            refs = r.get("image_refs") or {}
+            lines.append(f"| {r.get('label', r['concurrency'])} | {r['rss0_mb']:.0f} | {r['rss_peak_full_mb']:.0f} "
+                         f"| {r['rss_per_inflight_kb']:.0f} | {refs.get('puts', '–')} | {refs.get('reused', '–')} |")
     if rows and all((r.get("object_store") or {}).get("samples") for r in rows):
         lines += ["", "Object store, whole cluster (Ray's store statistics, as `ray memory --stats-only`; sampled while the driver ran):", "",
                   "| concurrency | samples | peak in use MB | peak objects | spilled MB (objects) | capacity MB |", "|---:|---:|---:|---:|---:|---:|"]
@@ -591,6 +603,11 @@ def main(argv=None) -> int:
     p.add_argument("--image-side", type=int, default=32,
                    help="side of the reference and generated images in pixels (512: gpu_cluster.yaml's SD1.5 size)")
     p.add_argument("--store-every", type=float, default=5.0, help="seconds between object-store samples")
+    p.add_argument("--images-by-value", action="store_true",
+                   help="comparison: the graph hands the roles pixel arrays (Ray puts them into the store on every call) "
+                        "instead of object references put once per optimisation (actors/object_refs.py)")
+    p.add_argument("--object-store-mb", type=int, default=80,
+                   help="object store of each simulated node in MB (a small one makes Ray spill to disk)")
     p.add_argument("--tracemalloc", action="store_true",
                    help="trace the driver's Python allocations (a memory run: tracing slows the driver)")
     p.add_argument("--max-steps", type=int, default=3)
@@ -648,6 +665,7 @@ def main(argv=None) -> int:
             "off_loopback": sorted(run.off_loopback), "cluster_start_s": run.cluster_start_s, "git": _git(),
             "latency_model": run.model.as_dict(), "sources": SOURCES,
             "images_per_concurrency": a.images_per_concurrency, "image_side": a.image_side,
+            "object_store_mb_per_node": a.object_store_mb, "images_by_value": a.images_by_value,
             "injected": {"cpu_ms_per_node": a.inject_cpu_ms, "wait_real_s_per_node": a.inject_wait_s}}
     text = render(meta, rows, two)
     print(text)

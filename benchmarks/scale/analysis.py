@@ -255,4 +255,5 @@ def driver_figures(res: dict, concurrency: int, out_dir_bytes: dict) -> dict:
         "checkpoint_bytes_per_image": out_dir_bytes.get("checkpoint", 0) / max(images, 1),
         "output_bytes_per_image": out_dir_bytes.get("total", 0) / max(images, 1),
         "writer": writer,
+        "image_refs": res.get("image_refs"),  # the driver's shelf: images put, references handed out again
     }

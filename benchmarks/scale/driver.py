@@ -56,6 +56,9 @@ class DriverSpec:
     inject_cpu_s: float = 0.0  # the fault check: CPU burnt in the driver per node (benchmarks/scale/overhead.py)
     inject_wait_s: float = 0.0  # ... and a wait per node (sim seconds)
     tracemalloc: bool = False  # trace the driver's Python allocations (slows it: a memory run, not a speed run)
+    #: hand the roles pixel arrays, as before images travelled by reference (a comparison run: Ray then puts an
+    #: argument's pixels into the store again on every call)
+    images_by_value: bool = False
 
 
 class Timer:
@@ -186,7 +189,7 @@ async def run(spec: DriverSpec) -> dict:
     from agents.batch.runner import run_batch
     from benchmarks.scale.cluster import loopback_environment
     from benchmarks.scale.overhead import Injected, timed_roles
-    from benchmarks.scale.roles import clients, start_or_join_roles, wait_ready
+    from benchmarks.scale.roles import ROLES, clients, start_or_join_roles, wait_ready
 
     loopback_environment()
     # Import what run_batch imports lazily, so the memory baseline below holds the code, not just the data.
@@ -199,6 +202,10 @@ async def run(spec: DriverSpec) -> dict:
     handles = start_or_join_roles(spec.cfg, spec.specs, spec.prefix, spec.namespace)
     await wait_ready(handles)
     roles = timed_roles(clients(handles))
+    if spec.images_by_value:
+        for name in ROLES:
+            getattr(roles, name).takes_object_refs = False  # shadows the client's: the graph sends arrays
+    shelves = _record_image_refs()
     if spec.barrier:  # several drivers start their batches together
         Path(spec.result).with_suffix(".ready").write_text(str(os.getpid()))
         while not Path(spec.barrier).exists():
@@ -247,7 +254,25 @@ async def run(spec: DriverSpec) -> dict:
         "traced": [(t - t0, b, n, f) for t, b, n, f in traced] if traced is not None else None,
         "writer": {name: [(s - t0, w, c) for s, w, c in timer.calls] for name, timer in patched.timers.items()},
         "pid": os.getpid(),
+        "image_refs": shelves[0].stats() if shelves else None,
     }
+
+
+def _record_image_refs() -> list:
+    """The batch job's object-reference shelf (actors.object_refs.ImageRefs), kept so its counters (images the
+    driver put, references handed out again) can be reported after the run."""
+    import agents.batch.runner as runner
+
+    shelves: list = []
+    base = runner.ImageRefs
+
+    class Recorded(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            shelves.append(self)
+
+    runner.ImageRefs = Recorded
+    return shelves
 
 
 def main(argv=None) -> int:

@@ -244,3 +244,33 @@ async def test_batch_unreadable_file_is_an_error_record(tmp_path, monkeypatch):
     assert (outcome.failed, outcome.done) == (1, 1)
     assert records["locked.png"]["error"] == "locked.png: cannot read file: Permission denied"
     assert records["locked.png"]["image_id"].startswith("unusable-")
+
+
+async def test_each_images_object_store_references_are_released_when_it_ends(tmp_path, monkeypatch):
+    """Done or failed, an image's references (actors.object_refs.ImageRefs) leave the shelf when it ends, so the
+    object store holds only what is in flight."""
+    import agents.batch.runner as runner
+    from actors.object_refs import ImageRefs
+
+    shelves = []
+
+    class Recording(ImageRefs):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            shelves.append(self)
+
+    monkeypatch.setattr(runner, "ImageRefs", Recording)
+    files = write_image_folder(tmp_path / "imgs")
+    failing = content_id(files["a"])
+    held = {}
+
+    class Keeping(ScriptedOptimise):
+        async def __call__(self, image_id, *args, **kw):
+            shelves[0].keep(image_id, "reference:x", object())  # as the graph's nodes would
+            held[image_id] = shelves[0].stats()["owners"]
+            return await super().__call__(image_id, *args, **kw)
+
+    outcome = await _run(tmp_path / "imgs", tmp_path / "out", Keeping(steps=1, fail_ids={failing}))
+    assert outcome.failed >= 1 and outcome.done >= 1
+    assert len(shelves) == 1 and failing in held and max(held.values()) >= 1
+    assert shelves[0].stats()["owners"] == 0 and shelves[0].max_owners >= 64
