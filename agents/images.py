@@ -194,9 +194,10 @@ def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
     return np.repeat(gray[:, :, None], 3, axis=2)
 
 
-def save_png(array: np.ndarray) -> bytes:
-    """Encode a uint8 (H, W, 3) array as PNG bytes (for atomic writing by the caller)."""
+def save_png(array: np.ndarray, compress_level: int = 6) -> bytes:
+    """Encode a uint8 (H, W, 3) array as PNG bytes (for atomic writing by the caller); ``compress_level``: zlib's,
+    0-9 (6, Pillow's default: the smallest files worth their time for a one-off image)."""
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(buf, format="PNG")
+    Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
 

@@ -49,7 +49,8 @@ from benchmarks.scale.driver import DriverSpec  # noqa: E402
 from benchmarks.scale.latency import SOURCES, LatencyModel, default_model  # noqa: E402
 from benchmarks.scale.object_store import store_stats  # noqa: E402
 from benchmarks.scale.object_store import summary as object_store_summary  # noqa: E402
-from benchmarks.scale.standins import tag_image  # noqa: E402
+from benchmarks.scale.faults import FaultPlan, in_flight_latency, parse_kills  # noqa: E402
+from benchmarks.scale.standins import Behaviour, tag_image  # noqa: E402
 
 NAMESPACE = "expectdiff-scale"
 PROFILE = ("SIMULATION (python -m benchmarks.scale): configs/gpu_cluster.yaml placement on a simulated cluster; "
@@ -104,6 +105,28 @@ def folder_bytes(out: Path) -> dict:
             if p.name.startswith("checkpoints.sqlite"):
                 ckpt += size
     return {"total": total, "checkpoint": ckpt}
+
+
+def decisions(out: Path, stats: dict) -> dict:
+    """What the agent decided over a level, from its results log: why each image stopped, iterations per
+    image, what Algorithm 8 did with the candidates; and the re-asks the LLM stand-in's prose answers caused."""
+    import collections
+
+    stops: collections.Counter = collections.Counter()
+    outcomes: collections.Counter = collections.Counter()
+    iterations = []
+    path = out / "results.jsonl"
+    for line in path.read_text().splitlines() if path.exists() else ():
+        rec = json.loads(line)
+        if rec.get("status") != "done":
+            continue
+        stops[rec.get("stop_reason")] += 1
+        iterations.append(len(rec.get("iterations") or []))
+        for it in rec.get("iterations") or []:
+            outcomes.update(c.get("outcome") for c in it.get("selection") or [])
+    reasks = sum(s.get("unreadable_answers", 0) for s in stats.get("llm", []))
+    return {"stop_reasons": dict(stops), "candidate_outcomes": dict(outcomes), "reasks": reasks,
+            "iterations_per_image": statistics.fmean(iterations) if iterations else None}
 
 
 def checkpoint_contents(out: Path) -> dict:
@@ -201,7 +224,7 @@ def parse_scale(text: str) -> dict[str, float]:
 #: Options of this command's parser that other commands driving a Run (benchmarks.scale.train_beside) need not have.
 RUN_DEFAULTS = {"image_side": 32, "store_every": 5.0, "tracemalloc": False, "inject_cpu_ms": 0.0, "inject_wait_s": 0.0,
                 "gpu_sharing": "partition", "object_store_mb": 80,
-                "images_by_value": False}
+                "images_by_value": False, "reject_share": 0.0, "unreadable_share": 0.0, "kill": "", "load_s": 0.0}
 
 
 def with_run_defaults(args):
@@ -244,7 +267,9 @@ class Run:
 
             self.clocks[prefix] = start_clocks(prefix, NAMESPACE, self.gpus_by_node())
             clocks = (prefix, NAMESPACE)
-        specs = role_specs(self.cfg, self.model, image_side=self.args.image_side, gpu_clocks=clocks)
+        behaviour = Behaviour(self.args.reject_share, self.args.unreadable_share)
+        specs = role_specs(self.cfg, self.model, image_side=self.args.image_side, gpu_clocks=clocks, behaviour=behaviour,
+                           load_s=self.args.load_s)
         handles = start_or_join_roles(self.cfg, specs, prefix, NAMESPACE)
         asyncio.run(wait_ready(handles))
         where = asyncio.run(placement(handles, self.nodes))
@@ -275,8 +300,9 @@ class Run:
         return stats
 
     # ------------------------------------------------------------------ drivers
-    def run_drivers(self, specs: list[DriverSpec], timeout_s: float) -> list[dict]:
-        """Start one driver process per spec; they begin their batches together (a barrier)."""
+    def run_drivers(self, specs: list[DriverSpec], timeout_s: float, faults: Optional[FaultPlan] = None) -> list[dict]:
+        """Start one driver process per spec; they begin their batches together (a barrier). ``faults``: kills
+        fired from here as the level's images finish (benchmarks/scale/faults.py)."""
         env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONPATH": str(ROOT)}
         env.pop("RAY_ADDRESS", None)
         procs = []
@@ -301,6 +327,8 @@ class Run:
             if time.monotonic() >= next_check:  # every role and driver process is up: nothing off loopback?
                 self.off_loopback |= set(listeners_off_loopback())
                 next_check = time.monotonic() + 30
+            if faults is not None:
+                faults.tick()
             time.sleep(0.5)
         results = []
         for (p, log), spec in zip(procs, specs):
@@ -335,14 +363,19 @@ class Run:
         if inject:  # the fault check: CPU is the driver's own (not dilated); a wait of w real s is w × k on the sim clock
             spec.inject_cpu_s, spec.inject_wait_s = a.inject_cpu_ms / 1000, a.inject_wait_s * self.model.dilation
         cpu0 = tree_cpu()
-        res = self.run_drivers([spec], a.timeout)[0]
+        faults = None
+        if a.kill and not inject:  # the fault run: kills as the images finish (benchmarks/scale/faults.py)
+            faults = FaultPlan(parse_kills(a.kill), handles, where, out, n_images)
+        res = self.run_drivers([spec], a.timeout, faults=faults)[0]
+        kills = faults.finish() if faults is not None else None
         stats = asyncio.run(role_stats(handles))
         others = cpu_delta(cpu0, tree_cpu())  # the cluster's processes (nodes, role actors); the driver has exited
         gpu_clocks = self.stop_roles(handles, tag)
         load_after = loadavg()
         row = self._figures(res, stats, concurrency, out, where)
         row.update(gpu_sharing=a.gpu_sharing, gpu_clocks=gpu_clocks, object_store=object_store_summary(self.store_samples),
-                   checkpoint_contents=checkpoint_contents(out), concurrency=concurrency, placement=where, label=tag, load_before=load_before, load_after=load_after,
+                   kills=kills, kill_latency=in_flight_latency(res["images"], kills, res["t0_abs"]) if kills else None,
+                   decisions=decisions(out, stats), checkpoint_contents=checkpoint_contents(out), concurrency=concurrency, placement=where, label=tag, load_before=load_before, load_after=load_after,
                    cprofile=cprofile, uptime=_uptime(),
                    cluster_cpu_ms_per_iteration=1000 * others / max(row["iterations"], 1),
                    cluster_busy_share=others / row["wall_s"] if row["wall_s"] else None)
@@ -546,6 +579,30 @@ def render(meta: dict, rows: list[dict], two: Optional[dict]) -> str:
             refs = r.get("image_refs") or {}
             lines.append(f"| {r.get('label', r['concurrency'])} | {r['rss0_mb']:.0f} | {r['rss_peak_full_mb']:.0f} "
                          f"| {r['rss_per_inflight_kb']:.0f} | {refs.get('puts', '–')} | {refs.get('reused', '–')} |")
+    if rows and any(r.get("kills") for r in rows):
+        k = meta["dilation"]
+        lines += ["", f"Faults (SIGKILL of a replica's process; stand-in model load {meta.get('load_s', 0)} s real): recovery = kill "
+                      "until the restarted replica answers (real s = sim s ÷ k); images in flight at a kill against the others "
+                      "(median latency, real s):", "",
+                  "| level | role:replica | at images finished | recovery real s | new pid | failed images | in-flight images: median latency vs others |",
+                  "|---|---|---:|---:|---:|---:|---|"]
+        for r in rows:
+            lat = r.get("kill_latency") or {}
+            for kr in r.get("kills") or []:
+                extra = (f"{lat['hit_median_s'] / k:.0f} vs {lat['rest_median_s'] / k:.0f} ({lat['hit']} vs {lat['rest']} images)"
+                         if lat.get("hit_median_s") is not None else "–")
+                rec = kr.get("recovery_s")
+                lines.append(f"| {r.get('label')} | {kr['role']}:{kr['replica']} | {kr.get('images_finished', '–')} / {kr.get('of', '–')} "
+                             f"| {fmt(rec / k if rec is not None else None, '.0f')} | {kr.get('new_pid', '–')} | {r['failed']} | {extra} |")
+    if rows and (meta.get("reject_share") or meta.get("unreadable_share")):
+        lines += ["", f"Stand-ins that say no (--reject-share {meta['reject_share']}, --unreadable-share {meta['unreadable_share']}): "
+                      "why images stopped, candidates' fate (Algorithm 8), re-asks:", "",
+                  "| concurrency | iterations per image | stop reasons | candidates | re-asks |", "|---:|---:|---|---|---:|"]
+        for r in rows:
+            d = r.get("decisions") or {}
+            lines.append(f"| {r.get('label', r['concurrency'])} | {fmt(d.get('iterations_per_image'), '.2f')} "
+                         f"| {', '.join(f'{k} {v}' for k, v in sorted(d.get('stop_reasons', {}).items()))} "
+                         f"| {', '.join(f'{k} {v}' for k, v in sorted(d.get('candidate_outcomes', {}).items()))} | {d.get('reasks', 0)} |")
     if rows and all((r.get("object_store") or {}).get("samples") for r in rows):
         lines += ["", "Object store, whole cluster (Ray's store statistics, as `ray memory --stats-only`; sampled while the driver ran):", "",
                   "| concurrency | samples | peak in use MB | peak objects | spilled MB (objects) | capacity MB |", "|---:|---:|---:|---:|---:|---:|"]
@@ -611,6 +668,16 @@ def main(argv=None) -> int:
     p.add_argument("--tracemalloc", action="store_true",
                    help="trace the driver's Python allocations (a memory run: tracing slows the driver)")
     p.add_argument("--max-steps", type=int, default=3)
+    p.add_argument("--kill", default="",
+                   help="faults: 'role:replica@fraction,...' — SIGKILL that replica's process once that fraction of the "
+                        "level's images is finished (e.g. t2i:0@0.25,vlm:0@0.5; benchmarks/scale/faults.py)")
+    p.add_argument("--load-s", type=float, default=0.0,
+                   help="each stand-in's model load in real seconds (× k), also when Ray restarts a killed replica")
+    p.add_argument("--reject-share", type=float, default=0.0,
+                   help="share of the stand-in LLM's fragments that CLIP's stand-in scores lower (Algorithm 8 drops them; an "
+                        "iteration with no other candidate stops the image): 0 keeps every candidate")
+    p.add_argument("--unreadable-share", type=float, default=0.0,
+                   help="share of proposal requests the stand-in LLM first answers with prose (the agent re-asks)")
     p.add_argument("--dilation", type=float, default=0.05, help="time dilation k: every latency-model cost and batching wait × k")
     p.add_argument("--gpu-sharing", choices=("partition", "time"), default="partition",
                    help="how roles on one GPU share it: partition (each runs at its num_gpus share wherever it lands) or "
@@ -666,6 +733,7 @@ def main(argv=None) -> int:
             "latency_model": run.model.as_dict(), "sources": SOURCES,
             "images_per_concurrency": a.images_per_concurrency, "image_side": a.image_side,
             "object_store_mb_per_node": a.object_store_mb, "images_by_value": a.images_by_value,
+            "reject_share": a.reject_share, "unreadable_share": a.unreadable_share, "kill": a.kill, "load_s": a.load_s,
             "injected": {"cpu_ms_per_node": a.inject_cpu_ms, "wait_real_s_per_node": a.inject_wait_s}}
     text = render(meta, rows, two)
     print(text)

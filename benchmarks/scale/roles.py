@@ -17,13 +17,14 @@ from actors.spread import remove_named_groups
 from actors.role_client import RoleClient
 from actors.roles import Roles
 from benchmarks.scale.latency import LatencyModel
-from benchmarks.scale.standins import OUTPUT_SIDE, SERVERS, RoleSpec
+from benchmarks.scale.standins import OUTPUT_SIDE, SERVERS, Behaviour, RoleSpec
 
 ROLES = ("t2i", "llm", "vlm", "captioner", "clip")
 
 
 def role_specs(cfg: Any, model: LatencyModel, image_side: int = OUTPUT_SIDE,
-               gpu_clocks: Optional[tuple[str, str]] = None) -> dict[str, RoleSpec]:
+               gpu_clocks: Optional[tuple[str, str]] = None, behaviour: Behaviour = Behaviour(),
+               load_s: float = 0.0) -> dict[str, RoleSpec]:
     """Each role's stand-in spec. ``gpu_clocks`` ((prefix, namespace) of the node GPU clocks): ``--gpu-sharing
     time`` — batched roles hand their whole-GPU work to their node's clock, chat engines run at a whole GPU
     (the only tenant of their node's GPU, checked after placement)."""
@@ -38,7 +39,7 @@ def role_specs(cfg: Any, model: LatencyModel, image_side: int = OUTPUT_SIDE,
         if gpu_clocks:
             share = 1.0
         specs[role] = RoleSpec(role, section, costs[role], share, model.dilation, model.answers, image_side=image_side,
-                               gpu_clocks=gpu_clocks)
+                               gpu_clocks=gpu_clocks, behaviour=behaviour, load_s=load_s)
     return specs
 
 

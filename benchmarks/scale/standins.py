@@ -37,6 +37,8 @@ from actors.chat.server import LLMServer, VLMServer
 from actors.clip_scorer import ClipServer
 from actors.prompt_budget import PromptBudget
 from actors.t2i import T2IServer
+from agents.prompts import REASK
+from benchmarks.scale.faults import load_pause
 from benchmarks.scale.gpu_clock import NodeGPU
 from benchmarks.scale.latency import AnswerTokens, BatchedCost, EngineCost
 
@@ -190,19 +192,53 @@ class LatencyCaptionerModel:
         return out
 
 
+@dataclass(frozen=True)
+class Behaviour:
+    """How often the stand-ins say no (issue #24 item 4), so the agent's stop rules and re-asks run.
+
+    ``reject_share``: the share of the LLM stand-in's vocabulary that CLIP's stand-in scores as a worse
+    prompt (each such fragment turns the text :data:`REJECT_ANGLE` further from the reference, more than its
+    words bring it closer): Algorithm 8 keeps none of them, and an iteration whose candidates are all of them
+    stops the image (``no_improvement``). Which fragments: a fixed hash of the text, so runs repeat.
+    ``unreadable_share``: the share of proposal requests the LLM stand-in first answers with prose, not a
+    list: the agent re-asks (``agent.max_reasks``), and the re-ask gets a list. 0 and 0: every candidate is
+    kept, every image runs exactly ``agent.max_steps`` iterations (the runs before this existed)."""
+
+    reject_share: float = 0.0
+    unreadable_share: float = 0.0
+
+    def __post_init__(self):
+        for name in ("reject_share", "unreadable_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1], got {getattr(self, name)}")
+
+    def rejected(self, fragment: str) -> bool:
+        return _seed("reject", fragment) % 10_000 < 10_000 * self.reject_share
+
+    def unreadable(self, request: str) -> bool:
+        return _seed("unreadable", request) % 10_000 < 10_000 * self.unreadable_share
+
+
+#: How much further from the reference a rejected fragment turns a text (radians; a two-word fragment's own
+#: words bring it at most about 0.05 closer).
+REJECT_ANGLE = 0.15
+
+
 class LatencyClipModel:
     """Stand-in for actors.clip_scorer.ClipModel. Text and image encodes share one lock (one GPU).
 
     Embeddings: a reference image (no GENERATED_MARK row) is e0; a generated image is at a
     seeded random angle from e0; a text is at angle 1.2 / (1 + words / 10) from e0, so a
-    longer prompt always scores higher against the reference (fixed work per image)."""
+    longer prompt scores higher against the reference (fixed work per image) — plus
+    :data:`REJECT_ANGLE` for each vocabulary fragment :class:`Behaviour` rejects."""
 
     device = "simulated"
     identity = "standin-clip|latency-model"
 
     def __init__(self, text: BatchedCost, image: BatchedCost, share: float, dilation: float,
-                 gpu: Optional[NodeGPU] = None):
+                 gpu: Optional[NodeGPU] = None, behaviour: Optional[Behaviour] = None):
         self.text_cost, self.image_cost, self.share, self.dilation = text, image, share, dilation
+        self.behaviour = behaviour or Behaviour()
         self.lock, self.node_gpu = threading.Lock(), gpu
         self.text_ledger, self.image_ledger = Ledger(), Ledger()
         self.text_forward_passes = self.texts_encoded = self.image_forward_passes = self.images_encoded = 0
@@ -222,7 +258,11 @@ class LatencyClipModel:
         self.text_ledger.record([text_job(t) for t in texts], asked, slept)
         self.text_forward_passes += 1
         self.texts_encoded += len(texts)
-        return np.stack([self._at_angle(1.2 / (1 + len(t.split()) / 10), _seed("t", t)) for t in texts])
+        return np.stack([self._at_angle(self.text_angle(t), _seed("t", t)) for t in texts])
+
+    def text_angle(self, text: str) -> float:
+        rejected = sum(1 for f in text.split(",") if f.strip() in VOCABULARY_SET and self.behaviour.rejected(f.strip()))
+        return 1.2 / (1 + len(text.split()) / 10) + REJECT_ANGLE * rejected
 
     def encode_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
         images = list(images)
@@ -372,6 +412,9 @@ PROPOSED_PER_ANSWER = 3
 ADJECTIVES = ("amber", "bright", "calm", "dusty", "faded", "gentle", "hazy", "icy", "jade", "lush", "misty", "narrow")
 NOUNS = ("harbour", "kite", "lantern", "meadow", "orchard", "pier", "quarry", "ridge", "spire", "tram", "valley", "willow")
 VOCABULARY = tuple(f"{a} {n}" for a in ADJECTIVES for n in NOUNS)
+VOCABULARY_SET = frozenset(VOCABULARY)
+#: The stand-in LLM's answer to a proposal request it answers with prose first (Behaviour.unreadable_share).
+UNREADABLE_ANSWER = "Here are some ideas: the harbour could look calmer and the light could be warmer."
 
 CONTENT_DESCRIPTION = ("The image shows {tag}: a quiet street scene with a row of low buildings on the left, a few parked "
                        "cars along the kerb, bare trees with thin branches, a narrow pavement in the foreground and an "
@@ -396,8 +439,11 @@ class SimChatBackend(ChatBackend):
 
     name = "standin"
 
-    def __init__(self, cost: EngineCost, answers: AnswerTokens, share: float, dilation: float, vision: bool):
+    def __init__(self, cost: EngineCost, answers: AnswerTokens, share: float, dilation: float, vision: bool,
+                 behaviour: Optional[Behaviour] = None):
         self.cost, self.answers, self.vision = cost, answers, vision
+        self.behaviour = behaviour or Behaviour()
+        self.unreadable_answers = 0  # proposal requests answered with prose (the agent re-asks)
         self.engine = SimEngine(cost, share, dilation)
         self.kinds: dict[str, list[int]] = {}  # kind -> [requests, prompt tokens]
 
@@ -415,8 +461,12 @@ class SimChatBackend(ChatBackend):
             return "describe", STYLE_DESCRIPTION.format(tag=tag), job
         if last.startswith("I have descriptions of the"):
             return "differences", DIFFERENCES.format(tag=tag), job
-        if "Generate image prompts" in last:
-            start = _seed(last) % len(VOCABULARY)
+        request = next((m.text for m in messages if m.role == "user" and "Generate image prompts" in m.text), None)
+        if request is not None and (last == request or last == REASK):
+            if last == request and self.behaviour.unreadable(request):
+                self.unreadable_answers += 1
+                return "propose", UNREADABLE_ANSWER, job
+            start = _seed(request) % len(VOCABULARY)
             lowered = text.lower()
             picks = [f for f in (VOCABULARY[(start + i) % len(VOCABULARY)] for i in range(len(VOCABULARY)))
                      if f not in lowered][:PROPOSED_PER_ANSWER]
@@ -436,7 +486,7 @@ class SimChatBackend(ChatBackend):
         return ChatResult(answer, prompt_tokens, completion)
 
     def stats(self) -> dict:
-        return {"engine": self.engine.as_dict(),
+        return {"engine": self.engine.as_dict(), "unreadable_answers": self.unreadable_answers,
                 "kinds": {k: {"requests": n, "prompt_tokens": t} for k, (n, t) in self.kinds.items()}}
 
 
@@ -456,6 +506,8 @@ class RoleSpec:
     #: ``--gpu-sharing time``: (prefix, namespace) of the node GPU clocks (benchmarks/scale/gpu_clock.py); None:
     #: ``partition``, the replica runs at its num_gpus share
     gpu_clocks: Optional[tuple[str, str]] = None
+    behaviour: Behaviour = Behaviour()  # how often CLIP and the LLM stand-ins say no
+    load_s: float = 0.0  # the stand-in's model load in real seconds (× dilation), at every (re)start
 
     def node_gpu(self) -> Optional[NodeGPU]:
         return NodeGPU(*self.gpu_clocks) if self.gpu_clocks else None
@@ -471,6 +523,7 @@ def _where() -> dict:
 
 class SimT2IServer(T2IServer):
     def __init__(self, spec: RoleSpec):
+        load_pause(spec.load_s, spec.dilation)  # a restarted replica loads its model again
         super().__init__(spec.cfg, model=LatencyT2IModel(spec.cost, spec.share, spec.dilation, side=spec.image_side,
                                                            gpu=spec.node_gpu()))
 
@@ -483,6 +536,7 @@ class SimT2IServer(T2IServer):
 
 class SimCaptionerServer(CaptionerServer):
     def __init__(self, spec: RoleSpec):
+        load_pause(spec.load_s, spec.dilation)  # a restarted replica loads its model again
         super().__init__(spec.cfg, model=LatencyCaptionerModel(spec.cost, spec.share, spec.dilation, gpu=spec.node_gpu()))
 
     async def where(self) -> dict:
@@ -494,8 +548,10 @@ class SimCaptionerServer(CaptionerServer):
 
 class SimClipServer(ClipServer):
     def __init__(self, spec: RoleSpec):
+        load_pause(spec.load_s, spec.dilation)  # a restarted replica loads its model again
         text, image = spec.cost
-        super().__init__(spec.cfg, model=LatencyClipModel(text, image, spec.share, spec.dilation, gpu=spec.node_gpu()))
+        super().__init__(spec.cfg, model=LatencyClipModel(text, image, spec.share, spec.dilation, gpu=spec.node_gpu(),
+                                                        behaviour=spec.behaviour))
 
     async def where(self) -> dict:
         return _where()
@@ -507,7 +563,9 @@ class SimClipServer(ClipServer):
 
 class SimLLMServer(LLMServer):
     def __init__(self, spec: RoleSpec):
-        super().__init__(spec.cfg, backend=SimChatBackend(spec.cost, spec.answers, spec.share, spec.dilation, vision=False))
+        load_pause(spec.load_s, spec.dilation)  # a restarted replica loads its model again
+        super().__init__(spec.cfg, backend=SimChatBackend(spec.cost, spec.answers, spec.share, spec.dilation, vision=False,
+                                                        behaviour=spec.behaviour))
 
     async def where(self) -> dict:
         return _where()
@@ -515,6 +573,7 @@ class SimLLMServer(LLMServer):
 
 class SimVLMServer(VLMServer):
     def __init__(self, spec: RoleSpec):
+        load_pause(spec.load_s, spec.dilation)  # a restarted replica loads its model again
         super().__init__(spec.cfg, backend=SimChatBackend(spec.cost, spec.answers, spec.share, spec.dilation, vision=True))
 
     async def where(self) -> dict:

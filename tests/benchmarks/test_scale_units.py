@@ -11,8 +11,8 @@ from benchmarks.scale import analysis
 from benchmarks.scale.cluster import CLUSTER_YAML, node_types
 from benchmarks.scale.latency import (SD15_A10_50STEPS, BatchedCost, EngineCost, RoleCapacity, critical_path, default_model,
                                       fit_line, ideal_throughput, sd15_a10)
-from benchmarks.scale.standins import (GENERATED_MARK, VOCABULARY, LatencyClipModel, SimChatBackend, SimEngine, image_job,
-                                       tag_image, text_job)
+from benchmarks.scale.standins import (GENERATED_MARK, UNREADABLE_ANSWER, VOCABULARY, Behaviour, LatencyClipModel,
+                                       SimChatBackend, SimEngine, image_job, tag_image, text_job)
 
 REPO_CONFIG = CLUSTER_YAML.parent / "configs" / "gpu_cluster.yaml"
 
@@ -123,6 +123,38 @@ def test_standin_clip_prefers_longer_prompts_and_knows_references():
     assert list(scores) == sorted(scores) and scores[0] < scores[-1]
     assert r[0] == pytest.approx(1.0) and g @ r < 0.99
     assert np.allclose(np.linalg.norm(t, axis=1), 1.0, atol=1e-5)
+
+
+def test_stand_ins_that_say_no_make_algorithm_8_drop_fragments_and_the_agent_reask():
+    """Behaviour (issue #24 item 4): a rejected fragment lowers CLIP-T, so Algorithm 8 drops it; a prose answer
+    cannot be parsed, so the agent re-asks, and the re-ask gets a list."""
+    from actors.chat.messages import normalize_messages
+    from agents import prompts
+    from agents.parsing import parse_fragments
+
+    saying_no = Behaviour(reject_share=0.5, unreadable_share=1.0)
+    share = sum(saying_no.rejected(f) for f in VOCABULARY) / len(VOCABULARY)
+    assert 0.35 < share < 0.65  # the hash splits the vocabulary about as asked
+    good = next(f for f in VOCABULARY if not saying_no.rejected(f))
+    bad = next(f for f in VOCABULARY if saying_no.rejected(f))
+    clip = LatencyClipModel(BatchedCost(0, 0), BatchedCost(0, 0), share=1.0, dilation=1.0, behaviour=saying_no)
+    ref = np.zeros((32, 32, 3), dtype=np.uint8)
+    base = "scalejob1 photo of a quiet street"
+    t = clip.encode_texts([base, f"{base}, {good}", f"{base}, {bad}"]) @ clip.encode_images([ref])[0]
+    assert t[1] > t[0] > t[2]  # kept: raises the score; rejected: lowers it despite its two words
+    assert Behaviour().rejected(bad) is False and Behaviour(reject_share=1.0).rejected(good) is True
+    with pytest.raises(ValueError, match="reject_share"):
+        Behaviour(reject_share=1.5)
+
+    cfg = _cfg()
+    model = default_model(cfg, dilation=1e-6)
+    llm = SimChatBackend(model.llm, model.answers, 1.0, 1e-6, vision=False, behaviour=saying_no)
+    asked = prompts.propose_messages("the sky differs", base, aspect="style")
+    kind, answer, _ = llm._answer(normalize_messages(asked, allow_images=False))
+    assert (kind, answer) == ("propose", UNREADABLE_ANSWER) and parse_fragments(answer) is None
+    again = prompts.reask_messages(asked, answer)
+    kind, answer, _ = llm._answer(normalize_messages(again, allow_images=False))
+    assert kind == "propose" and len(parse_fragments(answer)) == 3 and llm.unreadable_answers == 1
 
 
 def test_standin_chat_answers_parse_and_propose_only_new_fragments():

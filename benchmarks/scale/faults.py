@@ -1,0 +1,132 @@
+"""Faults under load (SIMULATION benchmark, issue #24 item 3): role processes killed with SIGKILL mid-run.
+
+``--kill t2i:0@0.25,vlm:0@0.5`` kills replica 0 of the T2I role once a quarter of the level's images are
+finished, and the VLM's once half are — ``kill -9`` of the actor's worker process, found from the pid the
+replica reported at placement. Ray then restarts the actor (``resources.max_restarts``), the stand-in loads
+its "model" again (``--load-s``: real seconds, × k on the simulated clock), and the calls that were in flight
+are retried on the new process (``resources.max_task_retries``); calls made meanwhile wait for it. The agent
+itself re-sends nothing: a call that Ray cannot complete fails its graph node, the image's record says so,
+and a rerun resumes it from its last checkpoint (docs/reliability.md).
+
+Measured per kill, from the benchmark's main process (not the measured driver): when it happened, how many
+images were finished then, and the recovery time — from the kill until the restarted replica answers a
+``ping`` (a control method: it returns once the new process has finished ``__init__``). The level's records
+then give the images failed (target 0) and the extra latency of the images that were in flight at the kill.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Kill:
+    role: str
+    replica: int
+    at_fraction: float  # of the level's images finished
+    done: bool = False
+    record: dict = field(default_factory=dict)
+
+
+def parse_kills(text: str) -> list[Kill]:
+    """``role:replica@fraction`` items, comma-separated (``t2i:0@0.25,vlm:0@0.5``)."""
+    kills = []
+    for item in (x.strip() for x in text.split(",") if x.strip()):
+        try:
+            who, at = item.split("@")
+            role, replica = who.split(":")
+            kill = Kill(role.strip(), int(replica), float(at))
+        except ValueError:
+            raise ValueError(f"--kill item {item!r}: expected role:replica@fraction, e.g. t2i:0@0.25") from None
+        if not 0.0 < kill.at_fraction < 1.0:
+            raise ValueError(f"--kill item {item!r}: the fraction of images finished must lie strictly between 0 and 1")
+        kills.append(kill)
+    return kills
+
+
+def finished_images(out: Path) -> int:
+    """Lines in the level's results log so far (each a finished image, done or failed)."""
+    try:
+        with open(out / "results.jsonl", "rb") as f:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    except FileNotFoundError:
+        return 0
+
+
+class FaultPlan:
+    """The kills of one level, fired from the main process's polling loop (:meth:`tick`)."""
+
+    def __init__(self, kills: list[Kill], handles: dict[str, list], where: list[dict], out: Path, n_images: int):
+        self.kills, self.handles, self.out, self.n_images = kills, handles, out, n_images
+        self.pids = {(w["role"], w["replica"]): w["pid"] for w in where}
+        for k in kills:
+            if (k.role, k.replica) not in self.pids:
+                raise ValueError(f"--kill {k.role}:{k.replica}: no such replica (roles: {sorted(set(self.pids))})")
+        self.threads: list[threading.Thread] = []
+        self.t0 = time.time()
+
+    def tick(self) -> None:
+        pending = [k for k in self.kills if not k.done]
+        if not pending:
+            return
+        finished = finished_images(self.out)
+        for k in pending:
+            if finished >= k.at_fraction * self.n_images:
+                self._fire(k, finished)
+
+    def _fire(self, k: Kill, finished: int) -> None:
+        k.done = True
+        pid = self.pids[(k.role, k.replica)]
+        at = time.time()
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed = True
+        except ProcessLookupError:
+            killed = False
+        k.record = {"role": k.role, "replica": k.replica, "pid": pid, "killed": killed, "at_abs": at,
+                    "images_finished": finished, "of": self.n_images}
+        thread = threading.Thread(target=self._await_recovery, args=(k, at), daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def _await_recovery(self, k: Kill, at: float) -> None:
+        import ray
+
+        handle = self.handles[k.role][k.replica]
+        try:
+            where = ray.get(handle.where.remote(), timeout=3600)
+            k.record.update(recovered_abs=time.time(), recovery_s=time.time() - at, new_pid=where["pid"],
+                            new_node=where["node_id"])
+        except Exception as exc:  # noqa: BLE001 - recorded: the replica did not come back
+            k.record.update(recovered_abs=None, recovery_s=None, error=f"{type(exc).__name__}: {exc}")
+
+    def finish(self, timeout_s: float = 600) -> list[dict]:
+        for t in self.threads:
+            t.join(timeout_s)
+        return [k.record or {"role": k.role, "replica": k.replica, "killed": False, "note": "not reached"} for k in self.kills]
+
+
+def in_flight_latency(images: list[dict], kills: list[dict], t0_abs: float) -> dict:
+    """Latency (driver clock) of the images in flight at any kill against all others: the extra latency."""
+    import statistics
+
+    at = [k["at_abs"] - t0_abs for k in kills if k.get("killed")]
+    hit, rest = [], []
+    for im in images:
+        lat = im["end"] - im["start"]
+        (hit if any(im["start"] <= a <= im["end"] for a in at) else rest).append(lat)
+    if not hit or not rest:
+        return {"hit": len(hit), "rest": len(rest)}
+    return {"hit": len(hit), "rest": len(rest), "hit_median_s": statistics.median(hit),
+            "rest_median_s": statistics.median(rest), "extra_median_s": statistics.median(hit) - statistics.median(rest)}
+
+
+def load_pause(load_s: float, dilation: float) -> None:
+    """A stand-in's model load: ``load_s`` real seconds on the simulated clock (× k), in ``__init__``."""
+    if load_s > 0:
+        time.sleep(load_s * dilation)
+
