@@ -581,10 +581,11 @@ def render(meta: dict, rows: list[dict], two: Optional[dict]) -> str:
                          f"| {r['rss_per_inflight_kb']:.0f} | {refs.get('puts', '–')} | {refs.get('reused', '–')} |")
     if rows and any(r.get("kills") for r in rows):
         k = meta["dilation"]
-        lines += ["", f"Faults (SIGKILL of a replica's process; stand-in model load {meta.get('load_s', 0)} s real): recovery = kill "
-                      "until the restarted replica answers (real s = sim s ÷ k); images in flight at a kill against the others "
-                      "(median latency, real s):", "",
-                  "| level | role:replica | at images finished | recovery real s | new pid | failed images | in-flight images: median latency vs others |",
+        lines += ["", f"Faults (SIGKILL of a replica's process; stand-in model load {meta.get('load_s', 0)} s real = "
+                      f"{meta.get('load_s', 0) * k:.1f} s sim): recovery = kill until the restarted replica answers, in sim "
+                      "(wall) seconds — the load is dilated, Ray's process restart is not; images in flight at a kill against "
+                      "the others (median latency, real s):", "",
+                  "| level | role:replica | at images finished | recovery sim s | new pid | failed images | in-flight images: median latency vs others |",
                   "|---|---|---:|---:|---:|---:|---|"]
         for r in rows:
             lat = r.get("kill_latency") or {}
@@ -593,7 +594,7 @@ def render(meta: dict, rows: list[dict], two: Optional[dict]) -> str:
                          if lat.get("hit_median_s") is not None else "–")
                 rec = kr.get("recovery_s")
                 lines.append(f"| {r.get('label')} | {kr['role']}:{kr['replica']} | {kr.get('images_finished', '–')} / {kr.get('of', '–')} "
-                             f"| {fmt(rec / k if rec is not None else None, '.0f')} | {kr.get('new_pid', '–')} | {r['failed']} | {extra} |")
+                             f"| {fmt(rec, '.1f')} | {kr.get('new_pid', '–')} | {r['failed']} | {extra} |")
     if rows and (meta.get("reject_share") or meta.get("unreadable_share")):
         lines += ["", f"Stand-ins that say no (--reject-share {meta['reject_share']}, --unreadable-share {meta['unreadable_share']}): "
                       "why images stopped, candidates' fate (Algorithm 8), re-asks:", "",
