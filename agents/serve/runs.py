@@ -28,6 +28,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
 
+from actors.object_refs import ImageRefs
 from agents.batch.identity import fingerprint, result_settings
 from agents.config import AgentConfig, ArpoConfig
 from agents.editing.edit import generate_edit
@@ -75,6 +76,8 @@ class RunManager:
         self._live: dict[str, RunMeta] = {}  # the meta of runs in flight (their timeline grows in memory)
         self._stopping: set[str] = set()
         self._graphs: OrderedDict[str, Any] = OrderedDict()
+        # the images of the runs in flight as object-store references (Ray roles only), released as each run ends
+        self._refs = ImageRefs()
         self._edit_locks: dict[str, asyncio.Lock] = {}
         self._slots = asyncio.Semaphore(options.max_running)
         self._decodes = asyncio.Semaphore(options.max_decodes)
@@ -136,7 +139,7 @@ class RunManager:
         else:
             graph = build_graph(self.roles, agent_cfg, self.cfg.t2i.max_prompt_tokens,
                                 max_image_pixels=self.cfg.job.max_image_pixels, base_dir=self.store.data_dir,
-                                negative_prompt=self.cfg.t2i.negative_prompt)
+                                negative_prompt=self.cfg.t2i.negative_prompt, refs=self._refs)
             self._graphs[key] = compile_graph(graph, self.checkpointer)
             while len(self._graphs) > self.options.max_graphs:  # a run in flight keeps its own reference
                 self._graphs.popitem(last=False)
@@ -291,6 +294,8 @@ class RunManager:
         except Exception as exc:  # noqa: BLE001 - one run's failure is its status, never the server's
             log.exception("run %s failed", run_id)
             meta.status, meta.error = "error", f"{type(exc).__name__}: {exc}"
+        finally:
+            self._refs.release(meta.image_id)
         self._stopping.discard(run_id)
         await self._flush(meta, publisher)
         self._live.pop(run_id, None)
