@@ -579,6 +579,14 @@ def render(meta: dict, rows: list[dict], two: Optional[dict]) -> str:
             refs = r.get("image_refs") or {}
             lines.append(f"| {r.get('label', r['concurrency'])} | {r['rss0_mb']:.0f} | {r['rss_peak_full_mb']:.0f} "
                          f"| {r['rss_per_inflight_kb']:.0f} | {refs.get('puts', '–')} | {refs.get('reused', '–')} |")
+        if all(r.get("rss_split") for r in rows):
+            lines += ["", "Resident memory by kind (/proc/self/status; shared = Ray's object-store pages the driver mapped, "
+                          "the store's memory, not the driver's): start → peak MB, growth per optimisation in flight KB:", "",
+                      "| concurrency | anonymous (heap) | file-backed | shared (object store) |", "|---:|---|---|---|"]
+            for r in rows:
+                cells = [f"{v['start_mb']:.0f} → {v['peak_mb']:.0f} MB, {v['per_inflight_kb']:.0f} KB"
+                         for v in (r["rss_split"][k] for k in ("RssAnon", "RssFile", "RssShmem"))]
+                lines.append(f"| {r.get('label', r['concurrency'])} | " + " | ".join(cells) + " |")
     if rows and any(r.get("kills") for r in rows):
         k = meta["dilation"]
         lines += ["", f"Faults (SIGKILL of a replica's process; stand-in model load {meta.get('load_s', 0)} s real = "

@@ -103,6 +103,21 @@ def traced_memory(traced: Optional[list], concurrency: int) -> Optional[dict]:
             "per_finished_kb": slope / 1024 if slope is not None else None}
 
 
+def rss_split_peaks(res: dict, concurrency: int) -> Optional[dict]:
+    """Peak of each kind of resident memory (anonymous / file / shared: the object store's pages) while C were in
+    flight, and its growth over the start per optimisation in flight, in KB."""
+    full = [d for _, d, n, f in res.get("rss_split") or [] if n >= concurrency and f >= 1 and d]
+    start = res.get("rss_split0") or {}
+    if not full or not start:
+        return None
+    out = {}
+    for key in ("RssAnon", "RssFile", "RssShmem"):
+        peak = max(d.get(key, 0) for d in full)
+        out[key] = {"start_mb": start.get(key, 0) / 2**20, "peak_mb": peak / 2**20,
+                    "per_inflight_kb": (peak - start.get(key, 0)) / 1024 / concurrency}
+    return out
+
+
 def _sum(rows: list[dict], *keys) -> float:
     total = 0.0
     for r in rows:
@@ -256,4 +271,5 @@ def driver_figures(res: dict, concurrency: int, out_dir_bytes: dict) -> dict:
         "output_bytes_per_image": out_dir_bytes.get("total", 0) / max(images, 1),
         "writer": writer,
         "image_refs": res.get("image_refs"),  # the driver's shelf: images put, references handed out again
+        "rss_split": rss_split_peaks(res, concurrency),
     }

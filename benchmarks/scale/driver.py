@@ -169,7 +169,24 @@ def _node_seconds(images: list[dict]) -> dict[str, list[float]]:
     return out
 
 
-async def _sample(tracker: Tracker, samples: list, every_s: float, traced: Optional[list] = None) -> None:
+def rss_split() -> dict:
+    """The driver's resident memory by kind (Linux /proc/self/status, kB → bytes): anonymous (its heap and
+    stacks), file-backed (code, libraries) and shared memory — Ray's object store pages the driver has mapped
+    (objects it put or fetched), which belong to the store, not to the driver."""
+    out = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("RssAnon", "RssFile", "RssShmem"):
+                    out[key] = int(value.split()[0]) * 1024
+    except OSError:
+        pass
+    return out
+
+
+async def _sample(tracker: Tracker, samples: list, every_s: float, traced: Optional[list] = None,
+                  split: Optional[list] = None) -> None:
     import tracemalloc
 
     import psutil
@@ -178,6 +195,8 @@ async def _sample(tracker: Tracker, samples: list, every_s: float, traced: Optio
     while True:
         now = time.perf_counter()
         samples.append((now, proc.memory_info().rss, tracker.inflight, len(tracker.finished)))
+        if split is not None:
+            split.append((now, rss_split(), tracker.inflight, len(tracker.finished)))
         if traced is not None:
             traced.append((now, tracemalloc.get_traced_memory()[0], tracker.inflight, len(tracker.finished)))
         await asyncio.sleep(every_s)
@@ -222,7 +241,9 @@ async def run(spec: DriverSpec) -> dict:
 
         tracemalloc.start()
         traced = []
-    sampler = asyncio.ensure_future(_sample(tracker, samples, spec.sample_s, traced))
+    split: list = []
+    split0 = rss_split()
+    sampler = asyncio.ensure_future(_sample(tracker, samples, spec.sample_s, traced, split))
     profiler = cProfile.Profile() if spec.cprofile else None
     with Patched() as patched, Injected(spec.inject_cpu_s, spec.inject_wait_s) as injected, \
             open(os.devnull, "w") as devnull:
@@ -255,6 +276,8 @@ async def run(spec: DriverSpec) -> dict:
         "writer": {name: [(s - t0, w, c) for s, w, c in timer.calls] for name, timer in patched.timers.items()},
         "pid": os.getpid(),
         "image_refs": shelves[0].stats() if shelves else None,
+        "rss_split0": split0,
+        "rss_split": [(t - t0, d, n, f) for t, d, n, f in split],
     }
 
 
