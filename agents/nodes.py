@@ -91,8 +91,8 @@ async def generated_input(state: ArpoState, deps: NodeDeps, path: str) -> object
 
 
 #: zlib level of the generated images' PNGs. The driver writes one per seed per generation, thousands per job:
-#: at 512² level 1 took 41 ms against 115 ms for level 6 (Pillow's default), for a 10% larger file
-#: (skimage's astronaut, best of 3 on the 2-core dev VM; docs/scale.md "Images at 512²").
+#: for a 512×512 photograph level 1 took 0.32× the time of level 6 (Pillow's default) for a 10% larger file
+#: (python -m benchmarks.png_levels; docs/benchmarks/png_levels.txt).
 GENERATED_PNG_LEVEL = 1
 
 
