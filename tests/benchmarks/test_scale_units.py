@@ -217,3 +217,23 @@ def test_real_size_images_on_request(tmp_path):
     model = LatencyT2IModel(BatchedCost(0.0, 0.0), share=1.0, dilation=0.0, side=512)
     out = model.generate_batch([("a scalejob3 prompt", 0)])
     assert out[0].shape == (512, 512, 3) and image_job(out[0]) == 3 and (out[0][1] == GENERATED_MARK).all()
+
+
+def test_decisions_count_stop_reasons_candidate_fates_and_reasks(tmp_path):
+    """What the stand-ins that say no are for shows in the level's figures (benchmarks.scale.__main__.decisions)."""
+    import json
+
+    from benchmarks.scale.__main__ import decisions
+
+    records = [
+        {"status": "done", "stop_reason": "no_improvement", "iterations": [
+            {"selection": [{"outcome": "kept"}, {"outcome": "no_gain"}]}, {"selection": [{"outcome": "no_gain"}]}]},
+        {"status": "done", "stop_reason": "max_steps", "iterations": [{"selection": [{"outcome": "kept"}]}] * 4},
+        {"status": "error", "error": "boom", "iterations": []},
+    ]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    d = decisions(tmp_path, {"llm": [{"unreadable_answers": 3}, {"unreadable_answers": 2}]})
+    assert d["stop_reasons"] == {"no_improvement": 1, "max_steps": 1}
+    assert d["candidate_outcomes"] == {"kept": 5, "no_gain": 2} and d["reasks"] == 5
+    assert d["iterations_per_image"] == 3.0
+    assert decisions(tmp_path / "missing", {})["stop_reasons"] == {}
