@@ -85,8 +85,8 @@ async def resolve_nested(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
 class ImageRefs:
     """The driver's object-store references of each optimisation in flight, by owner (the image id) and name.
 
-    ``put`` is ``ray.put`` once per (owner, name); ``keep`` files references Ray already made (a role's return
-    objects); ``generation`` holds one owner's latest generated images, replacing the previous ones.
+    ``put`` is ``ray.put`` once per (owner, name); ``set_generation`` files one owner's latest generated images
+    (references Ray already made: T2I's return objects), replacing the previous ones.
     Thread-safe: nodes put from worker threads.
     """
 
@@ -138,10 +138,6 @@ class ImageRefs:
             self._owner(owner).setdefault(name, ref)
             self.puts += 1
             return self._owners[owner][name]
-
-    def keep(self, owner: str, name: str, ref: Any) -> None:
-        with self._lock:
-            self._owner(owner)[name] = ref
 
     def set_generation(self, owner: str, refs_by_name: dict[str, Any]) -> None:
         """Make ``refs_by_name`` the owner's latest generated images, dropping the previous generation's."""

@@ -111,6 +111,11 @@ def _forward(fn):
     else:
         def method(self, *args, **kwargs):
             return fn(self, *args, **kwargs)
+    return _named_like(method, fn)
+
+
+def _named_like(method, fn):
+    """``method`` with ``fn``'s name, doc and signature, but no ``__wrapped__`` (see :func:`_forward`)."""
     method.__name__, method.__qualname__, method.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
     method.__signature__ = inspect.signature(fn)
     return method
@@ -118,16 +123,14 @@ def _forward(fn):
 
 def _resolving(fn):
     """``fn`` (a coroutine method) with the object references nested in its arguments awaited first
-    (actors.object_refs.resolve_nested); name and signature kept, no ``__wrapped__`` (see :func:`_forward`)."""
+    (actors.object_refs.resolve_nested); named like ``fn`` (:func:`_named_like`)."""
     async def method(self, *args, **kwargs):
         from actors.object_refs import resolve_nested
 
         args, kwargs = await resolve_nested(args, kwargs)
         return await fn(self, *args, **kwargs)
 
-    method.__name__, method.__qualname__, method.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
-    method.__signature__ = inspect.signature(fn)
-    return method
+    return _named_like(method, fn)
 
 
 def data_methods(cls: type) -> tuple[str, ...]:

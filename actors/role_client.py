@@ -5,6 +5,8 @@ can close shared actors without importing it back.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import time
 from typing import Any, Optional, Sequence
@@ -61,28 +63,23 @@ class RoleClient:
         call.__name__ = method
         return call
 
+    @contextlib.contextmanager
     def _recorded(self, method: str):
         """Count and time one call (core.metrics): the driver's view of the role — queueing, batching and the
         forward pass."""
-        client = self
+        started, outcome = time.perf_counter(), "error"
+        try:
+            yield
+            outcome = "ok"
+        finally:
+            record("role_calls_total", 1, {"role": self.role, "method": method, "outcome": outcome})
+            record("role_call_seconds", time.perf_counter() - started, {"role": self.role, "method": method})
 
-        class _Recorded:
-            def __enter__(self):
-                self.started = time.perf_counter()
-
-            def __exit__(self, exc_type, *exc):
-                outcome = "ok" if exc_type is None else "error"
-                record("role_calls_total", 1, {"role": client.role, "method": method, "outcome": outcome})
-                record("role_call_seconds", time.perf_counter() - self.started, {"role": client.role, "method": method})
-                return False
-
-        return _Recorded()
-
-    async def call_keeping_refs(self, method: str, n: int, *args, **kwargs) -> tuple[Any, list, list]:
+    async def call_keeping_refs(self, method: str, n: int, *args, **kwargs) -> tuple[list, list]:
         """``method``'s result, a list of ``n`` items (one image per seed), left in the object store:
-        ``(whole, values, items)`` — ``whole`` stands for the list as an argument of another role's call,
-        ``items[i]`` for item i (actors.object_refs: resolved at the receiving actor), ``values`` the items here.
-        So the items go on to other roles without the driver putting them into the store again."""
+        ``(values, items)`` — the items here, and what stands for item i as (part of) an argument of another
+        role's call (an object reference, or an actors.object_refs.Item: resolved at the receiving actor). So the
+        items go on to other roles without the driver putting them into the store again."""
         from actors.object_refs import Item
 
         if n < 1:
@@ -91,13 +88,9 @@ class RoleClient:
             handle = self.handles[next(self._next)]
             if n == 1:  # one return object, the list: Ray cannot split a one-item list into its item
                 ref = self._remote(handle, method, *args, **kwargs)
-                values = await ref
-                return ref, list(values), [Item(ref, 0)]
+                return list(await ref), [Item(ref, 0)]
             refs = list(self._remote(handle, method, *args, num_returns=n, **kwargs))
-            import asyncio
-
-            values = await asyncio.gather(*refs)
-            return refs, list(values), refs
+            return list(await asyncio.gather(*refs)), refs
 
     async def broadcast(self, method: str, *args, **kwargs) -> list:
         """Call ``method`` on every replica (e.g. ``stats``, ``ping``)."""
@@ -116,8 +109,6 @@ class RoleClient:
     async def close(self, timeout_s: float = 30.0) -> None:
         """Let each replica release its model (``aclose``: a vLLM engine stops its engine-core
         processes, which ``ray.kill`` alone would orphan), then kill the actors."""
-        import asyncio
-
         async def one(handle: Any) -> None:
             try:
                 method = handle.aclose

@@ -132,24 +132,18 @@ async def _mean_over_references(state: ArpoState, deps: NodeDeps, n: int, what: 
     return [sum(column) / len(column) for column in zip(*per_ref)]
 
 
-def _images_arg(images: object) -> object:
-    """Images as a role argument: a list of arrays or references is copied; one reference to a whole list
-    (actors.role_client.RoleClient.call_keeping_refs) is passed as it is."""
-    return list(images) if isinstance(images, (list, tuple)) else images
+async def clip_i_scores(state: ArpoState, deps: NodeDeps, images: Sequence[object], what: str) -> list[float]:
+    """CLIP image-image similarity of each image to the reference (a set: the mean over its members).
+    ``images``: arrays, or what stands for them in the object store (:func:`generate_and_score`)."""
+    return await _mean_over_references(state, deps, len(images), what, lambda ref, key: deps.roles.clip.image_image_scores(
+        list(images), ref, reference_key=key))
 
 
-async def clip_i_scores(state: ArpoState, deps: NodeDeps, images: object, n: int, what: str) -> list[float]:
-    """CLIP image-image similarity of each of the ``n`` images to the reference (a set: the mean over its members).
-    ``images``: arrays, or their object references (:func:`_images_arg`)."""
-    return await _mean_over_references(state, deps, n, what, lambda ref, key: deps.roles.clip.image_image_scores(
-        _images_arg(images), ref, reference_key=key))
-
-
-async def style_scores(state: ArpoState, deps: NodeDeps, images: object, n: int, what: str) -> list[float]:
-    """The style similarity of each of the ``n`` images to the reference (a set: the mean over its members):
-    agent.style_only's image score (actors.clip_scorer.ClipServer.style_scores)."""
-    return await _mean_over_references(state, deps, n, what, lambda ref, key: deps.roles.clip.style_scores(
-        _images_arg(images), ref, reference_key=key))
+async def style_scores(state: ArpoState, deps: NodeDeps, images: Sequence[object], what: str) -> list[float]:
+    """The style similarity of each image to the reference (a set: the mean over its members): agent.style_only's
+    image score (actors.clip_scorer.ClipServer.style_scores)."""
+    return await _mean_over_references(state, deps, len(images), what, lambda ref, key: deps.roles.clip.style_scores(
+        list(images), ref, reference_key=key))
 
 
 async def clip_t_scores(state: ArpoState, deps: NodeDeps, texts: Sequence[str], what: str) -> list[float]:
@@ -213,19 +207,18 @@ async def generate_and_score(state: ArpoState, deps: NodeDeps, prompt: str, fold
     with_negative = "" if negative_prompt is None else " with a negative prompt"
     own = {} if negative_prompt is None else {"negative_prompt": negative_prompt}
     if deps.refs is not None:  # the images stay in the store: CLIP (and later the VLM) get T2I's own objects
-        whole, images, items = await deps.roles.t2i.call_keeping_refs("generate", len(seeds), prompt, seeds, **own)
+        images, items = await deps.roles.t2i.call_keeping_refs("generate", len(seeds), prompt, seeds, **own)
     else:
         images = list(await deps.roles.t2i.generate(prompt, seeds, **own))
-        whole = items = images
+        items = images
     if len(images) != len(seeds):
         raise ValueError(f"the T2I role returned {len(images)} images for {len(seeds)} seeds")
     for seed, image in zip(seeds, images):
         check_rgb_uint8(image, f"T2I image for seed {seed}{with_negative}")
     paths = [folder / f"{i:02d}_seed{seed}.png" for i, seed in enumerate(seeds)]
-    n = len(seeds)
-    styled = [lambda: style_scores(state, deps, whole, n, f"style scores{with_negative}")] if deps.cfg.style_only else []
+    styled = [lambda: style_scores(state, deps, items, f"style scores{with_negative}")] if deps.cfg.style_only else []
     per_seed, *rest = await asyncio.gather(
-        clip_i_scores(state, deps, whole, n, f"CLIP image-image scores{with_negative}"),
+        clip_i_scores(state, deps, items, f"CLIP image-image scores{with_negative}"),
         *(call() for call in (*styled, *also)),
         *(asyncio.to_thread(write_png, image, deps.path(str(path))) for image, path in zip(images, paths)),
     )

@@ -266,7 +266,7 @@ async def test_each_images_object_store_references_are_released_when_it_ends(tmp
 
     class Keeping(ScriptedOptimise):
         async def __call__(self, image_id, *args, **kw):
-            shelves[0].keep(image_id, "reference:x", object())  # as the graph's nodes would
+            shelves[0].set_generation(image_id, {"x.png": object()})  # as the graph's generate node would
             held[image_id] = shelves[0].stats()["owners"]
             return await super().__call__(image_id, *args, **kw)
 
