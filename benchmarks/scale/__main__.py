@@ -112,12 +112,12 @@ def decisions(out: Path, stats: dict) -> dict:
     image, what Algorithm 8 did with the candidates; and the re-asks the LLM stand-in's prose answers caused."""
     import collections
 
+    from agents.browser.results import RESULTS_JSONL, ResultsLog
+
     stops: collections.Counter = collections.Counter()
     outcomes: collections.Counter = collections.Counter()
     iterations = []
-    path = out / "results.jsonl"
-    for line in path.read_text().splitlines() if path.exists() else ():
-        rec = json.loads(line)
+    for rec in ResultsLog(out / RESULTS_JSONL, repair=False).records():
         if rec.get("status") != "done":
             continue
         stops[rec.get("stop_reason")] += 1
@@ -595,9 +595,6 @@ def render(meta: dict, rows: list[dict], two: Optional[dict]) -> str:
                       "the others (median latency, real s):", "",
                   "| level | role:replica | at images finished | recovery sim s | new pid | failed images | in-flight images: median latency vs others |",
                   "|---|---|---:|---:|---:|---:|---|"]
-        notes = ["", "In a level with kills the efficiency above is not meaningful: a restarted replica's work counters start "
-                     "from zero, so the per-image work the ideal is computed from is undercounted; compare the throughput with "
-                     "the same level's fault-free ideal."]
         for r in rows:
             lat = r.get("kill_latency") or {}
             for kr in r.get("kills") or []:
@@ -606,7 +603,9 @@ def render(meta: dict, rows: list[dict], two: Optional[dict]) -> str:
                 rec = kr.get("recovery_s")
                 lines.append(f"| {r.get('label')} | {kr['role']}:{kr['replica']} | {kr.get('images_finished', '–')} / {kr.get('of', '–')} "
                              f"| {fmt(rec, '.1f')} | {kr.get('new_pid', '–')} | {r['failed']} | {extra} |")
-        lines += notes
+        lines += ["", "In a level with kills the efficiency above is not meaningful: a restarted replica's work counters start "
+                      "from zero, so the per-image work the ideal is computed from is undercounted; compare the throughput "
+                      "with the same level's fault-free ideal."]
     if rows and (meta.get("reject_share") or meta.get("unreadable_share")):
         lines += ["", f"Stand-ins that say no (--reject-share {meta['reject_share']}, --unreadable-share {meta['unreadable_share']}): "
                       "why images stopped, candidates' fate (Algorithm 8), re-asks:", "",

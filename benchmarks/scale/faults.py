@@ -48,20 +48,36 @@ def parse_kills(text: str) -> list[Kill]:
     return kills
 
 
+class FinishedImages:
+    """Lines in a level's results log so far (each a finished image, done or failed), counted as the log grows:
+    each call reads only what was appended since the last (the log reaches tens of MB; this runs every 0.5 s)."""
+
+    def __init__(self, out: Path):
+        self.path, self.offset, self.lines = out / "results.jsonl", 0, 0
+
+    def count(self) -> int:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    self.lines += chunk.count(b"\n")
+                    self.offset += len(chunk)
+        except FileNotFoundError:
+            pass
+        return self.lines
+
+
 def finished_images(out: Path) -> int:
-    """Lines in the level's results log so far (each a finished image, done or failed)."""
-    try:
-        with open(out / "results.jsonl", "rb") as f:
-            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-    except FileNotFoundError:
-        return 0
+    """Lines in the level's results log now."""
+    return FinishedImages(out).count()
 
 
 class FaultPlan:
     """The kills of one level, fired from the main process's polling loop (:meth:`tick`)."""
 
     def __init__(self, kills: list[Kill], handles: dict[str, list], where: list[dict], out: Path, n_images: int):
-        self.kills, self.handles, self.out, self.n_images = kills, handles, out, n_images
+        self.kills, self.handles, self.n_images = kills, handles, n_images
+        self.finished = FinishedImages(out)
         self.pids = {(w["role"], w["replica"]): w["pid"] for w in where}
         for k in kills:
             if (k.role, k.replica) not in self.pids:
@@ -73,7 +89,7 @@ class FaultPlan:
         pending = [k for k in self.kills if not k.done]
         if not pending:
             return
-        finished = finished_images(self.out)
+        finished = self.finished.count()
         for k in pending:
             if finished >= k.at_fraction * self.n_images:
                 self._fire(k, finished)

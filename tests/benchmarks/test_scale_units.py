@@ -226,10 +226,10 @@ def test_decisions_count_stop_reasons_candidate_fates_and_reasks(tmp_path):
     from benchmarks.scale.__main__ import decisions
 
     records = [
-        {"status": "done", "stop_reason": "no_improvement", "iterations": [
+        {"image_id": "a", "status": "done", "stop_reason": "no_improvement", "iterations": [
             {"selection": [{"outcome": "kept"}, {"outcome": "no_gain"}]}, {"selection": [{"outcome": "no_gain"}]}]},
-        {"status": "done", "stop_reason": "max_steps", "iterations": [{"selection": [{"outcome": "kept"}]}] * 4},
-        {"status": "error", "error": "boom", "iterations": []},
+        {"image_id": "b", "status": "done", "stop_reason": "max_steps", "iterations": [{"selection": [{"outcome": "kept"}]}] * 4},
+        {"image_id": "c", "status": "error", "error": "boom", "iterations": []},
     ]
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     d = decisions(tmp_path, {"llm": [{"unreadable_answers": 3}, {"unreadable_answers": 2}]})
