@@ -180,17 +180,18 @@ def dry_run(cfg: ArpoConfig, image_dir: "Path | ImageSource", out_dir: Path, str
         raise SetupError(f"{source.describe()}: no image files found")
     unit = "sets" if cfg.job.group_by == "folder" else "images"
     results_path = out_dir / RESULTS_JSONL
-    previous = {r["image_id"]: r for r in ResultsLog(results_path, repair=False).records()} if results_path.exists() else {}
+    previous = ResultsLog(results_path, repair=False) if results_path.exists() else None
     current = fingerprint(result_settings(cfg))
     counts = {"run": 0, "retry": 0, "redo": 0, "skip": 0, "rerank": 0}
     for item in items:
-        record = previous.get(item.image_id) or {}
-        if record.get("status") == "done":
-            action = "skip" if record.get("settings_fingerprint") == current else "redo"
-            if action == "skip" and needs_rerank(record, cfg.agent.prompts_per_image):
+        summary = previous.summary(item.image_id) if previous is not None else None
+        status = summary.status if summary is not None else None
+        if status == "done":
+            action = "skip" if summary.fingerprint == current else "redo"
+            if action == "skip" and needs_rerank(previous.get(item.image_id), cfg.agent.prompts_per_image):
                 action = "rerank"  # agents.batch.runner.rerank_finished: from the recorded iterations
         else:
-            action = "retry" if record.get("status") == "error" else "run"
+            action = "retry" if status == "error" else "run"
         counts[action] += 1
         also = f"  (same content: {', '.join(item.duplicates)})" if item.duplicates else ""
         if item.kind == "set":

@@ -58,7 +58,7 @@ class BatchWriter:
     def record(self, item: WorkItem, record: dict) -> None:
         if self._repeats_latest_error(record):
             return  # the same file failing the same way on every rerun adds no line
-        recorded_before = self.results.get(record["image_id"]) is not None
+        recorded_before = record["image_id"] in self.results
         make_dirs_durably(item.folder, self.out_dir)
         write_image_outputs(item.folder, record)
         self.report.add_page(record)  # the detail page is part of the folder: before the log line
@@ -75,9 +75,11 @@ class BatchWriter:
         self._refresh_soon()
 
     def _repeats_latest_error(self, record: dict) -> bool:
-        latest = self.results.get(record["image_id"])
-        return (record.get("status") == "error" and latest is not None and latest.get("status") == "error"
-                and all(latest.get(k) == record.get(k) for k in ("error", "source", "settings_fingerprint")))
+        summary = self.results.summary(record["image_id"])
+        if record.get("status") != "error" or summary is None or summary.status != "error":
+            return False
+        latest = self.results.get(record["image_id"])  # read back from the log: the log keeps no records in memory
+        return latest is not None and all(latest.get(k) == record.get(k) for k in ("error", "source", "settings_fingerprint"))
 
     def _refresh_soon(self) -> None:
         loop = asyncio.get_running_loop()

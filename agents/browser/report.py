@@ -351,12 +351,13 @@ class ReportWriter:
         self.header = header
 
     def start(self, records: Iterable[dict]) -> None:
-        records = list(records)
-        for record in records:
+        rows = [ROWS_PREAMBLE]
+        for record in records:  # one pass: ``records`` may be read from the log as it goes (ResultsLog.records)
             path = detail_page_path(self.out_dir, record)
             if path is not None and not path.is_file() and path.parent.is_dir():
                 write_detail_page(self.out_dir, record, self.header)
-        atomic_write_text(self.out_dir / ROWS_JS, render_rows_js(records))
+            rows.append(row_line(record))
+        atomic_write_text(self.out_dir / ROWS_JS, "".join(rows))
         self.refresh()
         atomic_write_text(self.out_dir / REPORT_HTML, render_index(self.header))
 
@@ -411,10 +412,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         roles = random_weight_roles(load_config(ArpoConfig, args.config, []))
     if args.random_weight_roles is not None:
         roles = [r.strip() for r in args.random_weight_roles.split(",") if r.strip()]
-    records = ResultsLog(out / RESULTS_JSONL, repair=False).records()
+    results = ResultsLog(out / RESULTS_JSONL, repair=False)
     header = ReportHeader(profile=args.profile or args.config or "<defaults>", random_weight_roles=roles,
-                          total=len(records))
-    path = write_report(out, records, header, rewrite_pages=True)
+                          total=len(results))
+    path = write_report(out, results.records(), header, rewrite_pages=True)
     print(path)
     return 0
 

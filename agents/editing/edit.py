@@ -203,13 +203,13 @@ def refresh_batch_report(out_dir: Path, cfg: ArpoConfig, profile: str, result_di
 
     if not (out_dir / RESULTS_JSONL).is_file():
         return None
-    records = ResultsLog(out_dir / RESULTS_JSONL, repair=False).records()
-    header = ReportHeader(profile=profile, random_weight_roles=random_weight_roles(cfg), total=len(records))
+    results = ResultsLog(out_dir / RESULTS_JSONL, repair=False)
+    header = ReportHeader(profile=profile, random_weight_roles=random_weight_roles(cfg), total=len(results))
     if not (out_dir / REPORT_HTML).is_file() or not (out_dir / ROWS_JS).is_file():
-        write_report(out_dir, records, header)
+        write_report(out_dir, results.records(), header)
     target = result_dir.resolve() if result_dir is not None else None
     written = None
-    for record in records:
+    for record in results.records():
         page = detail_page_path(out_dir, record)
         if page is not None and (target is None or page.parent == target):
             written = write_detail_page(out_dir, record, header) or written
