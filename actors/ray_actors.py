@@ -26,10 +26,10 @@ import importlib
 import inspect
 import logging
 import os
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 from actors.config import ResourceConfig
-from actors.role_groups import engine_differences, plan_groups, role_groups  # noqa: F401  (role_groups: re-exported)
+from actors.role_groups import RoleGroup, engine_differences, plan_groups, role_groups  # noqa: F401  (role_groups: re-exported)
 from actors.role_client import RoleClient  # noqa: F401  (imported from here by callers)
 from actors.roles import Roles
 from actors.shared_roles import (NAMESPACE, SharedRoles, actor_name, check_layout, config_snapshot, role_info,
@@ -48,6 +48,27 @@ ROLE_SERVERS = {
 }
 #: The server of an actor answering several roles over one chat engine.
 GROUP_SERVER = "actors.chat.server:ChatGroupServer"
+
+
+class ServerChoice(NamedTuple):
+    """What one group's actors run: the server class (or its ``module:Class`` path) and its constructor's argument."""
+
+    server: Union[type, str]
+    arg: Any
+
+
+def production_servers(group: RoleGroup, cfg: Any) -> ServerChoice:
+    """The real servers: a role's own server built from its config section; a shared group's
+    :data:`GROUP_SERVER` from ``{role: section}``."""
+    if not group.shared:
+        role = group.roles[0]
+        return ServerChoice(ROLE_SERVERS[role], getattr(cfg, role))
+    return ServerChoice(GROUP_SERVER, {role: getattr(cfg, role) for role in group.roles})
+
+
+#: ``start_roles``' choice of server per group (``servers=``): :func:`production_servers`, or the scale
+#: simulation's latency-model stand-ins (benchmarks/scale/roles.py), which change nothing else.
+ServerPicker = Callable[[RoleGroup, Any], ServerChoice]
 
 
 #: The Ray concurrency group the servers' ``CONTROL_METHODS`` run in (the others run in the default
@@ -271,7 +292,7 @@ async def stop_roles(*clients: RoleClient, timeout_s: float = 30.0, include_shar
 
 
 def start_roles(cfg: Any, log_dir: str | os.PathLike | None = None,
-                shared: Union[str, SharedRoles, None] = None) -> Roles:
+                shared: Union[str, SharedRoles, None] = None, servers: ServerPicker = production_servers) -> Roles:
     """Start the actors of an ArpoConfig-like object with t2i/llm/vlm/captioner/clip sections: one
     actor (or pool) per group of actors/role_groups.py, one client per role.
 
@@ -279,7 +300,10 @@ def start_roles(cfg: Any, log_dir: str | os.PathLike | None = None,
     of its own: ``<role>.log``; a shared actor: e.g. ``llm+vlm.log``).
 
     ``shared``: a shared-roles name (``job.shared_roles``) or :class:`SharedRoles`: start or join
-    the named actors ``<name>:<group>:<replica>`` (see :func:`start_role`)."""
+    the named actors ``<name>:<group>:<replica>`` (see :func:`start_role`).
+
+    ``servers``: what each group's actors run (:func:`production_servers`); resources, placement,
+    groups, names, restarts and clients are the same whatever it picks."""
     if isinstance(shared, str):
         shared = SharedRoles(shared)
     groups = plan_groups(cfg)
@@ -288,14 +312,15 @@ def start_roles(cfg: Any, log_dir: str | os.PathLike | None = None,
     clients: dict[str, RoleClient] = {}
     for group in groups:
         log_file = None if log_dir is None else os.path.join(log_dir, f"{group.name}.log")
+        choice = servers(group, cfg)
         if not group.shared:
             role = group.roles[0]
-            clients[role] = start_role(role, ROLE_SERVERS[role], getattr(cfg, role), group.resources, log_file=log_file,
+            clients[role] = start_role(role, choice.server, choice.arg, group.resources, log_file=log_file,
                                        shared=shared, group=group.name)
             continue
-        sections = {role: getattr(cfg, role) for role in group.roles}
-        server = import_server(GROUP_SERVER)
-        actors = start_role(group.name, server, sections, group.resources, log_file=log_file, shared=shared, group=group.name)
+        server = import_server(choice.server) if isinstance(choice.server, str) else choice.server
+        actors = start_role(group.name, server, choice.arg, group.resources, log_file=log_file, shared=shared,
+                            group=group.name)
         for role in group.roles:
             clients[role] = RoleClient(role, actors.handles, route=role, control=server.role_control_methods(role),
                                        shared=actors.shared, placement_group=actors.placement_group)

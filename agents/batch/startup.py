@@ -37,13 +37,16 @@ class RunningRoles:
         return [getattr(self.roles, f.name) for f in fields(self.roles)]
 
 
-def start_ray_and_roles(cfg: ArpoConfig, log_dir: Optional[Path] = None) -> RunningRoles:
+def start_ray_and_roles(cfg: ArpoConfig, log_dir: Optional[Path] = None, *, servers: Any = None) -> RunningRoles:
     """Connect to (or start) Ray, check capacity, start every role and wait until each has loaded its model.
 
     ``log_dir`` (the quiet console, agents.batch.console): on a local Ray, workers' output is not
     forwarded to this process (``log_to_driver=False``) and each role's actors write theirs to
     ``<log_dir>/<role>.log``. On a cluster the roles keep Ray's own logging (forwarded to the
     driver, as under ``ray job submit``): the worker nodes may not see the output folder.
+
+    ``servers`` (actors.ray_actors.ServerPicker; None: the real servers): what each role's actors run. The
+    scale simulation passes its latency-model stand-ins here, so that its drivers start up as a batch job does.
     """
     import psutil
 
@@ -62,11 +65,12 @@ def start_ray_and_roles(cfg: ArpoConfig, log_dir: Optional[Path] = None) -> Runn
         _check_capacity(cfg)
         from actors.ray_actors import start_roles
 
+        chosen = {} if servers is None else {"servers": servers}
         if role_logs is not None:
             log.info("the model roles write their output to %s/<role>.log", role_logs)
-            roles = start_roles(cfg, log_dir=str(role_logs), shared=shared)
+            roles = start_roles(cfg, log_dir=str(role_logs), shared=shared, **chosen)
         else:
-            roles = start_roles(cfg, shared=shared)
+            roles = start_roles(cfg, shared=shared, **chosen)
         running = RunningRoles(roles, started, earlier)
     except SharedRolesMismatch as exc:  # other actor layout under the name: refused before any actor started
         _shutdown_ray(started, earlier)

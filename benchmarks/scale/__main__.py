@@ -270,7 +270,7 @@ class Run:
         behaviour = Behaviour(self.args.reject_share, self.args.unreadable_share)
         specs = role_specs(self.cfg, self.model, image_side=self.args.image_side, gpu_clocks=clocks, behaviour=behaviour,
                            load_s=self.args.load_s)
-        handles = start_or_join_roles(self.cfg, specs, prefix, NAMESPACE)
+        handles = start_or_join_roles(self.cfg, specs, prefix)
         asyncio.run(wait_ready(handles))
         where = asyncio.run(placement(handles, self.nodes))
         if clocks:
@@ -289,7 +289,7 @@ class Run:
 
         from benchmarks.scale.roles import kill
 
-        kill(handles, prefix)
+        kill(prefix)
         clocks = self.clocks.pop(prefix, None)
         stats = None
         if clocks:
@@ -428,7 +428,7 @@ class Run:
             fig = analysis.driver_figures(res, concurrency, folder_bytes(Path(spec.out)))
             jobs.append({"out": spec.out, "done": fig["done"], "failed": fig["failed"], "wall_s": fig["wall_s"],
                          "start_abs": res["t0_abs"], "end_abs": res["t0_abs"] + res["wall_s"],
-                         "report_banner": _banner(Path(spec.out))})
+                         "report_banner": _banner(Path(spec.out)), "startup": fig["startup"]})
         roles = analysis.role_summary(stats, max(j["end_abs"] for j in jobs) - min(j["start_abs"] for j in jobs),
                                       self.model.dilation)
         row = {"concurrency_per_job": concurrency, "images_per_job": n_images, "jobs": jobs, "placement": where,

@@ -272,4 +272,5 @@ def driver_figures(res: dict, concurrency: int, out_dir_bytes: dict) -> dict:
         "writer": writer,
         "image_refs": res.get("image_refs"),  # the driver's shelf: images put, references handed out again
         "rss_split": rss_split_peaks(res, concurrency),
+        "startup": res.get("startup"),  # how the driver came by the roles: started or joined, per group (its start-up)
     }

@@ -42,7 +42,7 @@ class DriverSpec:
 
     address: str
     namespace: str
-    prefix: str  # role actors' name prefix
+    prefix: str  # the shared-roles name (job.shared_roles) the benchmark started the roles under
     cfg: Any  # ArpoConfig
     specs: dict  # role -> RoleSpec
     images: str
@@ -202,25 +202,33 @@ async def _sample(tracker: Tracker, samples: list, every_s: float, traced: Optio
         await asyncio.sleep(every_s)
 
 
-async def run(spec: DriverSpec) -> dict:
-    import ray
-
-    from agents.batch.runner import run_batch
+def start_up(spec: DriverSpec):
+    """The batch job's own start-up (agents.batch.startup.start_ray_and_roles) with ``ray.address`` the simulated
+    cluster and ``job.shared_roles`` the roles the benchmark started: connect, check capacity, start or join the
+    role groups' named actors, wait until they answer, check their config fingerprints. Only what the actors run
+    is the simulation's (``servers``: the stand-ins)."""
+    from agents.batch.startup import start_ray_and_roles
     from benchmarks.scale.cluster import loopback_environment
-    from benchmarks.scale.overhead import Injected, timed_roles
-    from benchmarks.scale.roles import ROLES, clients, start_or_join_roles, wait_ready
+    from benchmarks.scale.roles import standin_servers
 
     loopback_environment()
+    cfg = spec.cfg.model_copy(update={"ray": spec.cfg.ray.model_copy(update={"address": spec.address}),
+                                      "job": spec.cfg.job.model_copy(update={"shared_roles": spec.prefix})})
+    return start_ray_and_roles(cfg, servers=standin_servers(spec.specs))
+
+
+async def run(spec: DriverSpec, started_roles: Any) -> dict:
+    from agents.batch.runner import run_batch
+    from benchmarks.scale.overhead import Injected, timed_roles
+    from benchmarks.scale.roles import ROLES
+
     # Import what run_batch imports lazily, so the memory baseline below holds the code, not just the data.
     import agents.api  # noqa: F401
     import agents.checkpointing  # noqa: F401
     import agents.graph  # noqa: F401
     import langgraph.checkpoint.sqlite.aio  # noqa: F401
 
-    ray.init(address=spec.address, namespace=spec.namespace, log_to_driver=False)
-    handles = start_or_join_roles(spec.cfg, spec.specs, spec.prefix, spec.namespace)
-    await wait_ready(handles)
-    roles = timed_roles(clients(handles))
+    roles = timed_roles(started_roles)
     if spec.images_by_value:
         for name in ROLES:
             getattr(roles, name).takes_object_refs = False  # shadows the client's: the graph sends arrays
@@ -303,7 +311,15 @@ def main(argv=None) -> int:
     p.add_argument("--spec", required=True, type=Path, help="pickled DriverSpec written by python -m benchmarks.scale")
     a = p.parse_args(argv)
     spec: DriverSpec = pickle.loads(a.spec.read_bytes())
-    result = asyncio.run(run(spec))
+    from agents.batch.startup import stop_ray_and_roles
+
+    running = start_up(spec)
+    try:
+        result = asyncio.run(run(spec, running.roles))
+        result["startup"] = [{"group": c.group, "actors": c.actor_names, "started": c.started, "joined": c.joined}
+                             for c in running.shared]
+    finally:
+        stop_ray_and_roles(running)  # leaves the shared roles running, as a batch job does
     Path(spec.result).write_text(json.dumps(result))
     return 0 if result["outcome"]["failed"] == 0 and not result["outcome"]["interrupted"] else 1
 

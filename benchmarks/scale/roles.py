@@ -1,21 +1,22 @@
-"""Start (or join) the five roles on the simulated cluster with configs/gpu_cluster.yaml's resources.
+"""Start (or join) the five roles on the simulated cluster through the production start-up.
 
-The actors are the real role servers with latency-model stand-ins (benchmarks/scale/standins.py),
-each started with ``actors.ray_actors.replica_options(res)`` — the same options ``start_role`` gives
-them (num_gpus, num_cpus, custom resources, restarts, max_concurrency) — plus a name in a
-namespace, so that several drivers share them: ``get_if_exists`` makes the first driver start an
-actor and every later one join it (see docs/scale.md, "Several drivers"). The clients are
-``actors.ray_actors.RoleClient``s, as in production.
+The roles start as a batch job with ``job.shared_roles`` starts them: ``actors.ray_actors.start_roles``
+(its role groups, ``start_role``'s options — num_gpus, num_cpus, custom resources, restarts,
+max_concurrency —, the SPREAD placement group per role, the shared roles' names, detached actors and
+config fingerprints). The one thing it is told differently is what each actor runs
+(``servers=``): the real role servers with latency-model stand-ins for their models
+(benchmarks/scale/standins.py). The benchmark's main process starts them under a shared-roles name
+and every driver joins them by that name through ``agents.batch.startup.start_ray_and_roles``, the
+batch job's own start-up (see docs/scale.md, "Several drivers").
 """
 from __future__ import annotations
 
 import asyncio
 from typing import Any, Optional
 
-from actors.ray_actors import remote_class, replica_options
-from actors.spread import remove_named_groups
-from actors.role_client import RoleClient
-from actors.roles import Roles
+from actors.ray_actors import ServerChoice, ServerPicker, start_roles
+from actors.role_groups import RoleGroup
+from actors.shared_roles import SharedRoles, stop_shared_roles
 from benchmarks.scale.latency import LatencyModel
 from benchmarks.scale.standins import OUTPUT_SIDE, SERVERS, Behaviour, RoleSpec
 
@@ -43,30 +44,33 @@ def role_specs(cfg: Any, model: LatencyModel, image_side: int = OUTPUT_SIDE,
     return specs
 
 
-#: The end of the name of a role's placement group (start_or_join_roles): what tells it from Ray Train's.
-ROLE_GROUP_SUFFIX = "-spread"
+#: The end of the name of a role's placement group (actors.shared_roles.spread_group_name): what tells it from Ray
+#: Train's.
+ROLE_GROUP_SUFFIX = ":spread"
 
 
-def role_group_name(prefix: str, role: str) -> str:
-    return f"{prefix}-{role}{ROLE_GROUP_SUFFIX}"
+def standin_servers(specs: dict[str, RoleSpec]) -> ServerPicker:
+    """``start_roles``' ``servers``: each role's stand-in server, built from its :class:`RoleSpec`."""
+
+    def pick(group: RoleGroup, cfg: Any) -> ServerChoice:
+        if group.shared:
+            raise ValueError(f"the simulation has no stand-in for roles that share one actor ({group.name}); "
+                             "give the llm and vlm sections different engines")
+        role = group.roles[0]
+        return ServerChoice(SERVERS[role], specs[role])
+
+    return pick
 
 
-def start_or_join_roles(cfg: Any, specs: dict[str, RoleSpec], prefix: str, namespace: str) -> dict[str, list]:
-    """Actor handles per role: ``<prefix>-<role>-<i>`` in ``namespace``, started if missing."""
-    handles: dict[str, list] = {}
-    for role in ROLES:
-        res = getattr(cfg, role).resources
-        cls = remote_class(SERVERS[role])  # as start_role builds it: cheap methods in their own concurrency group
-        # replicas spread as start_role spreads them: one SPREAD placement group per role (kill removes it)
-        options, _ = replica_options(res, names=[f"{prefix}-{role}-{i}" for i in range(res.num_replicas)],
-                                     group_name=role_group_name(prefix, role))
-        handles[role] = [cls.options(**opts, namespace=namespace, get_if_exists=True).remote(specs[role])
-                         for opts in options]
-    return handles
+def start_or_join_roles(cfg: Any, specs: dict[str, RoleSpec], name: str) -> dict[str, list]:
+    """Actor handles per role: the shared roles ``name`` (``<name>:<role>:<i>``), started if missing."""
+    roles = start_roles(cfg, shared=SharedRoles(name), servers=standin_servers(specs))
+    return handles_of(roles)
 
 
-def clients(handles: dict[str, list]) -> Roles:
-    return Roles(**{role: RoleClient(role, handles[role]) for role in ROLES})
+def handles_of(roles: Any) -> dict[str, list]:
+    """``{role: actor handles}`` of an actors.roles.Roles of RoleClients."""
+    return {role: list(getattr(roles, role).handles) for role in ROLES}
 
 
 async def placement(handles: dict[str, list], node_type_of: dict[str, str]) -> list[dict]:
@@ -88,11 +92,7 @@ async def role_stats(handles: dict[str, list]) -> dict[str, list]:
     return {role: [await h.stats.remote() for h in handles[role]] for role in ROLES}
 
 
-def kill(handles: dict[str, list], prefix: str) -> None:
-    """Kill the actors, and remove the placement groups start_or_join_roles made for ``prefix``."""
-    import ray
-
-    for hs in handles.values():
-        for h in hs:
-            ray.kill(h, no_restart=True)
-    remove_named_groups(f"{prefix}-")
+def kill(name: str) -> None:
+    """Stop the shared roles ``name`` as ``python -m actors.shared_roles stop`` does: each actor releases its
+    model, is killed without restart, and the placement groups spreading them are removed."""
+    stop_shared_roles(name)

@@ -167,3 +167,16 @@ def test_first_caption_line(answer, caption):
     from actors.captioner import first_caption_line
 
     assert first_caption_line(answer) == caption
+
+
+def test_start_roles_runs_the_real_servers_unless_told_otherwise():
+    """actors.ray_actors.production_servers: a role's own server from its section; a shared group's ChatGroupServer
+    from {role: section} (the scale simulation substitutes only this choice: benchmarks/scale/roles.py)."""
+    from actors.ray_actors import GROUP_SERVER, ROLE_SERVERS, production_servers
+
+    cfg = profile("one_gpu_24gb.yaml")
+    chosen = {g.name: production_servers(g, cfg) for g in plan_groups(cfg)}
+    assert chosen["t2i"] == (ROLE_SERVERS["t2i"], cfg.t2i)
+    shared = next(name for name in chosen if "+" in name)
+    assert chosen[shared].server == GROUP_SERVER
+    assert chosen[shared].arg == {role: getattr(cfg, role) for role in shared.split("+")}

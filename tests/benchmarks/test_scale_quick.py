@@ -48,6 +48,20 @@ def test_every_role_lands_on_its_node_type(quick):
     assert result["meta"]["off_loopback"] == []
 
 
+def test_drivers_come_by_the_roles_through_the_batch_jobs_own_start_up(quick):
+    """The benchmark starts the roles as shared roles (actors.ray_actors.start_roles, servers: the stand-ins); each
+    driver runs agents.batch.startup.start_ray_and_roles and joins every group by name, checked by fingerprint."""
+    result, _ = quick
+    for job, name in [(result["levels"][0], "c4"), (result["levels"][1], "c4-injected"),
+                      *[(j, "shared") for j in result["two_drivers"]["jobs"]]]:
+        startup = {s["group"]: s for s in job["startup"]}
+        assert sorted(startup) == ["captioner", "clip", "llm", "t2i", "vlm"]
+        for group, s in startup.items():
+            assert (s["started"], s["joined"]) == (0, len(s["actors"])), s  # joined, none started by the driver
+            assert s["actors"] == [f"{name}:{group}:{i}" for i in range(len(s["actors"]))]
+        assert len(startup["t2i"]["actors"]) == 2
+
+
 def test_every_image_done_and_the_report_flags_the_standins(quick):
     result, work = quick
     level = result["levels"][0]

@@ -237,3 +237,16 @@ def test_decisions_count_stop_reasons_candidate_fates_and_reasks(tmp_path):
     assert d["candidate_outcomes"] == {"kept": 5, "no_gain": 2} and d["reasks"] == 5
     assert d["iterations_per_image"] == 3.0
     assert decisions(tmp_path / "missing", {})["stop_reasons"] == {}
+
+
+def test_the_simulation_substitutes_only_the_servers_and_refuses_a_shared_engine():
+    from actors.config import ResourceConfig
+    from actors.role_groups import RoleGroup
+    from benchmarks.scale.roles import standin_servers
+    from benchmarks.scale.standins import SERVERS
+
+    specs = {role: object() for role in SERVERS}
+    pick = standin_servers(specs)
+    assert pick(RoleGroup("vlm", ("vlm",), ResourceConfig()), None) == (SERVERS["vlm"], specs["vlm"])
+    with pytest.raises(ValueError, match="share one actor.*llm\\+vlm"):
+        pick(RoleGroup("llm+vlm", ("llm", "vlm"), ResourceConfig()), None)
