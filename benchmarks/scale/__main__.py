@@ -561,14 +561,18 @@ def render(meta: dict, rows: list[dict], two: Optional[dict]) -> str:
                              rows, lambda r: r["orchestration"]["per_node"], lambda v: f"{v['p50_ms']:.1f} / {v['mean_ms']:.1f}")
     if rows and any((r.get("traced") or {}).get("per_inflight_kb") is not None for r in rows):
         lines += ["", "The driver's Python allocations (tracemalloc) while C were in flight: per optimisation in flight, and the "
-                      "growth per finished image (a least-squares slope; near 0: finished images leave nothing behind):", "",
-                  "| concurrency | samples | start MB | median MB | peak MB | KB per in-flight | KB per finished image |",
-                  "|---:|---:|---:|---:|---:|---:|---:|"]
+                      "growth per finished image (a least-squares slope; near 0: finished images leave nothing behind), "
+                      "split into what the benchmark's own code holds (its samples and per-image timings, from a snapshot "
+                      "at the start and the end) and the rest, the batch job's:", "",
+                  "| concurrency | samples | start MB | median MB | peak MB | KB per in-flight | KB per finished image | "
+                  "of which the harness's | the job's |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in rows:
             t = r.get("traced") or {}
             if t.get("per_inflight_kb") is not None:
                 lines.append(f"| {r.get('label', r['concurrency'])} | {t['samples']} | {t['start_mb']:.1f} | {t['median_mb']:.1f} "
-                             f"| {t['peak_mb']:.1f} | {t['per_inflight_kb']:.0f} | {fmt(t['per_finished_kb'], '.2f')} |")
+                             f"| {t['peak_mb']:.1f} | {t['per_inflight_kb']:.0f} | {fmt(t['per_finished_kb'], '.2f')} "
+                             f"| {fmt(t.get('harness_per_finished_kb'), '.2f')} | {fmt(t.get('job_per_finished_kb'), '.2f')} |")
     if rows:
         by = "pixel arrays on every call (--images-by-value)" if meta.get("images_by_value") else \
             "object references (actors/object_refs.py)"

@@ -85,10 +85,13 @@ def orchestration(node_split: dict[str, list], iterations: int, images: int) -> 
             "ms_per_image": 1000 * total / max(images, 1)}
 
 
-def traced_memory(traced: Optional[list], concurrency: int) -> Optional[dict]:
+def traced_memory(traced: Optional[list], concurrency: int, harness: Optional[tuple] = None) -> Optional[dict]:
     """The driver's Python allocations (tracemalloc) while C optimisations were in flight: a least-squares
     line ``bytes = base + per_finished · finished`` over those samples — ``per_finished`` near 0 means
-    finished images leave nothing behind — and ``(median − traced at the start) ÷ C`` per optimisation in flight."""
+    finished images leave nothing behind — and ``(median − traced at the start) ÷ C`` per optimisation in flight.
+
+    ``harness`` (bytes the benchmark's own code held at the start and the end, driver.harness_bytes): its growth per
+    finished image is the measuring's share of ``per_finished``; ``job_per_finished_kb`` is the rest, the batch job's."""
     if not traced:
         return None
     start = traced[0][1]
@@ -100,7 +103,15 @@ def traced_memory(traced: Optional[list], concurrency: int) -> Optional[dict]:
     return {"samples": len(full), "start_mb": start / 2**20, "median_mb": statistics.median(ys) / 2**20,
             "peak_mb": max(ys) / 2**20,
             "per_inflight_kb": (statistics.median(ys) - start) / 1024 / concurrency,
-            "per_finished_kb": slope / 1024 if slope is not None else None}
+            "per_finished_kb": slope / 1024 if slope is not None else None,
+            **_harness_share(slope, harness, traced[-1][3])}
+
+
+def _harness_share(slope: Optional[float], harness: Optional[tuple], finished: int) -> dict:
+    if not harness or slope is None or finished < 1:
+        return {}
+    per = (harness[1] - harness[0]) / finished
+    return {"harness_per_finished_kb": per / 1024, "job_per_finished_kb": (slope - per) / 1024}
 
 
 def rss_split_peaks(res: dict, concurrency: int) -> Optional[dict]:
@@ -258,7 +269,7 @@ def driver_figures(res: dict, concurrency: int, out_dir_bytes: dict) -> dict:
         # driver took no time at all (its own time ÷ an image's latency)
         "driver_share_of_latency": (orch["ms_per_image"] / 1000 / mean_latency) if orch and mean_latency else None,
         "injected": res.get("injected"),
-        "traced": traced_memory(res.get("traced"), concurrency),
+        "traced": traced_memory(res.get("traced"), concurrency, res.get("traced_harness")),
         "iteration_p50_s": percentile(gaps, 0.5), "iteration_p99_s": percentile(gaps, 0.99),
         "image_latency_p50_s": percentile(latencies, 0.5), "image_latency_mean_s": mean_latency,
         "driver_cpu_s": res["cpu_s"], "driver_cpu_ms_per_iteration": 1000 * res["cpu_s"] / max(iterations, 1),

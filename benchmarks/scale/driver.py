@@ -185,6 +185,19 @@ def rss_split() -> dict:
     return out
 
 
+#: The measuring harness's own files (this folder): what it allocates is told apart from the batch job's.
+HARNESS_DIR = str(Path(__file__).resolve().parent) + os.sep
+
+
+def harness_bytes() -> int:
+    """Bytes (tracemalloc) still held that code in benchmarks/scale/ allocated: the harness's samples and per-image
+    timings, which grow with the run as a leak of the job's would. One snapshot: call it at the start and the end."""
+    import tracemalloc
+
+    return sum(stat.size for stat in tracemalloc.take_snapshot().statistics("filename")
+               if stat.traceback[0].filename.startswith(HARNESS_DIR))
+
+
 async def _sample(tracker: Tracker, samples: list, every_s: float, traced: Optional[list] = None,
                   split: Optional[list] = None) -> None:
     import tracemalloc
@@ -249,6 +262,7 @@ async def run(spec: DriverSpec, started_roles: Any) -> dict:
 
         tracemalloc.start()
         traced = []
+    harness0 = harness_bytes() if traced is not None else None
     split: list = []
     split0 = rss_split()
     sampler = asyncio.ensure_future(_sample(tracker, samples, spec.sample_s, traced, split))
@@ -266,6 +280,8 @@ async def run(spec: DriverSpec, started_roles: Any) -> dict:
                 profiler.disable()
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     sampler.cancel()
+    # What the harness itself holds at the end (its samples, each image's timings): part of the traced growth, not the job's
+    harness = (harness0, harness_bytes()) if traced is not None else None
     rss_end = psutil.Process().memory_info().rss
     if profiler:
         profiler.dump_stats(spec.cprofile)
@@ -281,6 +297,7 @@ async def run(spec: DriverSpec, started_roles: Any) -> dict:
         "injected": {"cpu_s": spec.inject_cpu_s, "wait_s": spec.inject_wait_s, "calls": injected.calls},
         "samples": [(t - t0, rss, n, f) for t, rss, n, f in samples],
         "traced": [(t - t0, b, n, f) for t, b, n, f in traced] if traced is not None else None,
+        "traced_harness": harness,
         "writer": {name: [(s - t0, w, c) for s, w, c in timer.calls] for name, timer in patched.timers.items()},
         "pid": os.getpid(),
         "image_refs": shelves[0].stats() if shelves else None,

@@ -161,3 +161,6 @@ def test_traced_memory_separates_in_flight_from_finished_images():
     held = analysis.traced_memory([(0.0, 5 * mb, 0, 0)] + [(float(i), 6 * mb, 4, i) for i in range(1, 21)], 4)
     assert held["per_finished_kb"] == pytest.approx(0.0) and held["per_inflight_kb"] == pytest.approx(256.0)
     assert analysis.traced_memory(None, 4) is None
+    # the harness held 6 KB per finished image more at the end (20 finished) than at the start: the job's is the rest
+    split = analysis.traced_memory(traced, 4, harness=(1000, 1000 + 20 * 6 * 1024))
+    assert split["harness_per_finished_kb"] == pytest.approx(6.0) and split["job_per_finished_kb"] == pytest.approx(4.0)
