@@ -8,10 +8,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Awaitable, Callable, Optional, Sequence
 
 from core.metrics import record
+
+log = logging.getLogger(__name__)
+
+
+def _actor_unavailable(exc: BaseException) -> bool:
+    """Ray's "the actor is temporarily unavailable" (its node lost, or it restarting), not an error of the call."""
+    try:
+        from ray.exceptions import ActorUnavailableError
+    except ImportError:  # no Ray: no Ray errors either
+        return False
+    return isinstance(exc, ActorUnavailableError)
 
 
 class RoleClient:
@@ -29,6 +41,11 @@ class RoleClient:
     #: Its actors take images as object references (actors.object_refs): the graph hands them references, not
     #: pixels (a test's in-process double has no such attribute and gets arrays).
     takes_object_refs = True
+    #: How long a call is re-sent while Ray says its actor is unreachable (ActorUnavailableError: its node was
+    #: lost and not yet declared dead, or it is restarting elsewhere). Ray does not retry those calls itself (the
+    #: actor may or may not have run them); every role call is safe to run twice (seeded generation, scores,
+    #: a chat whose first answer never arrived), so the client re-sends it, to the next replica, with backoff.
+    UNAVAILABLE_RETRY_S = 600.0
 
     def __init__(self, role: str, handles: Sequence[Any], route: str | None = None,
                  control: Sequence[str] = (), shared: Optional[dict] = None, placement_group: Any = None):
@@ -58,7 +75,8 @@ class RoleClient:
 
         async def call(*args, **kwargs):
             with self._recorded(method):
-                return await self._remote(self.handles[next(self._next)], method, *args, **kwargs)
+                return await self._resent_while_unavailable(
+                    method, lambda: self._remote(self.handles[next(self._next)], method, *args, **kwargs))
 
         call.__name__ = method
         return call
@@ -84,13 +102,32 @@ class RoleClient:
 
         if n < 1:
             raise ValueError("n must be at least 1")
-        with self._recorded(method):
+        async def once() -> tuple[list, list]:
             handle = self.handles[next(self._next)]
             if n == 1:  # one return object, the list: Ray cannot split a one-item list into its item
                 ref = self._remote(handle, method, *args, **kwargs)
                 return list(await ref), [Item(ref, 0)]
             refs = list(self._remote(handle, method, *args, num_returns=n, **kwargs))
             return list(await asyncio.gather(*refs)), refs
+
+        with self._recorded(method):
+            return await self._resent_while_unavailable(method, once)
+
+    async def _resent_while_unavailable(self, method: str, send: Callable[[], Awaitable]) -> Any:
+        """``await send()``, sent again (to the next replica) while Ray answers ActorUnavailableError, for at most
+        :attr:`UNAVAILABLE_RETRY_S`; any other error, or one past that time, is raised as it came."""
+        deadline, delay = time.monotonic() + self.UNAVAILABLE_RETRY_S, 0.5
+        while True:
+            try:
+                return await send()
+            except Exception as exc:  # noqa: BLE001 - only ActorUnavailableError is handled; the rest re-raised
+                if not _actor_unavailable(exc) or time.monotonic() + delay > deadline:
+                    raise
+                record("role_call_resends_total", 1, {"role": self.role, "method": method})
+                log.warning("role %s: %s: its actor is unreachable (%s); sent again in %.1f s", self.role, method,
+                            type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 10.0)
 
     async def broadcast(self, method: str, *args, **kwargs) -> list:
         """Call ``method`` on every replica (e.g. ``stats``, ``ping``)."""

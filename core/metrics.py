@@ -29,6 +29,8 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...], Optional[list[float]]]] = {
                      "select, negative_propose, negative_select).", ("node",), _SECONDS),
     "role_calls_total": ("counter", "Calls the driver made to a model role, by method and outcome (ok, error).",
                          ("role", "method", "outcome"), None),
+    "role_call_resends_total": ("counter", "Calls the driver sent to a model role again because Ray said its actor was "
+                                "unreachable (a node lost, a restart under way).", ("role", "method"), None),
     "role_call_seconds": ("histogram", "Seconds a model-role call took as the driver saw it (queueing, batching "
                           "and the forward pass).", ("role", "method"), _SECONDS),
     "role_batch_size": ("histogram", "Items in one forward pass of a batching role (t2i, clip_text, clip_image, "

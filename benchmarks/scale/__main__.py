@@ -365,7 +365,7 @@ class Run:
         cpu0 = tree_cpu()
         faults = None
         if a.kill and not inject:  # the fault run: kills as the images finish (benchmarks/scale/faults.py)
-            faults = FaultPlan(parse_kills(a.kill), handles, where, out, n_images)
+            faults = FaultPlan(parse_kills(a.kill), handles, where, out, n_images, replace_node=self.sim.replace_node)
         res = self.run_drivers([spec], a.timeout, faults=faults)[0]
         kills = faults.finish() if faults is not None else None
         stats = asyncio.run(role_stats(handles))
@@ -593,7 +593,7 @@ def render(meta: dict, rows: list[dict], two: Optional[dict]) -> str:
                 lines.append(f"| {r.get('label', r['concurrency'])} | " + " | ".join(cells) + " |")
     if rows and any(r.get("kills") for r in rows):
         k = meta["dilation"]
-        lines += ["", f"Faults (SIGKILL of a replica's process; stand-in model load {meta.get('load_s', 0)} s real = "
+        lines += ["", f"Faults (SIGKILL of a replica's process, or its whole node lost and replaced; stand-in model load {meta.get('load_s', 0)} s real = "
                       f"{meta.get('load_s', 0) * k:.1f} s sim): recovery = kill until the restarted replica answers, in sim "
                       "(wall) seconds — the load is dilated, Ray's process restart is not; images in flight at a kill against "
                       "the others (median latency, real s):", "",
@@ -605,8 +605,14 @@ def render(meta: dict, rows: list[dict], two: Optional[dict]) -> str:
                 extra = (f"{lat['hit_median_s'] / k:.0f} vs {lat['rest_median_s'] / k:.0f} ({lat['hit']} vs {lat['rest']} images)"
                          if lat.get("hit_median_s") is not None else "–")
                 rec = kr.get("recovery_s")
-                lines.append(f"| {r.get('label')} | {kr['role']}:{kr['replica']} | {kr.get('images_finished', '–')} / {kr.get('of', '–')} "
-                             f"| {fmt(rec, '.1f')} | {kr.get('new_pid', '–')} | {r['failed']} | {extra} |")
+                what, new = f"{kr['role']}:{kr['replica']}", kr.get("new_pid", "–")
+                if kr.get("node"):  # a node lost and replaced: every replica it hosted
+                    what = f"node of {what} ({', '.join(kr.get('hosted') or [])})"
+                    replaced = kr.get("replaced") or {}
+                    new = (f"node {str(replaced.get('added', '?'))[:8]} (+{replaced.get('add_s', 0):.1f} s real to start)"
+                           if replaced else kr.get("error", "–"))
+                lines.append(f"| {r.get('label')} | {what} | {kr.get('images_finished', '–')} / {kr.get('of', '–')} "
+                             f"| {fmt(rec, '.1f')} | {new} | {r['failed']} | {extra} |")
         lines += ["", "In a level with kills the efficiency above is not meaningful: a restarted replica's work counters start "
                       "from zero, so the per-image work the ideal is computed from is undercounted; compare the throughput "
                       "with the same level's fault-free ideal."]
@@ -685,8 +691,9 @@ def main(argv=None) -> int:
                    help="trace the driver's Python allocations (a memory run: tracing slows the driver)")
     p.add_argument("--max-steps", type=int, default=3)
     p.add_argument("--kill", default="",
-                   help="faults: 'role:replica@fraction,...' — SIGKILL that replica's process once that fraction of the "
-                        "level's images is finished (e.g. t2i:0@0.25,vlm:0@0.5; benchmarks/scale/faults.py)")
+                   help="faults: '[node:]role:replica@fraction,...' — SIGKILL that replica's process once that fraction "
+                        "of the level's images is finished; node: lose the whole node hosting it and add a fresh one of its "
+                        "type (e.g. t2i:0@0.25,vlm:0@0.5,node:t2i:1@0.75; benchmarks/scale/faults.py)")
     p.add_argument("--load-s", type=float, default=0.0,
                    help="each stand-in's model load in real seconds (× k), also when Ray restarts a killed replica")
     p.add_argument("--reject-share", type=float, default=0.0,

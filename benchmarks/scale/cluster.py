@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -56,6 +57,26 @@ class SimCluster:
     node_type_of: dict = field(default_factory=dict)  # node id -> node type name
     counts: dict = field(default_factory=dict)  # node type -> nodes started
     temp_dir: Optional[str] = None
+    node_args: dict = field(default_factory=dict)  # what every node was started with beside its type's resources
+
+    def replace_node(self, node_id: str) -> dict:
+        """A node lost and replaced, as on a cloud: every process of worker node ``node_id`` killed at once (its
+        raylet, object store and the actors' workers: no graceful shutdown), then a fresh node of the same type
+        added, as an autoscaler would. Returns the ids, the type and how long each step took (real seconds)."""
+        node = next((n for n in self.cluster.worker_nodes if n.node_id == node_id), None)
+        if node is None:
+            raise ValueError(f"{node_id}: not a worker node of this simulated cluster (the head cannot be removed)")
+        kind = self.node_type_of.get(node_id, "?")
+        t = node_types()[kind]
+        t0 = time.monotonic()
+        self.cluster.remove_node(node, allow_graceful=False)
+        t1 = time.monotonic()
+        new = self.cluster.add_node(num_cpus=int(t.num_cpus), num_gpus=int(t.num_gpus), resources=dict(t.custom),
+                                    **self.node_args)
+        t2 = time.monotonic()
+        del self.node_type_of[node_id]
+        self.node_type_of[new.node_id] = kind
+        return {"removed": node_id, "type": kind, "added": new.node_id, "remove_s": t1 - t0, "add_s": t2 - t1}
 
     def shutdown(self, remove_temp: bool = True) -> None:
         """Stop every node; ``remove_temp``: also delete the session folder (Ray's logs) this cluster used."""
@@ -119,7 +140,7 @@ def start_cluster(counts: dict[str, int], *, path: Path = CLUSTER_YAML, temp_dir
 
         write_ray_address(cluster.address, temp_dir)
     return SimCluster(cluster, cluster.address, head_name, counts={head_name: 1, **{k: v for k, v in counts.items() if k != head_name}},
-                      temp_dir=temp_dir)
+                      temp_dir=temp_dir, node_args=common)
 
 
 def free_port() -> int:

@@ -1,4 +1,5 @@
-"""Faults under load (SIMULATION benchmark, issue #24 item 3): role processes killed with SIGKILL mid-run.
+"""Faults under load (SIMULATION benchmark, issue #24 item 3): role processes killed with SIGKILL mid-run, and
+whole nodes lost and replaced.
 
 ``--kill t2i:0@0.25,vlm:0@0.5`` kills replica 0 of the T2I role once a quarter of the level's images are
 finished, and the VLM's once half are — ``kill -9`` of the actor's worker process, found from the pid the
@@ -7,6 +8,14 @@ its "model" again (``--load-s``: real seconds, × k on the simulated clock), and
 are retried on the new process (``resources.max_task_retries``); calls made meanwhile wait for it. The agent
 itself re-sends nothing: a call that Ray cannot complete fails its graph node, the image's record says so,
 and a rerun resumes it from its last checkpoint (docs/reliability.md).
+
+``--kill node:t2i:1@0.5`` loses the node that hosts T2I replica 1 once half the images are finished: every process
+of that simulated node killed at once (raylet, object store, the workers of every actor on it — there the T2I
+replica, and on a gpu_small node maybe the captioner and CLIP), then a fresh node of the same type added, as an
+autoscaler would (cluster.SimCluster.replace_node). Ray restarts the lost actors on the new node (their placement
+group's bundles are rescheduled there); generated images whose only copy was in the lost object store are
+recomputed by Ray from their lineage (the T2I call re-run: ``max_task_retries`` > 0 makes actor results
+reconstructable) or, failing that, fail their graph node.
 
 Measured per kill, from the benchmark's main process (not the measured driver): when it happened, how many
 images were finished then, and the recovery time — from the kill until the restarted replica answers a
@@ -21,6 +30,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Optional
 
 
 @dataclass
@@ -30,18 +40,22 @@ class Kill:
     at_fraction: float  # of the level's images finished
     done: bool = False
     record: dict = field(default_factory=dict)
+    node: bool = False  # True: lose the whole node hosting the replica (and replace it), not only its process
 
 
 def parse_kills(text: str) -> list[Kill]:
-    """``role:replica@fraction`` items, comma-separated (``t2i:0@0.25,vlm:0@0.5``)."""
+    """``[node:]role:replica@fraction`` items, comma-separated (``t2i:0@0.25,vlm:0@0.5,node:t2i:1@0.75``)."""
     kills = []
     for item in (x.strip() for x in text.split(",") if x.strip()):
         try:
             who, at = item.split("@")
-            role, replica = who.split(":")
-            kill = Kill(role.strip(), int(replica), float(at))
+            parts = who.split(":")
+            node = len(parts) == 3 and parts[0].strip() == "node"
+            role, replica = parts[1:] if node else parts
+            kill = Kill(role.strip(), int(replica), float(at), node=node)
         except ValueError:
-            raise ValueError(f"--kill item {item!r}: expected role:replica@fraction, e.g. t2i:0@0.25") from None
+            raise ValueError(f"--kill item {item!r}: expected [node:]role:replica@fraction, e.g. t2i:0@0.25 or "
+                             "node:t2i:1@0.5") from None
         if not 0.0 < kill.at_fraction < 1.0:
             raise ValueError(f"--kill item {item!r}: the fraction of images finished must lie strictly between 0 and 1")
         kills.append(kill)
@@ -75,13 +89,18 @@ def finished_images(out: Path) -> int:
 class FaultPlan:
     """The kills of one level, fired from the main process's polling loop (:meth:`tick`)."""
 
-    def __init__(self, kills: list[Kill], handles: dict[str, list], where: list[dict], out: Path, n_images: int):
+    def __init__(self, kills: list[Kill], handles: dict[str, list], where: list[dict], out: Path, n_images: int,
+                 replace_node: Optional[Callable[[str], dict]] = None):
         self.kills, self.handles, self.n_images = kills, handles, n_images
         self.finished = FinishedImages(out)
         self.pids = {(w["role"], w["replica"]): w["pid"] for w in where}
+        self.nodes = {(w["role"], w["replica"]): w.get("node_id") for w in where}
+        self.replace_node = replace_node
         for k in kills:
             if (k.role, k.replica) not in self.pids:
                 raise ValueError(f"--kill {k.role}:{k.replica}: no such replica (roles: {sorted(set(self.pids))})")
+            if k.node and replace_node is None:
+                raise ValueError(f"--kill node:{k.role}:{k.replica}: this run cannot replace nodes")
         self.threads: list[threading.Thread] = []
         self.t0 = time.time()
 
@@ -95,6 +114,8 @@ class FaultPlan:
                 self._fire(k, finished)
 
     def _fire(self, k: Kill, finished: int) -> None:
+        if k.node:
+            return self._lose_node(k, finished)
         k.done = True
         pid = self.pids[(k.role, k.replica)]
         at = time.time()
@@ -119,6 +140,35 @@ class FaultPlan:
                             new_node=where["node_id"])
         except Exception as exc:  # noqa: BLE001 - recorded: the replica did not come back
             k.record.update(recovered_abs=None, recovery_s=None, error=f"{type(exc).__name__}: {exc}")
+
+    def _lose_node(self, k: Kill, finished: int) -> None:
+        """In a thread (removing and adding a node takes seconds): the node replaced, then each replica it hosted
+        timed until it answers on the new node."""
+        k.done = True
+        node = self.nodes[(k.role, k.replica)]
+        hosted = sorted(key for key, n in self.nodes.items() if n == node)
+        at = time.time()
+        k.record = {"role": k.role, "replica": k.replica, "node": node, "killed": True, "at_abs": at,
+                    "images_finished": finished, "of": self.n_images,
+                    "hosted": [f"{role}[{replica}]" for role, replica in hosted]}
+
+        def lose_and_wait() -> None:
+            try:
+                k.record.update(replaced=self.replace_node(node))
+            except Exception as exc:  # noqa: BLE001 - recorded: the node could not be replaced
+                k.record.update(recovered_abs=None, recovery_s=None, error=f"{type(exc).__name__}: {exc}")
+                return
+            replicas = [Kill(role, replica, k.at_fraction) for role, replica in hosted]
+            for r in replicas:
+                self._await_recovery(r, at)
+            k.record["replicas"] = {f"{r.role}[{r.replica}]": r.record for r in replicas}
+            times = [r.record.get("recovery_s") for r in replicas]
+            k.record.update(recovered_abs=time.time() if None not in times else None,
+                            recovery_s=max(times) if None not in times else None)
+
+        thread = threading.Thread(target=lose_and_wait, daemon=True)
+        thread.start()
+        self.threads.append(thread)
 
     def finish(self, timeout_s: float = 600) -> list[dict]:
         for t in self.threads:
