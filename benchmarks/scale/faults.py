@@ -142,8 +142,9 @@ class FaultPlan:
             k.record.update(recovered_abs=None, recovery_s=None, error=f"{type(exc).__name__}: {exc}")
 
     def _lose_node(self, k: Kill, finished: int) -> None:
-        """In a thread (removing and adding a node takes seconds): the node replaced, then each replica it hosted
-        timed until it answers on the new node."""
+        """The node replaced here, in the polling loop's (main) thread: a starting Ray node registers a SIGTERM handler
+        (ray._private.node.Node), which Python allows only in the main thread — from the plan's own thread the
+        replacement never joined. Then each replica it hosted is timed, in a thread, until it answers again."""
         k.done = True
         node = self.nodes[(k.role, k.replica)]
         hosted = sorted(key for key, n in self.nodes.items() if n == node)
@@ -151,13 +152,13 @@ class FaultPlan:
         k.record = {"role": k.role, "replica": k.replica, "node": node, "killed": True, "at_abs": at,
                     "images_finished": finished, "of": self.n_images,
                     "hosted": [f"{role}[{replica}]" for role, replica in hosted]}
+        try:
+            k.record.update(replaced=self.replace_node(node))
+        except Exception as exc:  # noqa: BLE001 - recorded: the node could not be replaced
+            k.record.update(recovered_abs=None, recovery_s=None, error=f"{type(exc).__name__}: {exc}")
+            return
 
-        def lose_and_wait() -> None:
-            try:
-                k.record.update(replaced=self.replace_node(node))
-            except Exception as exc:  # noqa: BLE001 - recorded: the node could not be replaced
-                k.record.update(recovered_abs=None, recovery_s=None, error=f"{type(exc).__name__}: {exc}")
-                return
+        def wait_for_replicas() -> None:
             replicas = [Kill(role, replica, k.at_fraction) for role, replica in hosted]
             for r in replicas:
                 self._await_recovery(r, at)
@@ -166,7 +167,7 @@ class FaultPlan:
             k.record.update(recovered_abs=time.time() if None not in times else None,
                             recovery_s=max(times) if None not in times else None)
 
-        thread = threading.Thread(target=lose_and_wait, daemon=True)
+        thread = threading.Thread(target=wait_for_replicas, daemon=True)
         thread.start()
         self.threads.append(thread)
 

@@ -35,15 +35,19 @@ def test_kill_items_are_parsed_and_bad_ones_named():
 def test_a_lost_node_is_replaced_and_every_replica_it_hosted_is_waited_for(tmp_path, monkeypatch):
     where = [{"role": "t2i", "replica": 0, "pid": 1, "node_id": "A"}, {"role": "t2i", "replica": 1, "pid": 2, "node_id": "B"},
              {"role": "clip", "replica": 0, "pid": 3, "node_id": "B"}, {"role": "vlm", "replica": 0, "pid": 4, "node_id": "C"}]
+    import threading
+
     replaced, waited = [], []
     monkeypatch.setattr(FaultPlan, "_await_recovery",
                         lambda self, k, at: (waited.append((k.role, k.replica)), k.record.update(recovery_s=2.0 + k.replica)))
     plan = FaultPlan(parse_kills("node:t2i:1@0.5"), {}, where, tmp_path, n_images=2,
-                     replace_node=lambda node: replaced.append(node) or {"removed": node, "added": "D", "add_s": 1.5})
+                     replace_node=lambda node: replaced.append((node, threading.current_thread() is threading.main_thread()))
+                     or {"removed": node, "added": "D", "add_s": 1.5})
     (tmp_path / "results.jsonl").write_text('{"a": 1}\n')
     plan.tick()
     [record] = plan.finish()
-    assert replaced == ["B"] and sorted(waited) == [("clip", 0), ("t2i", 1)]  # the node's replicas, no others
+    # replaced from the main thread (a starting Ray node sets a signal handler); the node's replicas waited for, no others
+    assert replaced == [("B", True)] and sorted(waited) == [("clip", 0), ("t2i", 1)]
     assert record["hosted"] == ["clip[0]", "t2i[1]"] and record["replaced"]["added"] == "D"
     assert record["recovery_s"] == 3.0  # the last of them back
     with pytest.raises(ValueError, match="cannot replace nodes"):
