@@ -131,15 +131,29 @@ class FaultPlan:
         self.threads.append(thread)
 
     def _await_recovery(self, k: Kill, at: float) -> None:
-        import ray
+        k.record.update(self._replica_recovery(k.role, k.replica, at))
 
-        handle = self.handles[k.role][k.replica]
-        try:
-            where = ray.get(handle.where.remote(), timeout=3600)
-            k.record.update(recovered_abs=time.time(), recovery_s=time.time() - at, new_pid=where["pid"],
-                            new_node=where["node_id"])
-        except Exception as exc:  # noqa: BLE001 - recorded: the replica did not come back
-            k.record.update(recovered_abs=None, recovery_s=None, error=f"{type(exc).__name__}: {exc}")
+    def _replica_recovery(self, role: str, replica: int, at: float, timeout_s: float = 3600) -> dict:
+        """How long after ``at`` the replica answered again. While its node is lost but not yet declared dead, Ray
+        answers ActorUnavailableError (and retries no further): asked again with a backoff, as RoleClient does."""
+        import ray
+        from ray.exceptions import ActorUnavailableError
+
+        handle = self.handles[role][replica]
+        deadline, pause = time.monotonic() + timeout_s, 0.2
+        while True:
+            try:
+                where = ray.get(handle.where.remote(), timeout=max(1.0, deadline - time.monotonic()))
+                now = time.time()
+                return {"recovered_abs": now, "recovery_s": now - at, "new_pid": where["pid"],
+                        "new_node": where["node_id"]}
+            except ActorUnavailableError as exc:
+                if time.monotonic() + pause > deadline:
+                    return {"recovered_abs": None, "recovery_s": None, "error": f"{type(exc).__name__}: {exc}"}
+                time.sleep(pause)
+                pause = min(2 * pause, 5.0)
+            except Exception as exc:  # noqa: BLE001 - recorded: the replica did not come back
+                return {"recovered_abs": None, "recovery_s": None, "error": f"{type(exc).__name__}: {exc}"}
 
     def _lose_node(self, k: Kill, finished: int) -> None:
         """The node replaced here, in the polling loop's (main) thread: a starting Ray node registers a SIGTERM handler
@@ -159,12 +173,9 @@ class FaultPlan:
             return
 
         def wait_for_replicas() -> None:
-            replicas = [Kill(role, replica, k.at_fraction) for role, replica in hosted]
-            for r in replicas:
-                self._await_recovery(r, at)
-            k.record["replicas"] = {f"{r.role}[{r.replica}]": r.record for r in replicas}
-            times = [r.record.get("recovery_s") for r in replicas]
-            k.record.update(recovered_abs=time.time() if None not in times else None,
+            replicas = {f"{role}[{replica}]": self._replica_recovery(role, replica, at) for role, replica in hosted}
+            times = [r["recovery_s"] for r in replicas.values()]
+            k.record.update(replicas=replicas, recovered_abs=time.time() if None not in times else None,
                             recovery_s=max(times) if None not in times else None)
 
         thread = threading.Thread(target=wait_for_replicas, daemon=True)
