@@ -238,7 +238,8 @@ class Captions:
     def reconcile(self, results: ResultsLog) -> int:
         """Bring the captions in line with ``results`` (the latest record per image); returns
         how many captions were written or removed. Call under the output folder's lock."""
-        per_image = {image_id: _entry(results.get(image_id)) for image_id in self._targets}
+        per_image: dict[str, Optional[_Entry]] = dict.fromkeys(self._targets)
+        per_image.update((image_id, _entry(record)) for image_id, record in results.get_many(self._targets))
         entries: dict[str, _Entry] = {}
         for image_id, targets in self._targets.items():
             if per_image[image_id] is None:

@@ -343,6 +343,16 @@ class ResultsLog:
         with open(self.path, "rb") as fh:
             return self._read(fh, entry)
 
+    def get_many(self, image_ids: Iterable[str]) -> Iterator[tuple[str, dict]]:
+        """``(image_id, latest record)`` for each of ``image_ids`` that has one: one open of the log, read in file
+        order (a start-up pass over a large batch reads the file front to back, not one open per image)."""
+        wanted = sorted(((self._entries[i], i) for i in set(image_ids) if i in self._entries), key=lambda e: e[0].offset)
+        if not wanted:
+            return
+        with open(self.path, "rb") as fh:
+            for entry, image_id in wanted:
+                yield image_id, self._read(fh, entry)
+
     def summary(self, image_id: str) -> Optional[RecordSummary]:
         """The latest record's status and settings fingerprint (and where it lies), without reading it."""
         return self._entries.get(image_id)

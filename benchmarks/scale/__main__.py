@@ -596,9 +596,10 @@ def render(meta: dict, rows: list[dict], two: Optional[dict]) -> str:
         lines += ["", f"Faults (SIGKILL of a replica's process, or its whole node lost and replaced; stand-in model load {meta.get('load_s', 0)} s real = "
                       f"{meta.get('load_s', 0) * k:.1f} s sim): recovery = kill until the restarted replica answers, in sim "
                       "(wall) seconds — the load is dilated, Ray's process restart is not; images in flight at a kill against "
-                      "the others (median latency, real s):", "",
-                  "| level | role:replica | at images finished | recovery sim s | new pid | failed images | in-flight images: median latency vs others |",
-                  "|---|---|---:|---:|---:|---:|---|"]
+                      "the others (median latency, real s); calls re-sent = calls the role client sent again while Ray said "
+                      "their actor was unreachable (role_call_resends_total, the level's total by role):", "",
+                  "| level | role:replica | at images finished | recovery sim s | new pid | failed images | calls re-sent | in-flight images: median latency vs others |",
+                  "|---|---|---:|---:|---:|---:|---|---|"]
         for r in rows:
             lat = r.get("kill_latency") or {}
             for kr in r.get("kills") or []:
@@ -611,8 +612,9 @@ def render(meta: dict, rows: list[dict], two: Optional[dict]) -> str:
                     replaced = kr.get("replaced") or {}
                     new = (f"node {str(replaced.get('added', '?'))[:8]} (+{replaced.get('add_s', 0):.1f} s real to start)"
                            if replaced else kr.get("error", "–"))
+                resent = ", ".join(f"{role} {n:.0f}" for role, n in sorted((r.get("resends") or {}).items())) or "0"
                 lines.append(f"| {r.get('label')} | {what} | {kr.get('images_finished', '–')} / {kr.get('of', '–')} "
-                             f"| {fmt(rec, '.1f')} | {new} | {r['failed']} | {extra} |")
+                             f"| {fmt(rec, '.1f')} | {new} | {r['failed']} | {resent} | {extra} |")
         lines += ["", "In a level with kills the efficiency above is not meaningful: a restarted replica's work counters start "
                       "from zero, so the per-image work the ideal is computed from is undercounted; compare the throughput "
                       "with the same level's fault-free ideal."]

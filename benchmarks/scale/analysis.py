@@ -283,5 +283,6 @@ def driver_figures(res: dict, concurrency: int, out_dir_bytes: dict) -> dict:
         "writer": writer,
         "image_refs": res.get("image_refs"),  # the driver's shelf: images put, references handed out again
         "rss_split": rss_split_peaks(res, concurrency),
+        "resends": res.get("resends") or {},  # calls re-sent while a role's actor was unreachable, by role
         "startup": res.get("startup"),  # how the driver came by the roles: started or joined, per group (its start-up)
     }

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import cProfile
 import functools
 import gc
@@ -246,6 +247,7 @@ async def run(spec: DriverSpec, started_roles: Any) -> dict:
         for name in ROLES:
             getattr(roles, name).takes_object_refs = False  # shadows the client's: the graph sends arrays
     shelves = _record_image_refs()
+    resends = _count_resends()
     if spec.barrier:  # several drivers start their batches together
         Path(spec.result).with_suffix(".ready").write_text(str(os.getpid()))
         while not Path(spec.barrier).exists():
@@ -301,9 +303,27 @@ async def run(spec: DriverSpec, started_roles: Any) -> dict:
         "writer": {name: [(s - t0, w, c) for s, w, c in timer.calls] for name, timer in patched.timers.items()},
         "pid": os.getpid(),
         "image_refs": shelves[0].stats() if shelves else None,
+        "resends": dict(resends),
         "rss_split0": split0,
         "rss_split": [(t - t0, d, n, f) for t, d, n, f in split],
     }
+
+
+def _count_resends() -> collections.Counter:
+    """Calls the role client sent again because Ray said their actor was unreachable (its node lost, or it
+    restarting), by role: the client's own ``role_call_resends_total`` records, counted as they are made."""
+    import actors.role_client as role_client
+
+    counts: collections.Counter = collections.Counter()
+    real = role_client.record
+
+    def record(name, value, tags):
+        if name == "role_call_resends_total":
+            counts[tags["role"]] += value
+        return real(name, value, tags)
+
+    role_client.record = record
+    return counts
 
 
 def _record_image_refs() -> list:

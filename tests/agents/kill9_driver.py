@@ -185,7 +185,7 @@ def arm_append(n: int, mode: str, rng: random.Random) -> None:
     def append_line_durably(path, record):
         if not counter.hit():
             return real(path, record)
-        line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+        line = agents.browser.results.record_line(record)  # the bytes the real append would write
         cut = {"first": 1, "last": len(line) - 1}.get(mode) or rng.randint(2, len(line) - 2)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.write(fd, line[:cut])

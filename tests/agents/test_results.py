@@ -181,6 +181,21 @@ def test_reads_follow_the_latest_line_and_survive_appends_during_iteration(tmp_p
     assert [r["image_id"] for r in R.ResultsLog(path).records()] == ["id1", "id2", "id3"]
 
 
+def test_many_records_are_read_in_one_pass_over_the_log(tmp_path, monkeypatch):
+    """A start-up pass over a large batch (the captions' reconcile) opens the log once, not once per image."""
+    log = R.ResultsLog(tmp_path / "r.jsonl")
+    for i in range(5):
+        log.append(_rec(i, "error", error="first"))
+    log.append(_rec(3, "done"))
+    opened = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    got = dict(log.get_many(["id3", "id0", "id9", "id3"]))  # unknown and repeated ids
+    assert {i: r["status"] for i, r in got.items()} == {"id3": "done", "id0": "error"}
+    assert len(opened) == 1
+    assert list(log.get_many(["id9"])) == [] and len(opened) == 1  # nothing to read: the log is not opened
+
+
 def test_a_log_edited_under_a_live_job_says_so(tmp_path):
     path = tmp_path / "r.jsonl"
     log = R.ResultsLog(path)
