@@ -27,7 +27,7 @@ class ResourceConfig(StrictModel):
 
     num_gpus: float = Field(0.0, ge=0, le=64, description="GPUs reserved for the actor (at most 64); fractional values let small models share a GPU.")
     num_cpus: float = Field(1.0, ge=0, le=1024, description="CPU cores reserved for the actor (at most 1024).")
-    num_replicas: int = Field(1, ge=1, le=1024, description="How many actors serve this role, at most 1024 (requests are spread round-robin).")
+    num_replicas: int = Field(1, ge=1, le=1024, description="How many actors serve this role, at most 1024 (each call goes to the replica with the fewest calls outstanding from the job, ties in turn: actors/replica_picker.py).")
     max_restarts: int = Field(3, ge=-1, le=1000, description="Ray restarts of a dead actor, at most 1000 (-1: unlimited).")
     max_task_retries: int = Field(3, ge=-1, le=1000, description="Ray retries of an in-flight call after the actor died, at most 1000 (-1: unlimited).")
     max_concurrency: int = Field(1024, ge=1, le=100_000, description="Concurrent calls an async actor accepts, at most 100000; requests above the batch size queue inside the actor.")

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 from typing import Any, Awaitable, Callable, Optional, Sequence
 
+from actors.replica_picker import ReplicaPicker
 from core.metrics import record
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,8 @@ def _actor_unavailable(exc: BaseException) -> bool:
 class RoleClient:
     """Awaitable facade over one or more actors of a role: ``await client.method(...)``.
 
-    Calls are spread round-robin over the replicas; each replica batches the calls it gets.
+    Each call goes to the replica with the fewest calls outstanding from this client (actors.replica_picker: ties
+    in turn, an unreachable replica passed over for a while); each replica batches the calls it gets.
     With ``route`` the actors serve several roles (a ``ChatGroupServer``) and every call goes
     to ``route``'s interface inside them: ``await client.chat(...)`` is ``call(route, "chat", ...)``,
     and a method in ``control`` (the role's control methods) goes through ``call_control``, which
@@ -57,7 +58,7 @@ class RoleClient:
         self.shared = shared
         self.placement_group = placement_group
         self.handles = list(handles)
-        self._next = itertools.cycle(range(len(self.handles)))
+        self._picker = ReplicaPicker(len(self.handles))
 
     def _remote(self, handle: Any, method: str, *args, num_returns: Optional[int] = None, **kwargs):
         if self.route is not None:
@@ -76,7 +77,7 @@ class RoleClient:
         async def call(*args, **kwargs):
             with self._recorded(method):
                 return await self._resent_while_unavailable(
-                    method, lambda: self._remote(self.handles[next(self._next)], method, *args, **kwargs))
+                    method, lambda handle: self._remote(handle, method, *args, **kwargs))
 
         call.__name__ = method
         return call
@@ -102,8 +103,7 @@ class RoleClient:
 
         if n < 1:
             raise ValueError("n must be at least 1")
-        async def once() -> tuple[list, list]:
-            handle = self.handles[next(self._next)]
+        async def once(handle: Any) -> tuple[list, list]:
             if n == 1:  # one return object, the list: Ray cannot split a one-item list into its item
                 ref = self._remote(handle, method, *args, **kwargs)
                 return list(await ref), [Item(ref, 0)]
@@ -113,19 +113,24 @@ class RoleClient:
         with self._recorded(method):
             return await self._resent_while_unavailable(method, once)
 
-    async def _resent_while_unavailable(self, method: str, send: Callable[[], Awaitable]) -> Any:
-        """``await send()``, sent again (to the next replica) while Ray answers ActorUnavailableError, for at most
+    async def _resent_while_unavailable(self, method: str, send: Callable[[Any], Awaitable]) -> Any:
+        """``await send(handle)`` to the replica the picker chooses, sent again (to a replica chosen afresh, which
+        passes over the unreachable one) while Ray answers ActorUnavailableError, for at most
         :attr:`UNAVAILABLE_RETRY_S`; any other error, or one past that time, is raised as it came."""
         deadline, delay = time.monotonic() + self.UNAVAILABLE_RETRY_S, 0.5
         while True:
+            replica, unreachable = self._picker.pick(), False
             try:
-                return await send()
+                return await send(self.handles[replica])
             except Exception as exc:  # noqa: BLE001 - only ActorUnavailableError is handled; the rest re-raised
-                if not _actor_unavailable(exc) or time.monotonic() + delay > deadline:
+                unreachable = _actor_unavailable(exc)
+                if not unreachable or time.monotonic() + delay > deadline:
                     raise
                 record("role_call_resends_total", 1, {"role": self.role, "method": method})
                 log.warning("role %s: %s: its actor is unreachable (%s); sent again in %.1f s", self.role, method,
                             type(exc).__name__, delay)
+            finally:
+                self._picker.finished(replica, unreachable)
             await asyncio.sleep(delay)
             delay = min(2 * delay, 10.0)
 
