@@ -337,11 +337,7 @@ class ResultsLog:
                 yield self._read(fh, entry)
 
     def get(self, image_id: str) -> Optional[dict]:
-        entry = self._entries.get(image_id)
-        if entry is None:
-            return None
-        with open(self.path, "rb") as fh:
-            return self._read(fh, entry)
+        return next((record for _, record in self.get_many((image_id,))), None)
 
     def get_many(self, image_ids: Iterable[str]) -> Iterator[tuple[str, dict]]:
         """``(image_id, latest record)`` for each of ``image_ids`` that has one: one open of the log, read in file

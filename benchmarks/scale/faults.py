@@ -174,9 +174,10 @@ class FaultPlan:
 
         def wait_for_replicas() -> None:
             replicas = {f"{role}[{replica}]": self._replica_recovery(role, replica, at) for role, replica in hosted}
-            times = [r["recovery_s"] for r in replicas.values()]
-            k.record.update(replicas=replicas, recovered_abs=time.time() if None not in times else None,
-                            recovery_s=max(times) if None not in times else None)
+            back = None not in (r["recovery_s"] for r in replicas.values())  # the node's recovery: its last replica's
+            k.record.update(replicas=replicas,
+                            recovered_abs=max(r["recovered_abs"] for r in replicas.values()) if back else None,
+                            recovery_s=max(r["recovery_s"] for r in replicas.values()) if back else None)
 
         thread = threading.Thread(target=wait_for_replicas, daemon=True)
         thread.start()

@@ -40,7 +40,8 @@ def test_a_lost_node_is_replaced_and_every_replica_it_hosted_is_waited_for(tmp_p
 
     replaced, waited = [], []
     monkeypatch.setattr(FaultPlan, "_replica_recovery",
-                        lambda self, role, replica, at: waited.append((role, replica)) or {"recovery_s": 2.0 + replica})
+                        lambda self, role, replica, at: waited.append((role, replica))
+                        or {"recovered_abs": at + 2.0 + replica, "recovery_s": 2.0 + replica})
     plan = FaultPlan(parse_kills("node:t2i:1@0.5"), {}, where, tmp_path, n_images=2,
                      replace_node=lambda node: replaced.append((node, threading.current_thread() is threading.main_thread()))
                      or {"removed": node, "added": "D", "add_s": 1.5})
@@ -50,7 +51,7 @@ def test_a_lost_node_is_replaced_and_every_replica_it_hosted_is_waited_for(tmp_p
     # replaced from the main thread (a starting Ray node sets a signal handler); the node's replicas waited for, no others
     assert replaced == [("B", True)] and sorted(waited) == [("clip", 0), ("t2i", 1)]
     assert record["hosted"] == ["clip[0]", "t2i[1]"] and record["replaced"]["added"] == "D"
-    assert record["recovery_s"] == 3.0  # the last of them back
+    assert record["recovery_s"] == 3.0 and record["recovered_abs"] == record["at_abs"] + 3.0  # the last of them back
     with pytest.raises(ValueError, match="cannot replace nodes"):
         FaultPlan(parse_kills("node:t2i:1@0.5"), {}, where, tmp_path, 2)
 
