@@ -9,7 +9,10 @@ the queues out instead; ties go in turn, so equal queues still get round-robin.
 
 A replica Ray has just called unreachable (ActorUnavailableError) fails at once and so would always look the
 emptiest: it is passed over for a backoff (0.5 s, doubling up to 10 s while it stays unreachable) unless every
-replica is, in which case the one that comes off its backoff first is tried.
+replica is, in which case the one that comes off its backoff first is tried. The backoff grows once per probe, not
+once per failed call: the calls that were already on their way when it became unreachable (hundreds, with a deep
+queue) fail together and say nothing new, so they leave the backoff as it is. The role client waits
+:meth:`ReplicaPicker.wait_s` before re-sending a failed call: nothing while another replica is reachable.
 """
 from __future__ import annotations
 
@@ -44,10 +47,16 @@ class ReplicaPicker:
         self.outstanding[chosen] += 1
         return chosen
 
+    def wait_s(self) -> float:
+        """Seconds until some replica is worth a call: 0 while one is not being passed over."""
+        return max(0.0, min(self._avoid_until) - self._clock())
+
     def finished(self, replica: int, unreachable: bool = False) -> None:
         """A call to ``replica`` is over; ``unreachable``: Ray said its actor could not be reached."""
         self.outstanding[replica] -= 1
         if unreachable:
+            if self._clock() < self._avoid_until[replica]:
+                return  # a call sent before the replica was found unreachable: no news, the backoff stands
             self._avoid_s[replica] = min(2 * self._avoid_s[replica] or self.AVOID_FIRST_S, self.AVOID_MAX_S)
             self._avoid_until[replica] = self._clock() + self._avoid_s[replica]
         else:  # it answered (a result or an error of its own): reachable again

@@ -45,7 +45,8 @@ class RoleClient:
     #: How long a call is re-sent while Ray says its actor is unreachable (ActorUnavailableError: its node was
     #: lost and not yet declared dead, or it is restarting elsewhere). Ray does not retry those calls itself (the
     #: actor may or may not have run them); every role call is safe to run twice (seeded generation, scores,
-    #: a chat whose first answer never arrived), so the client re-sends it, to the next replica, with backoff.
+    #: a chat whose first answer never arrived), so the client re-sends it: at once to another replica when one is
+    #: reachable, else after the replica picker's backoff.
     UNAVAILABLE_RETRY_S = 600.0
 
     def __init__(self, role: str, handles: Sequence[Any], route: str | None = None,
@@ -114,25 +115,29 @@ class RoleClient:
             return await self._resent_while_unavailable(method, once)
 
     async def _resent_while_unavailable(self, method: str, send: Callable[[Any], Awaitable]) -> Any:
-        """``await send(handle)`` to the replica the picker chooses, sent again (to a replica chosen afresh, which
-        passes over the unreachable one) while Ray answers ActorUnavailableError, for at most
-        :attr:`UNAVAILABLE_RETRY_S`; any other error, or one past that time, is raised as it came."""
-        deadline, delay = time.monotonic() + self.UNAVAILABLE_RETRY_S, 0.5
+        """``await send(handle)`` to the replica the picker chooses, sent again while Ray answers
+        ActorUnavailableError: at once to another replica when one is reachable, else when the first comes off its
+        backoff (the picker's, per replica: 0.5 s doubling to 10 s), for at most :attr:`UNAVAILABLE_RETRY_S`; any
+        other error, or one past that time, is raised as it came."""
+        deadline = time.monotonic() + self.UNAVAILABLE_RETRY_S
         while True:
             replica, unreachable = self._picker.pick(), False
             try:
                 return await send(self.handles[replica])
             except Exception as exc:  # noqa: BLE001 - only ActorUnavailableError is handled; the rest re-raised
                 unreachable = _actor_unavailable(exc)
-                if not unreachable or time.monotonic() + delay > deadline:
+                if not unreachable:
                     raise
-                record("role_call_resends_total", 1, {"role": self.role, "method": method})
-                log.warning("role %s: %s: its actor is unreachable (%s); sent again in %.1f s", self.role, method,
-                            type(exc).__name__, delay)
+                error = exc
             finally:
                 self._picker.finished(replica, unreachable)
-            await asyncio.sleep(delay)
-            delay = min(2 * delay, 10.0)
+            wait_s = self._picker.wait_s()
+            if time.monotonic() + wait_s > deadline:
+                raise error
+            record("role_call_resends_total", 1, {"role": self.role, "method": method})
+            log.warning("role %s: %s: replica %d is unreachable (%s); sent again in %.1f s", self.role, method,
+                        replica, type(error).__name__, wait_s)
+            await asyncio.sleep(wait_s)
 
     async def broadcast(self, method: str, *args, **kwargs) -> list:
         """Call ``method`` on every replica (e.g. ``stats``, ``ping``)."""

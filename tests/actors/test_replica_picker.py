@@ -65,6 +65,31 @@ def test_when_every_replica_is_unreachable_the_first_off_its_backoff_is_tried():
     assert picker.pick() == 0
 
 
+def test_calls_already_on_their_way_do_not_stretch_the_backoff():
+    """Five calls queued at a replica that becomes unreachable fail together: one probe's news, one backoff step
+    (0.5 s), not five doublings (8 s) that would leave a replica back after 0.6 s unasked for 8 s."""
+    clock = Clock()
+    picker = ReplicaPicker(1, clock=clock)
+    sent = [picker.pick() for _ in range(5)]
+    for replica in sent:
+        picker.finished(replica, unreachable=True)
+    assert picker.wait_s() == pytest.approx(0.5)
+    clock.now += 0.5  # the backoff is over: the next failure is a new probe's answer, and doubles it
+    picker.finished(picker.pick(), unreachable=True)
+    assert picker.wait_s() == pytest.approx(1.0)
+
+
+def test_nothing_to_wait_for_while_a_replica_is_reachable():
+    clock = Clock()
+    picker = ReplicaPicker(2, clock=clock)
+    assert picker.wait_s() == 0.0
+    picker.finished(picker.pick(), unreachable=True)
+    assert picker.wait_s() == 0.0  # replica 1 is reachable
+    picker.finished(picker.pick(), unreachable=True)
+    clock.now += 0.2
+    assert picker.wait_s() == pytest.approx(0.3)  # replica 0 comes off its backoff first
+
+
 class Slow:
     """A replica whose calls wait until released: calls outstanding are real awaits."""
 

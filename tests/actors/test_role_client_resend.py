@@ -35,23 +35,49 @@ def unavailable() -> ActorUnavailableError:
     return ActorUnavailableError("the actor is temporarily unavailable: connection refused", None)
 
 
+class Waits(list):
+    """The seconds the client asked to sleep, not slept: a clock (for the client's replica picker) moves on by
+    them instead, so the test's time is not spent."""
+
+    def __init__(self):
+        super().__init__()
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.fixture(autouse=True)
-def no_waiting(monkeypatch):
-    real_sleep = asyncio.sleep
-    monkeypatch.setattr(asyncio, "sleep", lambda s: real_sleep(0))
+def waits(monkeypatch):
+    waits, real_sleep = Waits(), asyncio.sleep
+
+    def sleep(seconds):
+        waits.append(seconds)
+        waits.now += seconds
+        return real_sleep(0)
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    return waits
 
 
-def test_an_unreachable_replica_is_skipped_and_the_call_completes():
+def client_on(waits: Waits, role: str, handles: list) -> RoleClient:
+    client = RoleClient(role, handles)
+    client._picker._clock = waits
+    return client
+
+
+def test_an_unreachable_replica_is_skipped_and_the_call_completes(waits):
     lost, alive = Handle(unavailable(), unavailable()), Handle()
-    client = RoleClient("t2i", [lost, alive])
+    client = client_on(waits, "t2i", [lost, alive])
     assert asyncio.run(client.score(1)) == ("ok", (1,))
     assert (lost.score.calls, alive.score.calls) == (1, 1)  # sent again to the next replica
+    assert waits == [0.0]  # at once: a reachable replica was there, no backoff to sit out
 
 
-def test_a_restarting_single_replica_is_waited_for():
+def test_a_restarting_single_replica_is_waited_for(waits):
     only = Handle(unavailable(), unavailable(), "back")
-    assert asyncio.run(RoleClient("vlm", [only]).score(2)) == ("back", (2,))
+    assert asyncio.run(client_on(waits, "vlm", [only]).score(2)) == ("back", (2,))
     assert only.score.calls == 3
+    assert waits == [0.5, 1.0]  # its backoff, growing
 
 
 def test_other_errors_are_not_resent_and_unavailability_has_a_limit(monkeypatch):
