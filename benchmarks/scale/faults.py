@@ -158,7 +158,7 @@ class FaultPlan:
     def _lose_node(self, k: Kill, finished: int) -> None:
         """The node replaced here, in the polling loop's (main) thread: a starting Ray node registers a SIGTERM handler
         (ray._private.node.Node), which Python allows only in the main thread — from the plan's own thread the
-        replacement never joined. Then each replica it hosted is timed, in a thread, until it answers again."""
+        replacement never joined. Then each replica it hosted is timed, each in a thread, until it answers again."""
         k.done = True
         node = self.nodes[(k.role, k.replica)]
         hosted = sorted(key for key, n in self.nodes.items() if n == node)
@@ -173,7 +173,14 @@ class FaultPlan:
             return
 
         def wait_for_replicas() -> None:
-            replicas = {f"{role}[{replica}]": self._replica_recovery(role, replica, at) for role, replica in hosted}
+            from concurrent.futures import ThreadPoolExecutor
+
+            # each replica asked in a thread of its own, all at once: asked in turn, one already back would be timed
+            # when the one before it answered
+            with ThreadPoolExecutor(max_workers=len(hosted)) as pool:
+                futures = {f"{role}[{replica}]": pool.submit(self._replica_recovery, role, replica, at)
+                           for role, replica in hosted}
+            replicas = {name: future.result() for name, future in futures.items()}
             back = None not in (r["recovery_s"] for r in replicas.values())  # the node's recovery: its last replica's
             k.record.update(replicas=replicas,
                             recovered_abs=max(r["recovered_abs"] for r in replicas.values()) if back else None,

@@ -39,9 +39,13 @@ def test_a_lost_node_is_replaced_and_every_replica_it_hosted_is_waited_for(tmp_p
     import threading
 
     replaced, waited = [], []
-    monkeypatch.setattr(FaultPlan, "_replica_recovery",
-                        lambda self, role, replica, at: waited.append((role, replica))
-                        or {"recovered_abs": at + 2.0 + replica, "recovery_s": 2.0 + replica})
+    both_asked = threading.Barrier(2, timeout=10)  # the node's two replicas are asked at once, not in turn
+
+    def recovery(self, role, replica, at):
+        waited.append((role, replica))
+        both_asked.wait()
+        return {"recovered_abs": at + 2.0 + replica, "recovery_s": 2.0 + replica}
+    monkeypatch.setattr(FaultPlan, "_replica_recovery", recovery)
     plan = FaultPlan(parse_kills("node:t2i:1@0.5"), {}, where, tmp_path, n_images=2,
                      replace_node=lambda node: replaced.append((node, threading.current_thread() is threading.main_thread()))
                      or {"removed": node, "added": "D", "add_s": 1.5})
