@@ -25,6 +25,7 @@ import argparse
 import csv
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -224,15 +225,29 @@ def posthoc_contrasts(data: Committed, n_boot: int) -> list[dict]:
     return out
 
 
+class NotAConvergedReport(ValueError):
+    """A claim's row is missing: the folder is not a finished report of the converged protocol."""
+
+
+def _the_row(rows: list[dict], wanted: tuple, fields: tuple, where: str) -> dict:
+    for x in rows:
+        if tuple(int(x[f]) if f == "steps" else x[f] for f in fields) == wanted:
+            return x
+    raise NotAConvergedReport(f"{where} has no row {dict(zip(fields, wanted))}: the verdicts read a finished report of "
+                              "the converged protocol (its cells and methods), and this one lacks it")
+
+
 def verdicts(data: Committed, posthoc: list[dict]) -> list[dict]:
     out = []
     for claim, source, (ref_name, ref), (meth_name, meth), table, first, second, (sampler, steps) in CLAIMS:
         if table == "headline":
-            r = next(x for x in data.headline if (x["method"], x["sampler"], int(x["steps"])) == (first, sampler, steps))
+            r = _the_row(data.headline, (first, sampler, steps), ("method", "sampler", "steps"),
+                         str(data.folder / "headline.csv"))
             diff, n = float(r["diff_vs_ddpm"]), int(r["n_train_seeds"])
         else:
             rows = data.contrasts if table == "contrasts" else posthoc
-            r = next(x for x in rows if (x["first"], x["second"], x["sampler"], int(x["steps"])) == (first, second, sampler, steps))
+            r = _the_row(rows, (first, second, sampler, steps), ("first", "second", "sampler", "steps"),
+                         str(data.folder / "contrasts.csv") if table == "contrasts" else "the post hoc contrasts")
             diff, n = float(r["diff"]), int(r["n_train_seeds"])
         approx, exact = mde_factors(n)
         relative = (float(meth) - float(ref)) / float(ref)
@@ -287,8 +302,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     data = Committed(args.dir)
     posthoc = posthoc_contrasts(data, converged().evaluation.bootstrap)
+    try:
+        rows = verdicts(data, posthoc)
+    except NotAConvergedReport as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     _write(args.dir / "posthoc_contrasts.csv", posthoc)
-    rows = verdicts(data, posthoc)
     _write(args.dir / "verdicts.csv", rows)
     print(markdown(rows))
     controls = control_verdicts(data.headline, data.contrasts)

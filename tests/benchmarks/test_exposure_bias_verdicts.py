@@ -113,3 +113,25 @@ def test_the_committed_posthoc_contrasts_and_verdicts_are_current(committed):
                     assert math.isclose(float(a[k]), v, rel_tol=1e-9), (name, k)
                 elif not isinstance(v, list):
                     assert a[k] == str(v), (name, k)
+
+
+def test_a_report_without_the_claims_rows_is_refused_naming_the_row(tmp_path, capsys):
+    """A report of another preset (here: the converged one with its DDPM-30 rows gone) is refused with the file and
+    the missing row named, before any file of the folder is rewritten."""
+    import shutil
+
+    from benchmarks.exposure_bias.verdicts import main
+
+    folder = tmp_path / "report"
+    shutil.copytree(DOCS, folder)
+    with (DOCS / "headline.csv").open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    with (folder / "headline.csv").open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(r for r in rows if (r["sampler"], r["steps"]) != ("ddpm", "30"))
+    before = (folder / "verdicts.csv").read_bytes()
+    assert main(["--dir", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder / 'headline.csv'} has no row" in err and "'sampler': 'ddpm', 'steps': 30" in err
+    assert (folder / "verdicts.csv").read_bytes() == before
