@@ -13,3 +13,5 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from tests.postgres_server import postgres_db_url, postgres_url  # noqa: E402,F401
 # Fixture mlflow_server_uri: a throwaway MLflow tracking server on loopback (one per session).
 from tests.mlflow_server import mlflow_server_uri  # noqa: E402,F401
+# Fixture ray_local: a local Ray for one test module.
+from tests.ray_local import ray_local  # noqa: E402,F401

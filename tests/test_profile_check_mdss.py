@@ -24,17 +24,6 @@ PROFILES = sorted(p.name for p in MDSS.glob("*.yaml") if p.name not in TRAINED_E
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    from core.ray_config import RayConfig, init_ray
-
-    init_ray(RayConfig(num_cpus=2))
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def kit(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("twins")
 
@@ -73,7 +62,7 @@ def test_a_profile_trained_elsewhere_needs_no_twin_and_its_test_trains_it(kit, t
 
 
 @pytest.mark.parametrize("name", PROFILES)
-def test_the_profile_check_trains_every_mdss_profile(local_ray, kit, tmp_path, monkeypatch, capsys, name):
+def test_the_profile_check_trains_every_mdss_profile(ray_local, kit, tmp_path, monkeypatch, capsys, name):
     monkeypatch.setenv("CIFAR10_DIR", str(tmp_path / "not-here"))
     monkeypatch.setenv("SD15_DATA_DIR", str(tmp_path / "not-here"))
     rc = main(["--config", str(MDSS / name), "--kit", str(kit), "--out", str(tmp_path / "check"),
@@ -90,7 +79,7 @@ def test_the_profile_check_trains_every_mdss_profile(local_ray, kit, tmp_path, m
     assert sorted((tmp_path / "check" / "runs").glob("*/checkpoint_*")), "no checkpoint written"
 
 
-def test_a_missing_user_folder_fails_the_check_naming_the_key(local_ray, kit, tmp_path, capsys):
+def test_a_missing_user_folder_fails_the_check_naming_the_key(ray_local, kit, tmp_path, capsys):
     rc = main(["--config", str(MDSS / "tiny_finetune.yaml"), "--kit", str(kit), "--out", str(tmp_path / "check")],
               in_process=True)
     out = capsys.readouterr().out

@@ -14,17 +14,6 @@ pytestmark = [pytest.mark.ray, pytest.mark.asyncio(loop_scope="module")]
 CHAT = [{"role": "user", "content": "Describe a lighthouse at dusk."}]
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from core.ray_config import RayConfig, init_ray
-
-    init_ray(RayConfig(num_cpus=2))
-    yield ray
-    ray.shutdown()
-
-
 async def test_llm_server_runs_as_a_ray_actor(ray_local, tiny_llm_section):
     from actors.config import LLMConfig
 

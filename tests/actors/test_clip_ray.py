@@ -15,17 +15,6 @@ MAX_BATCH = 64
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from core.ray_config import RayConfig, init_ray
-
-    init_ray(RayConfig(num_cpus=2))
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def clip_actor(ray_local, clip_section):
     # Remote calls reach the actor over a few milliseconds rather than in one event-loop
     # tick, so the batching window is widened to cover the submission of all 256 calls.

@@ -87,17 +87,6 @@ class BlockedChatGroup(ChatGroupServer):
         return self.backend.started
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from core.ray_config import RayConfig, init_ray
-
-    init_ray(RayConfig(num_cpus=2))
-    yield ray
-    ray.shutdown()
-
-
 def test_the_servers_declare_their_control_methods_without_importing_ray():
     from actors.captioner import CaptionerServer, VLMCaptioner
     from actors.chat.server import LLMServer, VLMServer

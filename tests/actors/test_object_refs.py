@@ -78,14 +78,3 @@ def test_resolve_nested_replaces_references_and_items(ray_local):
     assert np.array_equal(images[0], a) and np.array_equal(images[1], b)
     assert np.array_equal(msgs[0]["content"][1]["image"], a) and msgs[0]["content"][0] == {"type": "text", "text": "hi"}
     assert np.array_equal(kwargs["extra"][0], a) and isinstance(kwargs["extra"], tuple)
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from core.ray_config import RayConfig, init_ray
-
-    init_ray(RayConfig(num_cpus=1))
-    yield ray
-    ray.shutdown()

@@ -33,17 +33,6 @@ class BrokenLoad:
         return True
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from core.ray_config import RayConfig, init_ray
-
-    init_ray(RayConfig(num_cpus=2))
-    yield ray
-    ray.shutdown()
-
-
 def test_actor_options_follow_config():
     res = ResourceConfig(num_gpus=0.25, num_cpus=2, max_restarts=5, max_task_retries=7, max_concurrency=64)
     assert actor_options(res) == dict(num_gpus=0.25, num_cpus=2, max_restarts=5, max_task_retries=7, max_concurrency=64)

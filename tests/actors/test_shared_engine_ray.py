@@ -16,17 +16,6 @@ pytest.importorskip("vllm")
 pytestmark = [pytest.mark.ray, pytest.mark.vllm, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from core.ray_config import RayConfig, init_ray
-
-    init_ray(RayConfig(num_cpus=2))
-    yield ray
-    ray.shutdown()
-
-
 def engine_cores() -> list[int]:
     """vLLM engine-core processes under this test process (Ray's workers and their children are).
 

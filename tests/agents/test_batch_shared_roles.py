@@ -96,19 +96,16 @@ def fake_servers(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
+def ray_local(ray_local):
+    """The shared module Ray (tests/ray_local.py), with the detached shared roles this module starts stopped
+    before it shuts down: they outlive their driver by design."""
     from actors.shared_roles import list_shared_roles, stop_shared_roles
-    from core.ray_config import RayConfig, init_ray
 
-    init_ray(RayConfig(num_cpus=2))
     try:
-        yield ray
+        yield ray_local
     finally:
         for name in sorted({n.split(":", 1)[0] for n in list_shared_roles()}):
             stop_shared_roles(name, timeout_s=10)
-        ray.shutdown()
 
 
 def _actor_ids(running) -> dict[str, list[str]]:

@@ -48,17 +48,6 @@ class DoublesServer:
         return call_counts(self.roles)
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from core.ray_config import RayConfig, init_ray
-
-    init_ray(RayConfig(num_cpus=2))
-    yield ray
-    ray.shutdown()
-
-
 @pytest.fixture
 def ray_roles(ray_local):
     group = start_role("doubles", DoublesServer, None, ResourceConfig(num_cpus=0.1, max_concurrency=64))

@@ -21,17 +21,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "mdss" / "tiny_fashion_mnist.yaml"
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    from core.ray_config import RayConfig, init_ray
-
-    init_ray(RayConfig(num_cpus=2))
-    yield
-    ray.shutdown()
-
-
 def latest_checkpoint(run_folder: Path) -> tuple[Path, dict]:
     found = sorted(p for p in run_folder.glob("checkpoint_*") if p.is_dir())
     assert found, f"no checkpoints under {run_folder}"
@@ -39,7 +28,7 @@ def latest_checkpoint(run_folder: Path) -> tuple[Path, dict]:
     return max(states, key=lambda ps: ps[1]["step"])
 
 
-def test_two_workers_crash_resume_and_rerun(local_ray, tmp_path):
+def test_two_workers_crash_resume_and_rerun(ray_local, tmp_path):
     run_dir, run_folder = tmp_path / "runs", tmp_path / "runs" / "tiny_fashion_mnist"
     command = ["--config", str(CONFIG), "--set", f"run_dir={run_dir}", "--set", "inject_crash_at_step=5"]
 
@@ -82,7 +71,7 @@ def test_two_workers_crash_resume_and_rerun(local_ray, tmp_path):
 
 
 def test_a_cluster_node_type_resource_is_dropped_and_the_run_is_tracked_on_a_real_mlflow_server(
-        local_ray, tmp_path, capsys, mlflow_server_uri):
+        ray_local, tmp_path, capsys, mlflow_server_uri):
     """configs/mdss/*'s cluster profiles pin workers with custom_resources_per_worker; on one machine the
     documented command used to wait for ever. Through the real CLI on the local Ray: dropped, logged, trained —
     and tracked on a real `mlflow server` on loopback, read back through MLflow's client (one fit for both)."""
@@ -109,7 +98,7 @@ def test_a_cluster_node_type_resource_is_dropped_and_the_run_is_tracked_on_a_rea
     assert Path(grid).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_gpu_profile_on_this_cpu_machine_is_refused_naming_the_key(local_ray, tmp_path, monkeypatch, capsys):
+def test_a_gpu_profile_on_this_cpu_machine_is_refused_naming_the_key(ray_local, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CIFAR10_DIR", str(tmp_path))
     config = CONFIG.parent / "finetune_cifar10_ddpm.yaml"
     assert main(["--config", str(config), "--set", f"run_dir={tmp_path / 'runs'}", "--set", "cpus_per_worker=1"]) == 2
