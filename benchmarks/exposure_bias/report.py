@@ -161,8 +161,11 @@ def write_report(protocol) -> None:
     ev = cfg.evaluation
     md += [f"Each cell: mean ± std over seeds {ev.seeds}, {ev.num_samples} generated images per seed, against "
            f"{cfg.test_size} held-out test images; λ of ε-scaling (for {', '.join(cfg.scaled_labels())}) "
-           f"chosen from {ev.lambda_grid} on a separate "
-           f"{cfg.val_size}-image split ({ev.lambda_samples} images, seed {ev.lambda_seed}). Lowest mean per row in "
+           f"chosen from {ev.lambda_grid}"
+           + (" (the rows '… (extended λ grid)': from "
+              f"{sorted(set(ev.lambda_grid) | set(ev.lambda_grid_extended))}, the same held-out scores)"
+              if ev.lambda_grid_extended else "")
+           + f" on a separate {cfg.val_size}-image split ({ev.lambda_samples} images, seed {ev.lambda_seed}). Lowest mean per row in "
            "bold; a bold cell is only a real winner when the gap exceeds the stds beside it (the paired table below "
            "is the sharper test).", ""]
 

@@ -44,6 +44,9 @@ def test_tables_and_csvs_are_well_formed(quick_run):
                     "ξ ablation (Table 3.5)", "k ablation (Tables 3.6–3.7)", "(Table 3.8)", "Figure 3.3",
                     "Figure 3.2", "Variance error", "noise floor", "Smoke run"):
         assert heading in md, heading
+    # the header names both λ grids the ε-scaled rows choose from (the extended one is issue #28's)
+    union = sorted(set(cfg.evaluation.lambda_grid) | set(cfg.evaluation.lambda_grid_extended))
+    assert f"chosen from {cfg.evaluation.lambda_grid} (the rows '… (extended λ grid)': from {union}" in md
     # every markdown table row has as many cells as its header (the sample grids are images, not tables)
     for block in md.split("### ")[1:]:
         if block.startswith("Samples, "):
