@@ -49,8 +49,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.scale import analysis  # noqa: E402
-from benchmarks.scale.__main__ import (NAMESPACE, PROFILE, Run, _banner, _git, folder_bytes, load_cfg,  # noqa: E402
-                                       loadavg, make_images, with_run_defaults)
+from benchmarks.scale.level_outputs import folder_bytes, report_banner  # noqa: E402
+from benchmarks.scale.machine import git_head, loadavg  # noqa: E402
+from benchmarks.scale.run import NAMESPACE, PROFILE, Run, load_cfg, make_images, with_run_defaults  # noqa: E402
 from benchmarks.scale.autoscale import (ClusterLimits, cluster_limits, over_limits, plan_nodes,  # noqa: E402
                                         serving_bundles, training_bundles)
 from benchmarks.scale.cluster import (classify_nodes, free_port, listeners_off_loopback, node_types,  # noqa: E402
@@ -213,7 +214,7 @@ class BesideRun(Run):
                "ends_abs": sorted(res["t0_abs"] + i["end"] for i in res["images"]),
                "real_images_per_min_steady": 60 * fig["images_per_s_steady"] * k,
                "real_images_per_min_whole": 60 * fig["images_per_s_whole"] * k,
-               "report_banner": _banner(out)}
+               "report_banner": report_banner(out)}
         if not self.args.keep:
             shutil.rmtree(images, ignore_errors=True)
             shutil.rmtree(out, ignore_errors=True)
@@ -571,7 +572,7 @@ def main(argv=None) -> int:
             "command": "python -m benchmarks.scale.train_beside " + " ".join(argv if argv is not None else sys.argv[1:]),
             "nodes_at_start": nodes_at_start, "nodes_at_end": run.sim.counts, "dilation": a.dilation,
             "max_steps": a.max_steps, "node_type": a.node_type, "off_loopback": sorted(run.off_loopback),
-            "cluster_start_s": run.cluster_start_s, "git": _git(), "load_before": load_before, "load_after": loadavg(),
+            "cluster_start_s": run.cluster_start_s, "git": git_head(), "load_before": load_before, "load_after": loadavg(),
             "profile": PROFILE, "train_config": str(a.train_config.relative_to(ROOT) if a.train_config.is_relative_to(ROOT)
                                                     else a.train_config)}
     text = render(meta, plans, roles_before, roles_after, base, beside, train, summary)

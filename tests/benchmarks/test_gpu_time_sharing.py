@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from benchmarks.scale.__main__ import check_sole_chat_tenants
+from benchmarks.scale.run import check_sole_chat_tenants
 from benchmarks.scale.gpu_clock import GPUClock, ProcessorSharing
 from benchmarks.scale.time_shared_ideal import time_shared_bound
 

@@ -207,7 +207,7 @@ def test_simulated_nodes_mirror_cluster_yaml_and_hold_the_gpu_roles():
 def test_real_size_images_on_request(tmp_path):
     from PIL import Image
 
-    from benchmarks.scale.__main__ import make_images
+    from benchmarks.scale.run import make_images
     from benchmarks.scale.latency import BatchedCost
     from benchmarks.scale.standins import LatencyT2IModel
 
@@ -220,10 +220,10 @@ def test_real_size_images_on_request(tmp_path):
 
 
 def test_decisions_count_stop_reasons_candidate_fates_and_reasks(tmp_path):
-    """What the stand-ins that say no are for shows in the level's figures (benchmarks.scale.__main__.decisions)."""
+    """What the stand-ins that say no are for shows in the level's figures (benchmarks.scale.level_outputs.decisions)."""
     import json
 
-    from benchmarks.scale.__main__ import decisions
+    from benchmarks.scale.level_outputs import decisions
 
     records = [
         {"image_id": "a", "status": "done", "stop_reason": "no_improvement", "iterations": [
