@@ -47,11 +47,11 @@ fi
 # Two groups of about equal cost (timing.balanced_groups on the costs above): the ε-scaled variants' held-out
 # searches over the 13-value λ grid dominate (about 0.23 CPU-h per model), so ddpm and mdss_k10 share a group.
 "${RUN[@]}" --threads 1 "${PER_VARIANT[@]}" \
-  --variant ddpm --variant mdss_k10 --variant mdss_k4_sample > "$LOGS/six_seeds_group_a.log" 2>&1 &
+  --variant ddpm --variant mdss_k10 --variant mdss_k4_sample >> "$LOGS/six_seeds_group_a.log" 2>&1 &
 A=$!
 "${RUN[@]}" --threads 1 --stage pretrain_curve --stage noise_floor "${PER_VARIANT[@]}" \
   --variant mdss_k4 --variant chain_only_k4 --variant chain_only_k10 --variant sdss --variant ip --variant ss \
-  --variant sdss_ddim --variant mdss_ddim_k4 --variant sdss_sample > "$LOGS/six_seeds_group_b.log" 2>&1 &
+  --variant sdss_ddim --variant mdss_ddim_k4 --variant sdss_sample >> "$LOGS/six_seeds_group_b.log" 2>&1 &
 B=$!
 status=0
 wait $A || status=$?

@@ -10,8 +10,10 @@ unit still reads —
   curve is left, its ``snapshots/`` while the pretraining curve is left;
 * a fine-tuned model's ``final/`` while its λ search or evaluation (or, for the first training seed, its
   diagnostics or samples) is left, its ``snapshots/`` while its fine-tuning curve is left;
-* an unfinished pretraining whole (its resume checkpoint: an hour and more of CPU). Other unfinished units are
-  left out and redone (a fine-tune is minutes).
+* an unfinished pretraining whole (its resume checkpoint: an hour and more of CPU);
+* an unfinished unit's partial records (``units.PartialRecords``: the scores an unfinished λ search has made)
+  with its start marker, so it resumes there. Other unfinished units are left out and redone (a fine-tune is
+  minutes).
 
 ``unpack`` copies a carried folder into a work folder that does not exist yet (never over a run in progress).
 Nothing here changes a unit's result: a carried unit is the same files, and its fingerprint still decides
@@ -131,6 +133,13 @@ def pack(protocol, dest: Path, force: bool = False) -> dict:
         elif u.folder == Path("models") / "pretrained" and (src / "STARTED.json").is_file():
             left.append(f"{u.folder} (unfinished: carried whole, to resume)")
             size += _copy_files(src, tmp / u.folder)
+        elif (src / units.PARTIAL).is_file() and (src / units.STARTED).is_file():
+            records = len(units.PartialRecords(src, repair=False).values)
+            left.append(f"{u.folder} (unfinished: {records} partial records carried, to resume)")
+            for name in (units.STARTED, units.PARTIAL):
+                (tmp / u.folder).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src / name, tmp / u.folder / name)
+                size += (src / name).stat().st_size
     kept = []
     for need in needs:  # each weights folder once; an unfinished owner's went with it above
         owner_done = (work / need.path.parent / units.MARKER).is_file()

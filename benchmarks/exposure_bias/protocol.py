@@ -278,8 +278,13 @@ class Protocol:
                 model = self.model(v, seed)
                 extended = ev.lambda_grid_extended is not None and v.label in self.cfg.scaled_labels()
                 choice = {}
+                # each score is recorded as it is made: a search killed part-way (or carried to another machine)
+                # resumes from its last score; each is seeded by (model, cell, λ) alone, so the order changes nothing
+                partial = units.PartialRecords(folder)
                 for cell in ev.cells:
-                    scores = {str(lam): self.held_out_score(model, cell, lam) for lam in self.cfg.lambda_grid_for(v.label)}
+                    scores = {str(lam): partial.get(f"{cell.key} lambda={lam!r}",
+                                                    lambda cell=cell, lam=lam: self.held_out_score(model, cell, lam))
+                              for lam in self.cfg.lambda_grid_for(v.label)}
                     preset = {k: sc for k, sc in scores.items() if float(k) in ev.lambda_grid}
                     choice[cell.key] = {"lambda": float(min(preset, key=preset.get)), "val_scores": scores}
                     if extended:

@@ -215,6 +215,40 @@ def test_the_lambda_probe_scores_the_held_out_best_factor_on_the_test_split(quic
     assert abs(protocol.test_score(protocol.model(protocol.variants[0], 0), cell, seed) - evaluated[0][seed]) < 1e-6
 
 
+def test_a_killed_lambda_search_resumes_from_its_last_score_on_another_machine(quick_run, tmp_path, monkeypatch):
+    """A held-out λ search killed part-way (mid-write) and carried to another machine scores only what it had not
+    recorded, and chooses exactly what the uninterrupted search chose."""
+    work, _ = quick_run
+    cfg = quick()
+    partial = tmp_path / "partial"
+    shutil.copytree(work, partial)
+    unit = partial / "lambda" / "ddpm" / "s0"
+    expected = json.loads((unit / "lambda.json").read_text())
+    records = (unit / units.PARTIAL).read_text().splitlines(keepends=True)
+    assert len(records) == len(cfg.evaluation.cells) * len(cfg.lambda_grid_for("ddpm"))
+    half = len(records) // 2
+    (unit / units.MARKER).unlink()
+    (unit / "lambda.json").unlink()
+    (unit / units.PARTIAL).write_text("".join(records[:half]) + records[half][:12])  # killed mid-write
+    carried = tmp_path / "carry"
+    assert main(["--quick", "--work", str(partial), "--out", str(tmp_path / "r1"), "--pack", str(carried)]) == 0
+    manifest = json.loads((carried / "CARRY.json").read_text())
+    assert manifest["unfinished"] == [f"lambda/ddpm/s0 (unfinished: {half} partial records carried, to resume)"]
+    assert "models/ddpm/s0/final" in manifest["weights_kept"]
+
+    moved = tmp_path / "other_machine"
+    assert main(["--quick", "--work", str(moved), "--out", str(tmp_path / "r2"), "--unpack", str(carried)]) == 0
+    scored, score = [], Protocol.held_out_score
+    monkeypatch.setattr(Protocol, "held_out_score",
+                        lambda self, model, cell, lam: scored.append((cell.key, lam)) or score(self, model, cell, lam))
+    assert main(["--quick", "--work", str(moved), "--out", str(tmp_path / "r2"), "--stage", "lambda",
+                 "--variant", "ddpm"]) == 0
+    assert len(scored) == len(records) - half  # the torn record and those after it, nothing before
+    assert json.loads((moved / "lambda" / "ddpm" / "s0" / "lambda.json").read_text()) == expected
+    assert units.is_done(moved / "lambda" / "ddpm" / "s0", Protocol(cfg, moved, tmp_path / "r2").fp(
+        "lambda", next(v for v in cfg.variants if v.label == "ddpm"), 0))
+
+
 def test_training_seed_statistics_controls_and_pretraining_convergence(quick_run):
     work, out = quick_run
     cfg = quick()

@@ -137,3 +137,26 @@ def test_the_converged_preset_has_the_controls_seeds_and_a_two_sided_lambda_grid
         type(c.variants[0]).model_validate({"label": "x", "strategy": {"name": "ddpm"}, "oracle_rollout": True})
     with pytest.raises(ValidationError, match="sample_size"):
         quick().model_validate({**quick().model_dump(), "image_size": 32})
+
+
+def test_partial_records_resume_and_a_torn_last_line_is_redone(tmp_path):
+    calls = []
+
+    def compute(v):
+        return lambda: calls.append(v) or v * 1.5
+
+    records = units.PartialRecords(tmp_path)
+    assert [records.get(k, compute(v)) for k, v in (("a", 1), ("b", 2))] == [1.5, 3.0]
+    assert records.get("a", compute(99)) == 1.5 and calls == [1, 2]  # recorded: not computed again
+    # a kill in the middle of the next write leaves a torn last line: that one result is redone
+    with records.path.open("a") as fh:
+        fh.write('{"key": "c", "val')
+    resumed = units.PartialRecords(tmp_path)
+    assert resumed.values == {"a": 1.5, "b": 3.0}
+    assert resumed.get("c", compute(3)) == 4.5 and calls == [1, 2, 3]
+    assert units.PartialRecords(tmp_path).values == {"a": 1.5, "b": 3.0, "c": 4.5}
+    # damage anywhere else is not a kill: it is refused, naming the file and the line
+    lines = records.path.read_text().splitlines(keepends=True)
+    records.path.write_text(lines[0] + "not json\n" + lines[2])
+    with pytest.raises(ValueError, match=r"PARTIAL\.jsonl: line 2"):
+        units.PartialRecords(tmp_path)
