@@ -17,7 +17,8 @@
 # and CARRY (default docs/exposure_bias_six_seeds_carry) holds a packed run, the run continues from it. Before a
 # machine goes, stop or pause (kill -STOP) the run and pack what is finished into CARRY, then commit it:
 #   .venv/bin/python -m benchmarks.exposure_bias --converged --seeds 6 --work "$WORK" --pack "$CARRY"
-# (benchmarks/exposure_bias/carry.py: finished units' records, and only the weights an unfinished unit reads.)
+# (benchmarks/exposure_bias/carry.py: finished units' records, the scores an unfinished λ search or evaluation
+# has recorded so far, and only the weights an unfinished unit reads.)
 #
 # Usage: [WORK=DIR] [OUT=DIR] [CARRY=DIR] bash scripts/exposure_bias_six_seeds.sh [python]   (default: .venv/bin/python; WORK
 # default runs/exposure_bias_converged, OUT default docs/exposure_bias_six_seeds). Do not start it while another process is still pretraining in the same WORK

@@ -39,7 +39,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from agents.profiles import load_profile
     from core.config import ConfigError
-    from core.config_show import format_settings, settings
+    from core.config_show import settings
 
     try:
         profile = load_profile(args.config, args.set)

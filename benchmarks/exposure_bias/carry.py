@@ -11,9 +11,9 @@ unit still reads —
 * a fine-tuned model's ``final/`` while its λ search or evaluation (or, for the first training seed, its
   diagnostics or samples) is left, its ``snapshots/`` while its fine-tuning curve is left;
 * an unfinished pretraining whole (its resume checkpoint: an hour and more of CPU);
-* an unfinished unit's partial records (``units.PartialRecords``: the scores an unfinished λ search has made)
-  with its start marker, so it resumes there. Other unfinished units are left out and redone (a fine-tune is
-  minutes).
+* an unfinished unit's partial records (``units.PartialRecords``: the scores an unfinished λ search or
+  evaluation has made) with its start marker, so it resumes there. Other unfinished units are left out and
+  redone (a fine-tune is minutes).
 
 ``unpack`` copies a carried folder into a work folder that does not exist yet (never over a run in progress).
 Nothing here changes a unit's result: a carried unit is the same files, and its fingerprint still decides

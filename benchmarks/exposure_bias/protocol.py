@@ -330,6 +330,7 @@ class Protocol:
                 choice = json.loads((lam_dir / "lambda.json").read_text())
             model = self.model(v, seed)
             rows = []
+            partial = units.PartialRecords(folder)  # as in the λ search: a killed evaluation resumes, not restarts
             for cell in ev.cells:
                 settings = [("off", 1.0, model.has_xi)]
                 # the ε-scaled settings and their λ: the preset grid's choice, and the extended grid's if any
@@ -351,9 +352,12 @@ class Protocol:
                     settings.append(("no_xi_denoise", 1.0, False))
                 for setting, lam_s, xi in settings:
                     for s in ev.seeds:
+                        score = partial.get(f"{cell.key} lambda={lam_s!r} xi={xi} seed={s}",
+                                            lambda cell=cell, s=s, lam_s=lam_s, xi=xi:
+                                            self.test_score(model, cell, s, lam=lam_s, xi_denoise=xi))
                         rows.append({"variant": v.label, "train_seed": seed, "sampler": cell.sampler,
                                      "steps": cell.steps, "setting": setting, "lambda": lam_s, "xi_denoise": xi,
-                                     "seed": s, "score": self.test_score(model, cell, s, lam=lam_s, xi_denoise=xi)})
+                                     "seed": s, "score": score})
                 for setting, source in copies:
                     rows += [dict(r, setting=setting) for r in rows if r["sampler"] == cell.sampler
                              and r["steps"] == cell.steps and r["setting"] == source]

@@ -2,7 +2,8 @@
 
 A unit writes its artefacts, then ``mark_done``; ``is_done`` is true only for the same fingerprint,
 so a changed config redoes the unit, and a run killed mid-unit redoes just that unit — or, for a long unit that
-keeps ``PartialRecords`` (the held-out λ search: about 20 minutes of one core), only what it had not recorded yet.
+keeps ``PartialRecords`` (the held-out λ search, about 20 minutes of one core, and the evaluation), only what it had
+not recorded yet.
 """
 from __future__ import annotations
 

@@ -355,20 +355,39 @@ def _unit_files(work):
     return {str(p.relative_to(work)): p.read_bytes() for p in sorted(work.rglob("*")) if p.is_file()}
 
 
-def test_a_packed_run_continues_on_another_machine_with_the_same_results(quick_run, tmp_path):
-    """The carry (benchmarks/exposure_bias/carry.py) of a run with one evaluation left: the weights that
-    evaluation reads travel, the others do not, and the unpacked run evaluates to the same rows as the original."""
+def test_a_packed_run_continues_on_another_machine_with_the_same_results(quick_run, tmp_path, monkeypatch):
+    """The carry (benchmarks/exposure_bias/carry.py) of a run with three evaluations left: one killed before its
+    first score (left out, redone) and two killed part-way (their scores so far travel and only the rest are
+    made: an ε-scaled variant and the ξ-ablation one, whose settings differ by λ and by ξ). The weights those
+    evaluations read travel, the others do not, and the unpacked run evaluates to the same rows as the original."""
     work, _ = quick_run
     partial = tmp_path / "partial"
     shutil.copytree(work, partial)
     left = partial / "eval" / "ip" / "s0"
-    expected_rows = (left / "rows.jsonl").read_text()
-    (left / units.MARKER).unlink()  # as if the machine went before this evaluation finished
+    expected_rows = {label: (partial / "eval" / label / "s0" / "rows.jsonl").read_text()
+                     for label in ("ip", "mdss_k4", "sdss")}
+    (left / units.MARKER).unlink()  # as if the machine went before this evaluation recorded a score
+    (left / units.PARTIAL).unlink()
+    resumed, kept = {}, {}
+    for label in ("mdss_k4", "sdss"):  # ... and these two part-way, in the middle of writing a score
+        folder = partial / "eval" / label / "s0"
+        records = (folder / units.PARTIAL).read_text().splitlines(keepends=True)
+        rows = [json.loads(line) for line in expected_rows[label].splitlines()]
+        # one record per score made: a setting whose λ another setting already sampled is a copy, not a score
+        assert len(records) == len({(r["sampler"], r["steps"], r["lambda"], r["xi_denoise"], r["seed"]) for r in rows})
+        assert len({r["lambda"] for r in rows} if label == "mdss_k4" else {r["xi_denoise"] for r in rows}) > 1
+        resumed[label], kept[label] = len(records), len(records) // 3
+        (folder / units.MARKER).unlink()
+        (folder / "rows.jsonl").unlink()
+        (folder / units.PARTIAL).write_text("".join(records[:kept[label]]) + records[kept[label]][:9])
     carried = tmp_path / "carry"
     assert main(["--quick", "--work", str(partial), "--out", str(tmp_path / "r1"), "--pack", str(carried)]) == 0
     manifest = json.loads((carried / "CARRY.json").read_text())
-    assert manifest["weights_kept"] == ["models/ip/s0/final"]
-    assert not (carried / "eval" / "ip" / "s0").exists()  # unfinished: left out, redone
+    assert set(manifest["weights_kept"]) == {"models/ip/s0/final", "models/mdss_k4/s0/final", "models/sdss/s0/final"}
+    assert sorted(manifest["unfinished"]) == [f"eval/{label}/s0 (unfinished: {kept[label]} partial records carried, "
+                                              "to resume)" for label in ("mdss_k4", "sdss")]
+    assert not (carried / "eval" / "ip" / "s0").exists()  # unfinished, nothing recorded: left out, redone
+    assert sorted(p.name for p in (carried / "eval" / "sdss" / "s0").iterdir()) == [units.PARTIAL, units.STARTED]
     assert not (carried / "models" / "pretrained" / "final").exists()  # no unfinished unit reads it
     assert not list(carried.rglob("checkpoint")) and not list(carried.rglob("snapshots"))
     assert (carried / "eval" / "ddpm" / "s0" / "rows.jsonl").is_file()
@@ -379,11 +398,17 @@ def test_a_packed_run_continues_on_another_machine_with_the_same_results(quick_r
     moved = tmp_path / "other_machine"
     assert main(["--quick", "--work", str(moved), "--out", str(tmp_path / "r2"), "--unpack", str(carried)]) == 0
     assert main(["--quick", "--work", str(moved), "--out", str(tmp_path / "r2"), "--unpack", str(carried)]) == 2
+    scored, score = [], Protocol.test_score
+    monkeypatch.setattr(Protocol, "test_score", lambda self, model, *a, **kw: scored.append(model.has_xi)
+                        or score(self, model, *a, **kw))
     assert main(["--quick", "--work", str(moved), "--out", str(tmp_path / "r2"), "--stage", "evaluate"]) == 0
-    assert (moved / "eval" / "ip" / "s0" / "rows.jsonl").read_text() == expected_rows
+    ip_scores = len(expected_rows["ip"].splitlines())
+    assert len(scored) == ip_scores + sum(resumed[lab] - kept[lab] for lab in ("mdss_k4", "sdss"))
+    for label, rows in expected_rows.items():
+        assert (moved / "eval" / label / "s0" / "rows.jsonl").read_text() == rows, label
     # every other finished unit came across as it was
     original = _unit_files(work)
     for name, blob in _unit_files(moved).items():
-        if name.startswith("eval/ip/s0/") or name.startswith("logs/"):
+        if name.startswith(("eval/ip/s0/", "eval/mdss_k4/s0/", "eval/sdss/s0/", "logs/")):
             continue
         assert original[name] == blob, name
