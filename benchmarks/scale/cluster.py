@@ -99,6 +99,15 @@ def loopback_environment() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
+def _default_temp_dir_exists() -> None:
+    """Ray's ``Cluster`` writes its address file (``ray_current_cluster``) into Ray's *default* temp folder whatever
+    the head's own ``temp_dir`` (ray-project/ray#16458), and fails with FileNotFoundError on a machine where no Ray
+    has run yet, which has no such folder: create it first."""
+    from ray._common.utils import get_default_ray_temp_dir
+
+    os.makedirs(get_default_ray_temp_dir(), exist_ok=True)
+
+
 def start_cluster(counts: dict[str, int], *, path: Path = CLUSTER_YAML, temp_dir: Optional[str] = None,
                   object_store_mb: int = 80, dashboard_port: Optional[int] = None) -> SimCluster:
     """Start a head of cluster.yaml's head type plus ``counts[type]`` worker nodes of each other type.
@@ -124,6 +133,7 @@ def start_cluster(counts: dict[str, int], *, path: Path = CLUSTER_YAML, temp_dir
         head_args.update(dashboard_port=dashboard_port, dashboard_agent_listen_port=free_port())
     if temp_dir:
         head_args["temp_dir"] = temp_dir
+    _default_temp_dir_exists()
     cluster = Cluster(initialize_head=True, head_node_args=head_args)
     for name, n in counts.items():
         if name == head_name:

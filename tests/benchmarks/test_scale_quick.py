@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -25,10 +27,15 @@ EXPECTED = {"t2i": "gpu_small", "captioner": "gpu_small", "clip": "gpu_small", "
 def quick(tmp_path_factory):
     work = tmp_path_factory.mktemp("scale")
     out = work / "quick.json"
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    # Ray's default temp folder as on a machine where no Ray has run yet (no /tmp/ray): the simulated cluster must
+    # start there too (Ray writes its address file into that folder whatever the head's temp_dir). A short path:
+    # the nodes' socket paths under it have a length limit.
+    fresh = Path(tempfile.mkdtemp(prefix="rfm", dir="/tmp")) / "not_yet"
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_TMPDIR": str(fresh)}
     env.pop("RAY_ADDRESS", None)
     run = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--quick", "--work", str(work / "w"), "--keep",
                           "--json", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    shutil.rmtree(fresh.parent, ignore_errors=True)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return json.loads(out.read_text()), work / "w"
 
