@@ -111,6 +111,8 @@ def _carry(protocol: Protocol, pack_to: Optional[str], unpack_from: Optional[str
         else:
             info = carry.unpack(Path(unpack_from), protocol.work)
             print(f"unpacked {info['units_done']} finished units into {protocol.work}")
+        for line in info["unfinished"]:
+            print(f"  {line}")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
