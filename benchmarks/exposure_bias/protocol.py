@@ -290,7 +290,7 @@ class Protocol:
                     if extended:
                         choice[cell.key]["lambda_extended"] = float(min(scores, key=scores.get))
                 (folder / "lambda.json").write_text(json.dumps(choice, indent=2))
-                return {}
+                return {"resumed_records": partial.resumed}
             self._unit(self.unit_dir("lambda", v, seed), self.fp("lambda", v, seed), f"lambda {v.label} s{seed}", body)
 
     def held_out_score(self, model, cell: Cell, lam: float) -> float:
@@ -362,7 +362,7 @@ class Protocol:
                     rows += [dict(r, setting=setting) for r in rows if r["sampler"] == cell.sampler
                              and r["steps"] == cell.steps and r["setting"] == source]
             _write_jsonl(folder / "rows.jsonl", rows)
-            return {}
+            return {"resumed_records": partial.resumed}
         self._unit(self.unit_dir("eval", v, seed), self.fp("evaluate", v, seed), f"evaluate {v.label} s{seed}", body)
 
     def stage_curve(self) -> None:

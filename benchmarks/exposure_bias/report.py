@@ -322,11 +322,14 @@ def write_report(protocol) -> None:
     timing_rows = []
     for folder in sorted(work.rglob(units.MARKER)):
         info = units.read_done(folder.parent)
+        # a unit resumed from its partial records ran only the rest in its wall time (maybe on another machine)
         timing_rows.append({"unit": str(folder.parent.relative_to(work)), "wall_s": info.get("wall_s"),
-                            "finished": info.get("finished")})
+                            "finished": info.get("finished"), "resumed_records": info.get("resumed_records", "")})
     _write_csv(out / "timings.csv", timing_rows)
-    md.append(_table("Wall time of each unit (this machine)", ["unit", "wall s", "finished"],
-                     [[r["unit"], str(r["wall_s"]), str(r["finished"])] for r in timing_rows]))
+    md.append(_table("Wall time of each unit (the machine that finished it; a unit resumed from records made "
+                     "before a stop timed only the rest)", ["unit", "wall s", "finished", "records resumed"],
+                     [[r["unit"], str(r["wall_s"]), str(r["finished"]), str(r["resumed_records"])]
+                      for r in timing_rows]))
     (out / "tables.md").write_text("\n".join(md))
 
     from benchmarks.exposure_bias.plots import plot_all

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -71,6 +71,9 @@ class PartialRecords:
         self.values: dict[str, Any] = {}
         if self.path.is_file():
             self._load(repair)
+        #: records made before this process (by a stopped run, here or on another machine): the unit's wall
+        #: time then covers only the rest
+        self.resumed = len(self.values)
 
     def _load(self, repair: bool) -> None:
         lines = self.path.read_text().splitlines(keepends=True)

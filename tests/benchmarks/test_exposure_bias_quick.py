@@ -244,6 +244,7 @@ def test_a_killed_lambda_search_resumes_from_its_last_score_on_another_machine(q
     assert main(["--quick", "--work", str(moved), "--out", str(tmp_path / "r2"), "--stage", "lambda",
                  "--variant", "ddpm"]) == 0
     assert len(scored) == len(records) - half  # the torn record and those after it, nothing before
+    assert units.read_done(moved / "lambda" / "ddpm" / "s0")["resumed_records"] == half  # its wall time: the rest
     assert json.loads((moved / "lambda" / "ddpm" / "s0" / "lambda.json").read_text()) == expected
     assert units.is_done(moved / "lambda" / "ddpm" / "s0", Protocol(cfg, moved, tmp_path / "r2").fp(
         "lambda", next(v for v in cfg.variants if v.label == "ddpm"), 0))
@@ -406,6 +407,7 @@ def test_a_packed_run_continues_on_another_machine_with_the_same_results(quick_r
     assert len(scored) == ip_scores + sum(resumed[lab] - kept[lab] for lab in ("mdss_k4", "sdss"))
     for label, rows in expected_rows.items():
         assert (moved / "eval" / label / "s0" / "rows.jsonl").read_text() == rows, label
+        assert units.read_done(moved / "eval" / label / "s0")["resumed_records"] == kept.get(label, 0)
     # every other finished unit came across as it was
     original = _unit_files(work)
     for name, blob in _unit_files(moved).items():
