@@ -136,8 +136,8 @@ def pack(protocol, dest: Path, force: bool = False) -> dict:
         elif (src / units.PARTIAL).is_file() and (src / units.STARTED).is_file():
             records = len(units.PartialRecords(src, repair=False).values)
             left.append(f"{u.folder} (unfinished: {records} partial records carried, to resume)")
+            (tmp / u.folder).mkdir(parents=True, exist_ok=True)
             for name in (units.STARTED, units.PARTIAL):
-                (tmp / u.folder).mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src / name, tmp / u.folder / name)
                 size += (src / name).stat().st_size
     kept = []
