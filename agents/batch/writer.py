@@ -25,7 +25,8 @@ from typing import Optional
 
 from agents.batch.plan import WorkItem
 from agents.browser.report import ReportHeader, ReportWriter
-from agents.browser.results import RESULTS_CSV, ResultsLog, append_csv_row, make_dirs_durably, write_csv, write_image_outputs
+from agents.browser.results import RESULTS_CSV, ResultsLog, append_csv_row, write_csv, write_image_outputs
+from core.durable_files import make_dirs_durably
 
 #: A mid-run results.csv rebuild waits at least this many times the last rebuild's duration.
 REBUILD_SPACING = 50

@@ -26,12 +26,14 @@ import logging
 import os
 import re
 import sys
-import tempfile
 import time
 import unicodedata
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator, NamedTuple, Optional
+
+from core.durable_files import (UnsafePathError, append_bytes_durably, append_line_durably, atomic_write_bytes,
+                                atomic_write_json, atomic_write_text, cut_file_durably, open_no_follow, write_all)
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +48,6 @@ LOCK_FILE = ".batch.lock"
 
 _MAX_SLUG = 60
 _ID_CHARS = 12
-
-
-class UnsafePathError(ValueError):
-    """A derived output path would leave the output folder."""
 
 
 # --------------------------------------------------------------------------- names
@@ -87,116 +85,9 @@ def image_output_dir(out_dir: str | os.PathLike, rel: str, image_id: str) -> Pat
     return contained_path(out_dir, IMAGES_SUBDIR, image_dir_name(rel, image_id))
 
 
-# --------------------------------------------------------------------------- atomic writes
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # not supported on this platform / filesystem
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the new one, never a mix."""
-    target = Path(path)
-    if not target.parent.is_dir():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _fsync_dir(target.parent.parent)  # the new folder's own entry
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(target.parent)
-
-
-def append_line_durably(path: str | os.PathLike, record: dict) -> int:
-    """Append ``record`` as one JSON line and fsync it: a crash after return never loses it.
-
-    A crash during it leaves at most a truncated last line (readers skip it, and
-    :class:`ResultsLog` cuts it off on open). A write that fails without a crash (disk
-    full, an I/O error) is undone by truncating back, so a later append cannot glue
-    itself onto the fragment; and a file not ending in a newline gets one first. A
-    symlink at ``path`` is refused (``O_NOFOLLOW``): it could point anywhere.
-    """
-    return append_bytes_durably(path, record_line(record))
-
-
-def append_bytes_durably(path: str | os.PathLike, line: bytes) -> int:
-    """Append ``line`` (whole lines, ending in a newline) durably, as :func:`append_line_durably` does;
-    returns the offset it starts at (past the newline added to a file that lacked one)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    existed = path.exists()
-    fd = _open_no_follow(path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
-    try:
-        size = os.fstat(fd).st_size
-        start = size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            line, start = b"\n" + line, size + 1
-        try:
-            _write_all(fd, line)
-            os.fsync(fd)
-        except BaseException:
-            os.ftruncate(fd, size)
-            raise
-    finally:
-        os.close(fd)
-    if not existed:
-        _fsync_dir(path.parent)
-    return start
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """``os.write`` until all of ``data`` is written (one call may write less)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _open_no_follow(path: Path, flags: int) -> int:
-    try:
-        return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), 0o644)
-    except OSError as exc:
-        if path.is_symlink():
-            raise UnsafePathError(f"{path}: is a symlink; refusing to write through it") from None
-        raise exc
-
-
-def make_dirs_durably(folder: str | os.PathLike, root: str | os.PathLike) -> None:
-    """``mkdir -p folder`` (inside ``root``), fsyncing the parent of every folder it creates,
-    so a crash after a file inside was made durable cannot lose the folder's entry."""
-    folder, root = Path(folder), Path(root)
-    missing = []
-    for p in (folder, *folder.parents):
-        if p.exists() or p == root:
-            break
-        missing.append(p)
-    folder.mkdir(parents=True, exist_ok=True)
-    for p in reversed(missing):
-        _fsync_dir(p.parent)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+# The durable writes themselves live in core/durable_files.py (shared with the evaluation records and the
+# benchmarks' resumable units); they are bound here too, so ``ResultsLog`` finds them as module globals (the kill -9
+# harness, tests/agents/kill9_driver.py, swaps ``append_line_durably`` in every agents module that bound it).
 
 
 # --------------------------------------------------------------------------- one writer per folder
@@ -373,21 +264,6 @@ def _short(value: Any) -> Optional[str]:
     return sys.intern(value) if isinstance(value, str) and len(value) <= 128 else None
 
 
-def record_line(record: dict) -> bytes:
-    """One results.jsonl line: compact JSON and a newline."""
-    return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
-
-
-def cut_file_durably(path: str | os.PathLike, size: int) -> None:
-    """Truncate ``path`` to ``size`` bytes and make the cut durable."""
-    fd = _open_no_follow(Path(path), os.O_RDWR)
-    try:
-        os.ftruncate(fd, size)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def parse_record_line(line: bytes) -> Optional[dict]:
     """One results.jsonl line as its record, or None when it is not a JSON object with a string image_id."""
     try:
@@ -469,11 +345,11 @@ def append_csv_row(path: str | os.PathLike, record: dict) -> None:
     Not fsynced: the file is derived from results.jsonl and rebuilt from it when a job starts, so
     a row lost or torn by a crash is restored then; a kill -9 loses nothing that was written. A write
     that fails (disk full) is cut back to where it started, so no torn row stays behind."""
-    fd = _open_no_follow(Path(path), os.O_WRONLY | os.O_APPEND)
+    fd = open_no_follow(Path(path), os.O_WRONLY | os.O_APPEND)
     try:
         size = os.fstat(fd).st_size
         try:
-            _write_all(fd, render_csv([record], header=False).encode("utf-8"))
+            write_all(fd, render_csv([record], header=False).encode("utf-8"))
         except BaseException:
             os.ftruncate(fd, size)
             raise

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+from core.durable_files import append_line_durably, atomic_write_text
 
 MARKER = "DONE.json"
 STARTED = "STARTED.json"
@@ -89,15 +90,12 @@ class PartialRecords:
             self.values[key] = value
             good.append(line)
         if repair and len(good) < len(lines):  # drop the torn line, so the next record starts on a line of its own
-            self.path.write_text("".join(good))
+            atomic_write_text(self.path, "".join(good))
 
     def get(self, key: str, compute: Callable[[], Any]) -> Any:
         """The recorded value of ``key``, else ``compute()``, recorded before it is returned."""
         if key not in self.values:
             value = compute()
-            with self.path.open("a") as fh:
-                fh.write(json.dumps({"key": key, "value": value}) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
+            append_line_durably(self.path, {"key": key, "value": value})
             self.values[key] = value
         return self.values[key]

@@ -60,6 +60,7 @@ import numpy as np
 
 import agents.batch_reverse as br
 import agents.browser.results
+import core.durable_files
 from agents.batch.startup import RunningRoles
 from agents.images import ImageLoadError, load_rgb
 from tests.agents.doubles import World, _key, fragment_sum, make_roles
@@ -185,7 +186,7 @@ def arm_append(n: int, mode: str, rng: random.Random) -> None:
     def append_line_durably(path, record):
         if not counter.hit():
             return real(path, record)
-        line = agents.browser.results.record_line(record)  # the bytes the real append would write
+        line = core.durable_files.json_line(record)  # the bytes the real append would write
         cut = {"first": 1, "last": len(line) - 1}.get(mode) or rng.randint(2, len(line) - 2)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.write(fd, line[:cut])

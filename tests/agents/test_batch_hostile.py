@@ -21,7 +21,9 @@ from agents.browser.edit_strip import edits_strip_for_report
 from agents.eval.arpo_source import load_results
 from agents.browser.html_text import href
 from agents.images import FoundImage, discover_images, display_name
-from agents.browser.results import LOCK_FILE, ResultsLog, UnsafePathError, append_line_durably, exclusive_output, make_dirs_durably
+from agents.browser.results import LOCK_FILE, ResultsLog, UnsafePathError, append_line_durably, exclusive_output
+from core import durable_files
+from core.durable_files import make_dirs_durably
 from tests.agents.batch_doubles import ScriptedOptimise
 
 
@@ -199,7 +201,7 @@ async def test_reruns_do_not_pile_up_identical_error_records(tmp_path):
 
 def test_new_folders_are_made_durable(tmp_path, monkeypatch):
     synced = []
-    monkeypatch.setattr(results_mod, "_fsync_dir", lambda folder: synced.append(Path(folder)))
+    monkeypatch.setattr(durable_files, "fsync_dir", lambda folder: synced.append(Path(folder)))
     make_dirs_durably(tmp_path / "out" / "images" / "a", tmp_path / "out")
     assert synced == [tmp_path / "out", tmp_path / "out" / "images"]
 

@@ -281,14 +281,14 @@ def test_a_failed_csv_append_leaves_no_torn_row(tmp_path, monkeypatch):
         return real_write(fd, data)
 
     fd_is_csv = [None]
-    real_open = R._open_no_follow
+    real_open = R.open_no_follow
 
     def remember(p, flags):
         fd = real_open(p, flags)
         fd_is_csv[0] = fd
         return fd
 
-    monkeypatch.setattr(R, "_open_no_follow", remember)
+    monkeypatch.setattr(R, "open_no_follow", remember)
     monkeypatch.setattr(R.os, "write", half_then_full)
     with pytest.raises(OSError, match="No space"):
         R.append_csv_row(path, _rec(2))

@@ -160,3 +160,25 @@ def test_partial_records_resume_and_a_torn_last_line_is_redone(tmp_path):
     records.path.write_text(lines[0] + "not json\n" + lines[2])
     with pytest.raises(ValueError, match=r"PARTIAL\.jsonl: line 2"):
         units.PartialRecords(tmp_path)
+
+
+def test_a_partial_record_whose_write_fails_is_cut_back_and_the_unit_goes_on(tmp_path, monkeypatch):
+    """A write that fails without a kill (disk full) must not leave its fragment for the next record to glue onto:
+    the records go through core.durable_files' append, which cuts a failed write back."""
+    import os
+
+    records = units.PartialRecords(tmp_path)
+    records.get("a", lambda: 1.0)
+    real_write = os.write
+
+    def half_then_full(fd, data):
+        real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(OSError, match="No space"):
+        records.get("b", lambda: 2.0)
+    monkeypatch.undo()
+    assert "b" not in records.values  # not recorded, so a later get computes it again
+    records.get("c", lambda: 3.0)
+    assert units.PartialRecords(tmp_path).values == {"a": 1.0, "c": 3.0}
