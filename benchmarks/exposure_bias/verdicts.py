@@ -16,6 +16,9 @@ of a finished converged report and writes two files beside them:
   family): per control question of ``CONTROL_CLAIMS`` and cell, the pre-specified contrast between held-out-chosen
   rows (``seed_stats.PRESPECIFIED``; never a fixed-k or fixed-λ row, never a post hoc one), the size it is judged
   against (the reference row's gain over the DDPM fine-tune in that cell), and the verdict by ``judge_control``.
+* ``joint_verdicts.csv`` (the same reports only): the tests of ``JOINT`` over several cells at once, with the
+  training seed as the unit (cells share their fine-tunes): per seed the mean over the cells of the relative
+  paired difference, its interval, exact sign-flip p, exact MDE and the verdict.
 
 It prints the verdict table as Markdown. No training and no sampling: it works on the committed files alone.
 """
@@ -31,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.exposure_bias.seed_stats import (CHAIN_HELD_OUT, EPS_EXT, EXT, HELD_OUT_K, HELD_OUT_K_EPS,
-                                                 PRESPECIFIED_FAMILY, _scores, paired_difference)
-from benchmarks.paired_stats import mde_factors, q_values
+                                                 PRESPECIFIED_FAMILY, _scores, exact_mde, paired_difference)
+from benchmarks.paired_stats import mde_factors, paired_summary, q_values, sign_flip_p
 
 DOCS = Path("docs/exposure_bias_converged")
 EPS = "ddpm + ε-scaling"
@@ -47,6 +50,27 @@ CONTROL_CLAIMS = [
     ("untrained ε-scaling gains as much as MDSS", EPS_EXT, HELD_OUT_K, HELD_OUT_K),
     ("MDSS adds to ε-scaling", HELD_OUT_K_EPS, EPS_EXT, HELD_OUT_K),
     ("ε-scaling adds to MDSS", HELD_OUT_K_EPS, HELD_OUT_K, EPS_EXT),
+]
+
+# Issue #28's joint tests over cells, fixed on 2026-12-05 before any number of the six-seed run was reported. They
+# replace the "pattern over cells" argument: the headline cells share their fine-tuned models, the DDPM fine-tune
+# and the sampling noise, so cells are not independent tests and the replication unit is the training seed. Per
+# training seed, each cell's paired difference first − second (mean over the sampling seeds) is divided by the DDPM
+# fine-tune's mean in that cell (the cells' scales differ), then averaged over the cells: one value per training
+# seed, with the t interval (union with the bootstrap), the exact sign-flip p and the exact MDE over those values,
+# and a Benjamini–Hochberg q over this list. (claim, first, second, cells, thesis (reference, method) values per
+# cell or None, reference row for the size or None). With thesis values the size is the thesis' mean relative
+# change and ``judge`` decides; without, the size is the reference row's joint relative gain over the DDPM
+# fine-tune and ``judge_control`` decides.
+HEADLINE_CELLS = [("ddpm", 30), ("ddim", 10), ("ddim", 30), ("ddim", 100), ("dpm2", 10)]
+JOINT = [
+    ("MDSS gains over plain fine-tuning where the thesis reports a gain (Tables 3.2, 3.3: DDPM-30, DDIM-30, "
+     "DDIM-100)", HELD_OUT_K, "ddpm", [("ddpm", 30), ("ddim", 30), ("ddim", 100)],
+     [(7.81, 5.54), (7.47, 5.25), (4.99, 3.86)], None),
+    ("the chain alone, with no model error, gains as much as MDSS (the shrinkage reading), over the five headline "
+     "cells", CHAIN_HELD_OUT, HELD_OUT_K, HEADLINE_CELLS, None, HELD_OUT_K),
+    ("untrained ε-scaling gains as much as MDSS, over the five headline cells", EPS_EXT, HELD_OUT_K, HEADLINE_CELLS,
+     None, HELD_OUT_K),
 ]
 
 # (first, second, question, cells): first − second, negative = first better
@@ -158,6 +182,48 @@ def control_verdicts(headline: list[dict], contrasts: list[dict]) -> list[dict]:
                             p=float(r["p"]), p_sign_flip=float(r.get("p_sign_flip") or math.nan), q=q,
                             q_family=f"contrasts.csv, {PRESPECIFIED_FAMILY}", n_train_seeds=n,
                             verdict=judge_control(diff, lo, hi, mde_exact, q, size)))
+    return out
+
+
+def joint_relative(data: "Committed", first: str, second: str, cells: list) -> dict:
+    """{training seed: mean over ``cells`` of (first − second) / the DDPM fine-tune's mean in the cell}, over the
+    training seeds that both rows have in every cell (each seed's sampling seeds paired, as ``paired_difference``)."""
+    per_cell = []
+    for sampler, steps in cells:
+        a, b = data.series(first, sampler, steps), data.series(second, sampler, steps)
+        ref = data.mean("ddpm", sampler, steps)
+        per_cell.append({t: float(np.mean([v[s] - b[t][s] for s in v if s in b[t]])) / ref
+                         for t, v in a.items() if t in b and any(s in b[t] for s in v)})
+    seeds = sorted(set.intersection(*(set(c) for c in per_cell))) if per_cell else []
+    return {t: float(np.mean([c[t] for c in per_cell])) for t in seeds}
+
+
+def joint_verdicts(data: "Committed", n_boot: int) -> list[dict]:
+    """The tests of ``JOINT`` on a report of issue #28's protocol (relative differences: −0.05 is 5 % better)."""
+    out = []
+    for claim, first, second, cells, thesis, ref in JOINT:
+        d = joint_relative(data, first, second, cells)
+        vals = np.array(list(d.values()))
+        if len(vals) < 2:
+            raise NotAConvergedReport(f"{data.folder}: fewer than two training seeds with {first} and {second} in "
+                                      f"every cell of {cells}")
+        summary = paired_summary(vals, n_boot)
+        row = dict(claim=claim, row=f"{first} − {second}", cells=" ".join(f"{a}-{b}" for a, b in cells),
+                   n_train_seeds=len(vals), per_seed=json.dumps({str(t): v for t, v in d.items()}),
+                   diff=summary["diff"], ci_low=summary["ci"][0], ci_high=summary["ci"][1], mde=summary["mde"],
+                   mde_exact=exact_mde(summary["mde"], len(vals)), p=summary["p"], p_sign_flip=sign_flip_p(vals))
+        if thesis is not None:
+            row.update(size_from="the thesis' mean relative change",
+                       size=float(np.mean([(m - r) / r for r, m in thesis])))
+        else:
+            row.update(size_from=f"{ref}'s joint relative gain over ddpm",
+                       size=-float(np.mean(list(joint_relative(data, ref, "ddpm", cells).values()))))
+        out.append(row)
+    for r, q in q_values(out, lambda r: r.get("p")):
+        r["q"] = q
+    for r, (_, _, _, _, thesis, _) in zip(out, JOINT):
+        args = (r["diff"], r["ci_low"], r["ci_high"], r["mde_exact"], r["q"])
+        r["verdict"] = judge(r["size"], *args) if thesis is not None else judge_control(*args, r["size"])
     return out
 
 
@@ -282,6 +348,18 @@ def markdown_controls(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def markdown_joint(rows: list[dict]) -> str:
+    pct = lambda x: f"{100 * x:+.1f} %"  # noqa: E731
+    lines = ["| joint claim | row | cells | Δ relative [95 % CI] | p (t) / p (sign flip) | q | size | MDE (exact) | "
+             "verdict |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['claim']} | {r['row']} (n = {r['n_train_seeds']}) | {r['cells']} | {pct(r['diff'])} "
+                     f"[{pct(r['ci_low'])}, {pct(r['ci_high'])}] | {r['p']:.2g} / {r['p_sign_flip']:.2g} | "
+                     f"{r['q']:.2g} | {pct(r['size'])} ({r['size_from']}) | {100 * r['mde']:.1f} % "
+                     f"({100 * r['mde_exact']:.1f} %) | **{r['verdict']}** |")
+    return "\n".join(lines)
+
+
 def markdown(rows: list[dict]) -> str:
     g = lambda x: f"{x:+.3f}" if abs(x) >= 0.0095 else f"{x:+.4f}"  # noqa: E731
     lines = ["| thesis claim | thesis | here: row, cell | Δ [95 % CI] | q | thesis-sized Δ | MDE (exact) | verdict |",
@@ -314,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     if controls:
         _write(args.dir / "control_verdicts.csv", controls)
         print("\n" + markdown_controls(controls))
+        joint = joint_verdicts(data, converged().evaluation.bootstrap)
+        _write(args.dir / "joint_verdicts.csv", joint)
+        print("\n" + markdown_joint(joint))
     else:
         print(f"\n(no {PRESPECIFIED_FAMILY} contrasts in {args.dir / 'contrasts.csv'}: a report from before issue "
               "#28's protocol; no control verdicts)")

@@ -321,3 +321,85 @@ def test_the_old_side_probe_is_never_paired_with_a_report_of_the_new_protocol():
     assert any(PROBE in (r["first"], r["second"]) for r in posthoc_contrasts(data, 200))
     data.headline = data.headline + [{"method": EPS_EXT, "sampler": "ddpm", "steps": "30"}]
     assert not any(PROBE in (r["first"], r["second"]) for r in posthoc_contrasts(data, 200))
+
+
+# ---------------------------------------------------------------- joint tests over cells
+class _JointData:
+    """Scores of the rows the joint tests read, per cell, training seed and sampling seed: the DDPM fine-tune at
+    1.0 (+ a per-training-seed offset shared by every method and cell, as a fine-tune's quality is), the others
+    at a relative change ``rel`` plus noise of sd ``sd`` per training seed and cell."""
+
+    folder = Path("synthetic")
+
+    def __init__(self, rel: dict, sd: float, seeds: int = 6, base: dict | None = None):
+        from benchmarks.exposure_bias.verdicts import HEADLINE_CELLS
+
+        rng = np.random.default_rng(3)
+        raw = 0.2 * rng.standard_normal(seeds)
+        offset = dict(enumerate(raw - raw.mean()))  # mean 0: the DDPM fine-tune's mean stays at the base
+        self.s = {}
+        for cell in HEADLINE_CELLS:
+            b = (base or {}).get(cell, 1.0)
+            for name in ("ddpm", *rel):
+                r = rel.get(name, 0.0)
+                self.s[(name, *cell)] = {t: {s: b * (1 + r) + offset[t] + (sd * rng.standard_normal() if name != "ddpm"
+                                                                          else 0.0) + 0.001 * s for s in range(2)}
+                                         for t in range(seeds)}
+
+    def series(self, name, sampler, steps):
+        return self.s[(name, sampler, steps)]
+
+    def mean(self, name, sampler, steps):
+        return float(np.mean([np.mean(list(v.values())) for v in self.s[(name, sampler, steps)].values()]))
+
+
+def test_the_joint_value_is_a_mean_over_cells_per_training_seed_by_hand():
+    from benchmarks.exposure_bias.verdicts import joint_relative
+
+    class D:
+        def series(self, name, sampler, steps):
+            return {("a", "x", 1): {0: {0: 0.9, 1: 0.7}, 1: {0: 1.0, 1: 1.0}},
+                    ("b", "x", 1): {0: {0: 1.0, 1: 1.0}, 1: {0: 1.0, 1: 1.2}},
+                    ("a", "y", 2): {0: {0: 2.0, 1: 2.0}, 1: {0: 1.5, 1: 1.5}, 2: {0: 9.0}},
+                    ("b", "y", 2): {0: {0: 2.0, 1: 2.0}, 1: {0: 2.0, 1: 2.0}, 2: {0: 1.0}},
+                    ("ddpm", "x", 1): {0: {0: 1.0}}, ("ddpm", "y", 2): {0: {0: 2.0}}}[(name, sampler, steps)]
+
+        def mean(self, name, sampler, steps):
+            return {"x": 1.0, "y": 2.0}[sampler]
+
+    got = joint_relative(D(), "a", "b", [("x", 1), ("y", 2)])
+    # seed 0: cell x −0.2 / 1, cell y 0; seed 1: x −0.1 / 1, y −0.5 / 2; seed 2 lacks cell x: left out
+    assert got == pytest.approx({0: (-0.2 + 0.0) / 2, 1: (-0.1 - 0.25) / 2})
+
+
+def test_the_joint_tests_judge_by_training_seed_and_move_with_the_effect():
+    from benchmarks.exposure_bias.verdicts import JOINT, joint_verdicts
+
+    # MDSS 30 % better in every cell, small noise: the thesis-sized claim is reproduced, with n = training seeds
+    got = joint_verdicts(_JointData({HELD_OUT_K: -0.3, CHAIN_HELD_OUT: -0.3, EPS_EXT: -0.3}, sd=0.01), 500)
+    assert [r["claim"] for r in got] == [c[0] for c in JOINT]
+    mdss, chain, eps = got
+    assert mdss["n_train_seeds"] == 6 and mdss["size"] == pytest.approx(np.mean([-0.291, -0.297, -0.226]), abs=1e-3)
+    assert mdss["diff"] == pytest.approx(-0.3, abs=0.01) and mdss["verdict"] == "reproduced"
+    assert mdss["p_sign_flip"] == pytest.approx(2 / 2 ** 6)
+    # the controls: as large a gain as MDSS's, measured precisely: no difference as large as MDSS's gain
+    assert chain["size"] == pytest.approx(0.3, abs=0.01)
+    assert chain["verdict"] == eps["verdict"] == "no difference as large as the reference gain"
+    # no gain at all, measured precisely: not reproduced; the same with large noise: underpowered
+    assert joint_verdicts(_JointData({HELD_OUT_K: 0.0, CHAIN_HELD_OUT: 0.0, EPS_EXT: 0.0}, sd=0.01), 500)[0][
+        "verdict"] == "not reproduced"
+    noisy = joint_verdicts(_JointData({HELD_OUT_K: -0.1, CHAIN_HELD_OUT: -0.1, EPS_EXT: -0.1}, sd=0.6), 500)
+    assert noisy[0]["verdict"] == "inconclusive (underpowered)"
+    # the chain far better than MDSS: a discovery for the first row
+    assert joint_verdicts(_JointData({HELD_OUT_K: -0.1, CHAIN_HELD_OUT: -0.4, EPS_EXT: -0.1}, sd=0.01), 500)[1][
+        "verdict"] == "first better (a discovery)"
+
+
+def test_cells_on_other_scales_count_alike_in_the_joint_value():
+    """Relative differences: a cell whose scores are 10× larger does not outweigh the others."""
+    from benchmarks.exposure_bias.verdicts import joint_verdicts
+
+    plain = joint_verdicts(_JointData({HELD_OUT_K: -0.2, CHAIN_HELD_OUT: -0.2, EPS_EXT: -0.2}, sd=0.001), 200)[0]
+    scaled = joint_verdicts(_JointData({HELD_OUT_K: -0.2, CHAIN_HELD_OUT: -0.2, EPS_EXT: -0.2}, sd=0.001,
+                                       base={("ddim", 100): 10.0}), 200)[0]
+    assert plain["diff"] == pytest.approx(-0.2, abs=0.03) and scaled["diff"] == pytest.approx(-0.2, abs=0.03)
