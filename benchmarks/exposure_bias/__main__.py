@@ -7,6 +7,7 @@ inputs must exist). ``report`` is cheap and rewrites the tables and plots from w
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -84,7 +85,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     stages = tuple(s for s in STAGES if s in args.stage) if args.stage else STAGES
     started = time.perf_counter()
     try:
-        protocol = Protocol(cfg, work, out, only_variants=args.variant)
+        # each unit's line reaches a redirected log as it finishes (runs of hours are followed with tail -f)
+        protocol = Protocol(cfg, work, out, log=functools.partial(print, flush=True), only_variants=args.variant)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
