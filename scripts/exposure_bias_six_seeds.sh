@@ -14,7 +14,8 @@
 # (the second with the pretraining curve), so about 5 h of wall time on two idle cores.
 #
 # Across machines (this workplace's sessions each get a fresh machine for a few hours): when WORK does not exist
-# and CARRY (default docs/exposure_bias_six_seeds_carry) holds a packed run, the run continues from it. Before a
+# and CARRY (default docs/exposure_bias_six_seeds_carry) holds a packed run, the run continues from it (the recorded
+# run finished on 2026-12-05; its last packed state is in git commit 03af60e, and the folder is no longer kept). Before a
 # machine goes, stop or pause (kill -STOP) the run and pack what is finished into CARRY, then commit it:
 #   .venv/bin/python -m benchmarks.exposure_bias --converged --seeds 6 --work "$WORK" --pack "$CARRY"
 # (benchmarks/exposure_bias/carry.py: finished units' records, the scores an unfinished λ search or evaluation
