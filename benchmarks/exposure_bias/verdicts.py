@@ -213,8 +213,9 @@ def joint_verdicts(data: "Committed", n_boot: int) -> list[dict]:
                    diff=summary["diff"], ci_low=summary["ci"][0], ci_high=summary["ci"][1], mde=summary["mde"],
                    mde_exact=exact_mde(summary["mde"], len(vals)), p=summary["p"], p_sign_flip=sign_flip_p(vals))
         if thesis is not None:
-            row.update(size_from="the thesis' mean relative change",
-                       size=float(np.mean([(m - r) / r for r, m in thesis])))
+            size = float(np.mean([(m - r) / r for r, m in thesis]))
+            row.update(size_from="the thesis' mean relative change", size=size,
+                       thesis_size_in_ci=bool(row["ci_low"] <= size <= row["ci_high"]))
         else:
             row.update(size_from=f"{ref}'s joint relative gain over ddpm",
                        size=-float(np.mean(list(joint_relative(data, ref, "ddpm", cells).values()))))
@@ -325,7 +326,10 @@ def verdicts(data: Committed, posthoc: list[dict]) -> list[dict]:
                         thesis_relative_change=relative, row=f"{first} − {second}", sampler=sampler, steps=steps,
                         reference_mean_here=reference, thesis_sized_effect=effect, diff=diff, ci_low=lo, ci_high=hi,
                         mde=mde, mde_exact=mde_exact, q=q, q_family=f"{table}.csv" if table != "posthoc" else
-                        "posthoc_contrasts.csv", verdict=judge(effect, diff, lo, hi, mde_exact, q)))
+                        "posthoc_contrasts.csv", verdict=judge(effect, diff, lo, hi, mde_exact, q),
+                        # beside the verdict, not part of it: is the thesis-sized effect inside the CI (a
+                        # "reproduced" gain as large as the thesis', or only in its direction)?
+                        thesis_size_in_ci=bool(lo <= effect <= hi)))
     return out
 
 

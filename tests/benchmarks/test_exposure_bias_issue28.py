@@ -381,6 +381,9 @@ def test_the_joint_tests_judge_by_training_seed_and_move_with_the_effect():
     mdss, chain, eps = got
     assert mdss["n_train_seeds"] == 6 and mdss["size"] == pytest.approx(np.mean([-0.291, -0.297, -0.226]), abs=1e-3)
     assert mdss["diff"] == pytest.approx(-0.3, abs=0.01) and mdss["verdict"] == "reproduced"
+    assert mdss["thesis_size_in_ci"] is False  # −30 % measured tightly: larger than the thesis' −27.1 %
+    at_size = joint_verdicts(_JointData({HELD_OUT_K: -0.271, CHAIN_HELD_OUT: -0.3, EPS_EXT: -0.3}, sd=0.01), 500)[0]
+    assert at_size["verdict"] == "reproduced" and at_size["thesis_size_in_ci"] is True
     assert mdss["p_sign_flip"] == pytest.approx(2 / 2 ** 6)
     # the controls: as large a gain as MDSS's, measured precisely: no difference as large as MDSS's gain
     assert chain["size"] == pytest.approx(0.3, abs=0.01)
