@@ -189,11 +189,17 @@ def summarise(cfg, work: Path, rows: list[dict], series: Optional[dict] = None) 
     return _add_q_values(out, tests)
 
 
+def paired_by_seed(a: dict, b: dict) -> dict:
+    """{train seed: [a − b per sampling seed both have]} over the training seeds with at least one such pair
+    ({train seed: {seed: score}} each)."""
+    diffs = {t: [v[s] - b[t][s] for s in v if s in b.get(t, {})] for t, v in a.items()}
+    return {t: d for t, d in diffs.items() if d}
+
+
 def paired_difference(a: dict, b: dict, n_boot: int) -> dict:
     """a − b over the training seeds both have, each seed's sampling seeds paired ({train seed: {seed: score}});
     {} when no seed pairs."""
-    diffs = {t: [v[s] - b[t][s] for s in v if s in b.get(t, {})] for t, v in a.items()}
-    diffs = {t: d for t, d in diffs.items() if d}
+    diffs = paired_by_seed(a, b)
     if not diffs:
         return {}
     d_t = np.array([np.mean(d) for d in diffs.values()])

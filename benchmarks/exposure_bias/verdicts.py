@@ -30,11 +30,13 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from benchmarks.exposure_bias.seed_stats import (CHAIN_HELD_OUT, EPS_EXT, EXT, HELD_OUT_K, HELD_OUT_K_EPS,
-                                                 PRESPECIFIED_FAMILY, _scores, exact_mde, paired_difference)
+                                                 PRESPECIFIED_FAMILY, _scores, exact_mde, paired_by_seed,
+                                                 paired_difference)
 from benchmarks.paired_stats import mde_factors, paired_summary, q_values, sign_flip_p
 
 DOCS = Path("docs/exposure_bias_converged")
@@ -190,10 +192,9 @@ def joint_relative(data: "Committed", first: str, second: str, cells: list) -> d
     training seeds that both rows have in every cell (each seed's sampling seeds paired, as ``paired_difference``)."""
     per_cell = []
     for sampler, steps in cells:
-        a, b = data.series(first, sampler, steps), data.series(second, sampler, steps)
         ref = data.mean("ddpm", sampler, steps)
-        per_cell.append({t: float(np.mean([v[s] - b[t][s] for s in v if s in b[t]])) / ref
-                         for t, v in a.items() if t in b and any(s in b[t] for s in v)})
+        diffs = paired_by_seed(data.series(first, sampler, steps), data.series(second, sampler, steps))
+        per_cell.append({t: float(np.mean(d)) / ref for t, d in diffs.items()})
     seeds = sorted(set.intersection(*(set(c) for c in per_cell))) if per_cell else []
     return {t: float(np.mean([c[t] for c in per_cell])) for t in seeds}
 
@@ -340,40 +341,50 @@ def _write(path: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
+def _signed(x: float) -> str:
+    return f"{x:+.3f}" if abs(x) >= 0.0095 else f"{x:+.4f}"
+
+
+def _percent(x: float) -> str:
+    return f"{100 * x:+.1f} %"
+
+
+def _md_table(header: list[str], rows: list[dict], cells: Callable[[dict], list[str]]) -> str:
+    """A Markdown table: ``header``, then one line of ``cells(r)`` per row."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(cells(r)) + " |" for r in rows])
+
+
+def _ci(r: dict, fmt: Callable[[float], str]) -> str:
+    return f"{fmt(r['diff'])} [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]"
+
+
 def markdown_controls(rows: list[dict]) -> str:
-    g = lambda x: f"{x:+.3f}" if abs(x) >= 0.0095 else f"{x:+.4f}"  # noqa: E731
-    lines = ["| control claim | row, cell | Δ [95 % CI] | p (t) / p (sign flip) | q | reference gain | MDE (exact) | "
-             "verdict |", "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['claim']} | {r['row']}, {r['sampler']}-{r['steps']} (n = {r['n_train_seeds']}) | "
-                     f"{g(r['diff'])} [{g(r['ci_low'])}, {g(r['ci_high'])}] | {r['p']:.2g} / {r['p_sign_flip']:.2g} | "
-                     f"{r['q']:.2g} | {g(r['reference_gain'])} ({r['reference']}) | {r['mde']:#.3g} "
-                     f"({r['mde_exact']:#.3g}) | **{r['verdict']}** |")
-    return "\n".join(lines)
+    return _md_table(
+        ["control claim", "row, cell", "Δ [95 % CI]", "p (t) / p (sign flip)", "q", "reference gain", "MDE (exact)",
+         "verdict"], rows,
+        lambda r: [r["claim"], f"{r['row']}, {r['sampler']}-{r['steps']} (n = {r['n_train_seeds']})", _ci(r, _signed),
+                   f"{r['p']:.2g} / {r['p_sign_flip']:.2g}", f"{r['q']:.2g}",
+                   f"{_signed(r['reference_gain'])} ({r['reference']})", f"{r['mde']:#.3g} ({r['mde_exact']:#.3g})",
+                   f"**{r['verdict']}**"])
 
 
 def markdown_joint(rows: list[dict]) -> str:
-    pct = lambda x: f"{100 * x:+.1f} %"  # noqa: E731
-    lines = ["| joint claim | row | cells | Δ relative [95 % CI] | p (t) / p (sign flip) | q | size | MDE (exact) | "
-             "verdict |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['claim']} | {r['row']} (n = {r['n_train_seeds']}) | {r['cells']} | {pct(r['diff'])} "
-                     f"[{pct(r['ci_low'])}, {pct(r['ci_high'])}] | {r['p']:.2g} / {r['p_sign_flip']:.2g} | "
-                     f"{r['q']:.2g} | {pct(r['size'])} ({r['size_from']}) | {100 * r['mde']:.1f} % "
-                     f"({100 * r['mde_exact']:.1f} %) | **{r['verdict']}** |")
-    return "\n".join(lines)
+    return _md_table(
+        ["joint claim", "row", "cells", "Δ relative [95 % CI]", "p (t) / p (sign flip)", "q", "size", "MDE (exact)",
+         "verdict"], rows,
+        lambda r: [r["claim"], f"{r['row']} (n = {r['n_train_seeds']})", r["cells"], _ci(r, _percent),
+                   f"{r['p']:.2g} / {r['p_sign_flip']:.2g}", f"{r['q']:.2g}", f"{_percent(r['size'])} ({r['size_from']})",
+                   f"{100 * r['mde']:.1f} % ({100 * r['mde_exact']:.1f} %)", f"**{r['verdict']}**"])
 
 
 def markdown(rows: list[dict]) -> str:
-    g = lambda x: f"{x:+.3f}" if abs(x) >= 0.0095 else f"{x:+.4f}"  # noqa: E731
-    lines = ["| thesis claim | thesis | here: row, cell | Δ [95 % CI] | q | thesis-sized Δ | MDE (exact) | verdict |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['claim']} | {r['thesis']} ({100 * r['thesis_relative_change']:+.1f} %) | {r['row']}, "
-                     f"{r['sampler']}-{r['steps']} | {g(r['diff'])} [{g(r['ci_low'])}, {g(r['ci_high'])}] | "
-                     f"{r['q']:.2g} | {g(r['thesis_sized_effect'])} | {r['mde']:#.3g} ({r['mde_exact']:#.3g}) | "
-                     f"**{r['verdict']}** |")
-    return "\n".join(lines)
+    return _md_table(
+        ["thesis claim", "thesis", "here: row, cell", "Δ [95 % CI]", "q", "thesis-sized Δ", "MDE (exact)", "verdict"],
+        rows,
+        lambda r: [r["claim"], f"{r['thesis']} ({100 * r['thesis_relative_change']:+.1f} %)",
+                   f"{r['row']}, {r['sampler']}-{r['steps']}", _ci(r, _signed), f"{r['q']:.2g}",
+                   _signed(r["thesis_sized_effect"]), f"{r['mde']:#.3g} ({r['mde_exact']:#.3g})", f"**{r['verdict']}**"])
 
 
 def main(argv: list[str] | None = None) -> int:
